@@ -1,0 +1,323 @@
+"""
+The C{srp} command: run a node, and query any [MC-SQLR] server.
+
+Every query command prints an aligned table by default and JSON with
+C{--json}; failures print one line on stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import getopt
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import react
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.python import usage
+
+from srp.client.browser import BROWSER_PORT, Answer, NoAnswer, browse, query
+from srp.server.config import ConfigError, loadConfig
+from srp.server.node import NodeService, NodeStartError
+from srp.wire import (
+    BroadcastRequest,
+    DACRequest,
+    DACResponse,
+    EnumerateRequest,
+    InstanceInfo,
+    InstanceRequest,
+    InstancesResponse,
+    WireError,
+)
+
+
+class CommandError(Exception):
+    """A command failed; the message is printed as-is on stderr."""
+
+
+def formatTable(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows under headers, each column as wide as its widest cell."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
+        .rstrip() for line in lines
+    )
+
+
+def instanceJSON(info: InstanceInfo) -> dict[str, Any]:
+    """An instance as a JSON object."""
+    return {
+        "server": info.serverName,
+        "instance": info.instanceName,
+        "version": info.version,
+        "clustered": info.isClustered,
+        "tcp": info.tcp,
+        "np": info.np,
+        "via": None if info.via is None else {
+            "netbios": info.via.netbios,
+            "addresses": [{"nic": a.nic, "port": a.port} for a in info.via.addresses],
+        },
+        "other": dict(info.other),
+    }
+
+
+_HEADERS = ("SERVER", "INSTANCE", "VERSION", "CLUSTERED", "TCP", "NP", "VIA")
+
+
+def _row(info: InstanceInfo) -> list[str]:
+    return [
+        info.serverName, info.instanceName, info.version,
+        "yes" if info.isClustered else "no",
+        "-" if info.tcp is None else str(info.tcp),
+        info.np or "-",
+        "-" if info.via is None else info.via.encode(),
+    ]
+
+
+def printAnswers(answers: Sequence[Answer], asJSON: bool, out: TextIO,
+                 withSource: bool = False) -> None:
+    """Print the instances of C{answers} as a table or as JSON."""
+    found = [
+        (answer.source, info)
+        for answer in answers
+        if isinstance(answer.response, InstancesResponse)
+        for info in answer.response.instances
+    ]
+    if asJSON:
+        objects = [
+            ({"source": source[0]} if withSource else {}) | instanceJSON(info)
+            for source, info in found
+        ]
+        out.write(json.dumps(objects, indent=2) + "\n")
+        return
+    headers = (("SOURCE",) if withSource else ()) + _HEADERS
+    rows = [([source[0]] if withSource else []) + _row(info) for source, info in found]
+    out.write(formatTable(headers, rows) + "\n")
+
+
+def splitTarget(target: str) -> tuple[str, str]:
+    """
+    Split C{HOST\\INSTANCE} (or C{HOST/INSTANCE}) into host and instance.
+
+    @raise usage.UsageError: if either part is missing.
+    """
+    cut = max(target.rfind("\\"), target.rfind("/"))
+    host, instance = target[:cut], target[cut + 1 :]
+    if cut < 0 or not host or not instance:
+        raise usage.UsageError(f"{target!r} is not HOST\\INSTANCE")
+    return host.strip("[]"), instance
+
+
+class _QueryOptions(usage.Options):
+    """Options of the query commands, which may come before or after the arguments."""
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            found, arguments = getopt.gnu_getopt(list(options), self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e)) from None
+        ordered = [f"{flag}={value}" if flag.startswith("--") and value else flag + value
+                   for flag, value in found]
+        super().parseOptions([*ordered, "--", *arguments])
+
+    optFlags = [["json", "j", "Print JSON instead of a table."]]
+    optParameters = [
+        ["port", "p", BROWSER_PORT, "UDP port of the SQL Server Browser.", int],
+        ["timeout", "t", 2.0, "Seconds to wait for an answer.", float],
+    ]
+
+
+class ResolveOptions(_QueryOptions):
+    """Options of C{srp resolve}."""
+
+    synopsis = "[options] HOST\\INSTANCE"
+    longdesc = (
+        "Ask HOST for the port map of INSTANCE (CLNT_UCAST_INST), or with --dac for its "
+        "dedicated administrator connection port (CLNT_UCAST_DAC).  Examples:\n"
+        "  srp resolve 'db1\\SALES'\n"
+        "  srp resolve --json 127.0.0.2/SALES\n"
+        "  srp resolve --dac 'db1\\SALES'"
+    )
+    optFlags = [["dac", None, "Ask for the DAC port instead of the port map."]]
+
+    def parseArgs(self, target: str) -> None:
+        self["host"], self["instance"] = splitTarget(target)
+        try:
+            InstanceRequest(self["instance"])
+        except WireError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class EnumerateOptions(_QueryOptions):
+    """Options of C{srp enumerate}."""
+
+    synopsis = "[options] HOST"
+    longdesc = (
+        "List every instance HOST's SQL Server Browser announces (CLNT_UCAST_EX).  Examples:\n"
+        "  srp enumerate db1\n"
+        "  srp enumerate --json 127.0.0.2"
+    )
+
+    def parseArgs(self, host: str) -> None:
+        self["host"] = host.strip("[]")
+
+
+class BrowseOptions(_QueryOptions):
+    """Options of C{srp browse}."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Broadcast CLNT_BCAST_EX on the local network and list every instance that "
+        "answers within the window, like 'sqlcmd -L'.  Examples:\n"
+        "  srp browse\n"
+        "  srp browse --address 192.0.2.255 --timeout 5 --json"
+    )
+    optParameters = [
+        ["address", "a", "255.255.255.255", "Broadcast (or unicast) address to ask."],
+    ]
+
+
+class ServeOptions(usage.Options):
+    """Options of C{srp serve}."""
+
+    synopsis = "--config node.toml"
+    longdesc = (
+        "Run an srp node in the foreground until SIGINT or SIGTERM.  Example:\n"
+        "  srp serve --config examples/node.toml"
+    )
+    optParameters = [["config", "c", None, "The node configuration file (TOML)."]]
+
+    def postOptions(self) -> None:
+        if self["config"] is None:
+            raise usage.UsageError("--config is required: the node configuration file (TOML)")
+
+
+class Options(usage.Options):
+    """Options of the C{srp} command."""
+
+    synopsis = "srp COMMAND [options]"
+    longdesc = (
+        "srp: a clustered SQL Server Browser ([MC-SQLR]) and its client tools.  Examples:\n"
+        "  srp serve --config node.toml\n"
+        "  srp resolve 'db1\\SALES'\n"
+        "  srp enumerate db1 --json\n"
+        "  srp browse"
+    )
+    subCommands = [
+        ["serve", None, ServeOptions, "Run a node that answers on UDP 1434."],
+        ["resolve", None, ResolveOptions, "Show the port map of HOST\\INSTANCE."],
+        ["enumerate", None, EnumerateOptions, "List the instances of HOST."],
+        ["browse", None, BrowseOptions, "Broadcast and list the instances that answer."],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("a command is required: serve, resolve, enumerate or browse")
+
+
+async def _resolve(reactor: Any, options: ResolveOptions, out: TextIO) -> None:
+    host, instance = options["host"], options["instance"]
+    request = DACRequest(instance) if options["dac"] else InstanceRequest(instance)
+    try:
+        answer = await query(reactor, host, request, port=options["port"],
+                             timeout=options["timeout"])
+    except NoAnswer as e:
+        raise CommandError(
+            f"{e} for instance {instance!r}: the instance may be unknown or hidden, "
+            "or no SQL Server Browser or srp node listens there"
+        ) from None
+    if isinstance(answer.response, DACResponse):
+        port = answer.response.port
+        out.write(json.dumps({"instance": instance, "dac_port": port}) + "\n" if options["json"]
+                  else formatTable(("INSTANCE", "DAC PORT"), [(instance, str(port))]) + "\n")
+        return
+    printAnswers([answer], options["json"], out)
+
+
+async def _enumerate(reactor: Any, options: EnumerateOptions, out: TextIO) -> None:
+    try:
+        answer = await query(reactor, options["host"], EnumerateRequest(),
+                             port=options["port"], timeout=options["timeout"])
+    except NoAnswer as e:
+        raise CommandError(
+            f"{e}: no SQL Server Browser or srp node listens there, "
+            "or it has no visible instances"
+        ) from None
+    printAnswers([answer], options["json"], out)
+
+
+async def _browse(reactor: Any, options: BrowseOptions, out: TextIO) -> None:
+    answers = await browse(reactor, BroadcastRequest(), address=options["address"],
+                           port=options["port"], window=options["timeout"])
+    if not answers:
+        raise CommandError(
+            f"no answer to a broadcast on {options['address']} port {options['port']} "
+            f"within {options['timeout']:g} s"
+        )
+    printAnswers(answers, options["json"], out, withSource=True)
+
+
+def _startLogging(err: TextIO) -> None:
+    observer = FilteringLogObserver(
+        textFileLogObserver(err), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)]
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+async def _serve(reactor: Any, options: ServeOptions, err: TextIO) -> None:
+    try:
+        config = loadConfig(options["config"])
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+    _startLogging(err)
+    node = NodeService(config, reactor)
+    try:
+        node.privilegedStartService()
+    except NodeStartError as e:
+        raise CommandError(str(e)) from None
+    node.startService()
+    stopped: Deferred[None] = Deferred()
+    reactor.addSystemEventTrigger("before", "shutdown", node.stopService)
+    await stopped  # until the reactor stops (SIGINT, SIGTERM)
+
+
+def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred[None]:
+    """Parse C{argv} and run the command it names; the L{Deferred} fails on error."""
+    options = Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        err.write(f"srp: {e}\n{options.getSynopsis() if options.subCommand is None else ''}"
+                  f"Run 'srp --help' or 'srp COMMAND --help' for usage.\n")
+        raise SystemExit(2) from None
+    sub = options.subOptions
+    commands = {
+        "resolve": lambda: _resolve(reactor, sub, out),
+        "enumerate": lambda: _enumerate(reactor, sub, out),
+        "browse": lambda: _browse(reactor, sub, out),
+        "serve": lambda: _serve(reactor, sub, err),
+    }
+
+    def failed(failure: Any) -> None:
+        failure.trap(CommandError)
+        err.write(f"srp: {failure.value}\n")
+        raise SystemExit(1)
+
+    return ensureDeferred(commands[options.subCommand]()).addErrback(failed)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The C{srp} console script."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    react(lambda reactor: run(reactor, arguments, sys.stdout, sys.stderr))

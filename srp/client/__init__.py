@@ -1,0 +1,1 @@
+"""The client side: [MC-SQLR] queries and (later) the network access module."""

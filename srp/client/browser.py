@@ -1,0 +1,142 @@
+"""
+Ask a SQL Server Browser (or an srp node) over UDP: one server, or broadcast.
+
+These are the plain [MC-SQLR] exchanges behind C{srp resolve}, C{srp
+enumerate} and C{srp browse}; they work against any [MC-SQLR] server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from srp.wire import Request, Response, WireError, decodeResponse
+
+#: The [MC-SQLR] port.
+BROWSER_PORT = 1434
+
+
+class NoAnswer(Exception):
+    """Nobody answered a query in time; the message says whom we asked."""
+
+
+@frozen
+class Answer:
+    """A response and the address it came from."""
+
+    source: tuple[str, int]
+    response: Response
+
+
+def _isIPv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
+
+
+async def hostAddress(reactor: Any, host: str) -> str:
+    """C{host} as an IP address: literals as they are, names through the reactor's resolver."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return str(await reactor.resolve(host))
+
+
+class _Query(DatagramProtocol):
+    """Sends one request until answered (or for a window) and collects replies."""
+
+    log = Logger()
+
+    def __init__(self, request: bytes, target: tuple[str, int], collect: bool) -> None:
+        self.request = request
+        self.target = target
+        self.collect = collect
+        self.answers: list[Answer] = []
+        self.done: Deferred[None] = Deferred()
+        self.malformed = 0
+
+    def send(self) -> None:
+        self.transport.write(self.request, self.target)  # type: ignore[union-attr]
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        source = (addr[0], addr[1])
+        if not self.collect and source[0] != self.target[0]:
+            return
+        try:
+            response = decodeResponse(datagram)
+        except WireError as e:
+            self.malformed += 1
+            self.log.warn("Ignored a malformed reply from {host}: {error}",
+                          host=source[0], error=str(e))
+            return
+        self.answers.append(Answer(source, response))
+        if not self.collect and not self.done.called:
+            self.done.callback(None)
+
+
+async def _exchange(
+    reactor: Any, request: Request, target: tuple[str, int], timeout: float,
+    attempts: int, collect: bool, broadcast: bool = False,
+) -> list[Answer]:
+    query = _Query(request.encode(), target, collect)
+    port = reactor.listenUDP(0, query, interface="::" if _isIPv6(target[0]) else "")
+    if broadcast:
+        port.setBroadcastAllowed(True)
+    sender = LoopingCall(query.send)
+    sender.clock = reactor
+    sender.start(timeout / attempts)
+    timer = reactor.callLater(timeout, lambda: query.done.called or query.done.callback(None))
+    try:
+        await query.done
+    finally:
+        if timer.active():
+            timer.cancel()
+        if sender.running:
+            sender.stop()
+        await port.stopListening()
+    return query.answers
+
+
+async def query(
+    reactor: Any, host: str, request: Request, port: int = BROWSER_PORT,
+    timeout: float = 2.0, attempts: int = 3,
+) -> Answer:
+    """
+    Send C{request} to one server and return its first valid reply.
+
+    The request is repeated C{attempts} times within C{timeout} seconds, as
+    UDP may lose it; servers answer repeats harmlessly.
+
+    @raise NoAnswer: if no valid reply came within C{timeout}.
+    """
+    address = await hostAddress(reactor, host)
+    answers = await _exchange(reactor, request, (address, port), timeout, attempts, False)
+    if not answers:
+        raise NoAnswer(f"no answer from {host} port {port} within {timeout:g} s")
+    return answers[0]
+
+
+async def browse(
+    reactor: Any, request: Request, address: str = "255.255.255.255",
+    port: int = BROWSER_PORT, window: float = 2.0, attempts: int = 2,
+) -> list[Answer]:
+    """
+    Broadcast C{request} and collect every reply that arrives within C{window} seconds.
+
+    Duplicate replies (from the repeated request) are collapsed.
+    """
+    answers = await _exchange(
+        reactor, request, (address, port), window, attempts, True, broadcast=True
+    )
+    unique: dict[tuple[tuple[str, int], Response], Answer] = {}
+    for answer in answers:
+        unique.setdefault((answer.source, answer.response), answer)
+    return list(unique.values())
+

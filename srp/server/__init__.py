@@ -1,0 +1,1 @@
+"""The server side: the [MC-SQLR] responder, its registry and the node service."""

@@ -1,0 +1,139 @@
+"""
+The [MC-SQLR] responder: answers SQL Server Browser requests from a registry.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from attrs import define
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from srp.interfaces import IRegistry
+from srp.wire import (
+    BroadcastRequest,
+    DACRequest,
+    DACResponse,
+    EnumerateRequest,
+    InstanceInfo,
+    Request,
+    WireError,
+    decodeRequest,
+)
+from srp.wire.instances import encodeEnumeration, encodeInstance
+from srp.wire.mcsqlr import frameResponseData
+
+#: Seconds between two log lines about malformed datagrams; the ones in
+#: between are counted and reported with the next line.
+MALFORMED_LOG_INTERVAL = 1.0
+
+
+@define
+class ResponderStats:
+    """Counters of what a responder did with the datagrams it received."""
+
+    answered: int = 0
+    #: Well-formed requests that get no reply: unknown or hidden instances,
+    #: no DAC port, nothing to enumerate.
+    ignored: int = 0
+    malformed: int = 0
+    #: Replies the operating system refused to send.
+    unsent: int = 0
+    #: Instances the current enumeration reply leaves out: they do not fit
+    #: in one datagram.
+    omitted: int = 0
+
+
+@lru_cache(maxsize=65536)
+def instanceReply(info: InstanceInfo) -> bytes:
+    """The SVR_RESP answering CLNT_UCAST_INST for C{info} (cached: records are frozen)."""
+    return frameResponseData(encodeInstance(info))
+
+
+class ResolutionResponder(DatagramProtocol):
+    """
+    Answers [MC-SQLR] requests on one UDP port from an L{IRegistry}.
+
+    Unknown or hidden instances, and anything that is not a valid request
+    (empty, malformed, unknown type, C{0x0A}, responses), get no reply: they
+    are counted in L{ResponderStats} and logged at most once a second.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self, registry: IRegistry, clock: IReactorTime, stats: ResponderStats | None = None
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.stats = stats if stats is not None else ResponderStats()
+        self._enumeration: tuple[int, bytes | None] = (-1, None)
+        self._lastMalformedLog = float("-inf")
+        self._malformedUnlogged = 0
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        try:
+            request = decodeRequest(datagram)
+        except WireError as error:
+            self._malformed(error, addr)
+            return
+        reply = self.replyTo(request)
+        if reply is None:
+            self.stats.ignored += 1
+            return
+        try:
+            self.transport.write(reply, addr)  # type: ignore[union-attr]
+        except OSError as error:
+            self.stats.unsent += 1
+            self.log.warn(
+                "Could not send a reply to {host}:{port}: {error}",
+                host=addr[0], port=addr[1], error=error,
+            )
+            return
+        self.stats.answered += 1
+
+    def replyTo(self, request: Request) -> bytes | None:
+        """The reply to a decoded request, or L{None} if it gets none."""
+        if isinstance(request, (BroadcastRequest, EnumerateRequest)):
+            return self._enumerationReply()
+        record = self.registry.lookup(request.instanceName)
+        if record is None or record.hidden:
+            return None
+        if isinstance(request, DACRequest):
+            return None if record.dacPort is None else DACResponse(record.dacPort).encode()
+        return instanceReply(record.info)
+
+    def _enumerationReply(self) -> bytes | None:
+        generation, reply = self._enumeration
+        if generation != self.registry.generation:
+            records = self.registry.visible()
+            reply = None
+            if records:
+                data, omitted = encodeEnumeration([r.info for r in records])
+                self.stats.omitted = omitted
+                if omitted:
+                    self.log.warn(
+                        "Enumeration replies list {listed} of {total} instances: "
+                        "the rest do not fit in one datagram",
+                        listed=len(records) - omitted, total=len(records),
+                    )
+                reply = frameResponseData(data)
+            self._enumeration = (self.registry.generation, reply)
+        return reply
+
+    def _malformed(self, error: WireError, addr: tuple[str, int]) -> None:
+        self.stats.malformed += 1
+        now = self.clock.seconds()
+        if now - self._lastMalformedLog < MALFORMED_LOG_INTERVAL:
+            self._malformedUnlogged += 1
+            return
+        self.log.warn(
+            "Ignored a malformed datagram from {host}:{port}: {error} "
+            "({suppressed} more since the last such line)",
+            host=addr[0], port=addr[1], error=str(error), suppressed=self._malformedUnlogged,
+        )
+        self._lastMalformedLog = now
+        self._malformedUnlogged = 0
