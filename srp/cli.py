@@ -24,6 +24,8 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
+import twisted
+from srp import __version__
 from srp.client.browser import BROWSER_PORT, Answer, NoAnswer, browse, query
 from srp.server.config import ConfigError, loadConfig
 from srp.server.node import NodeService, NodeStartError
@@ -117,7 +119,32 @@ def splitTarget(target: str) -> tuple[str, str]:
     return host.strip("[]"), instance
 
 
-class _QueryOptions(usage.Options):
+class CommandOptions(usage.Options):
+    """
+    Options whose C{--help} ends with C{examples}, one command a line.
+
+    (Twisted re-wraps C{longdesc}, which would run examples together.)
+    """
+
+    examples: Sequence[str] = ()
+    synopsis = ""
+
+    def opt_version(self) -> None:
+        """Display srp's version and exit."""
+        print(f"srp {__version__} (Twisted {twisted.__version__})")
+        raise SystemExit(0)
+
+    def getSynopsis(self) -> str:
+        return self.synopsis or super().getSynopsis()
+
+    def getUsage(self, width: int | None = None) -> str:
+        usage = super().getUsage(width)
+        if not self.examples:
+            return usage
+        return usage + "\nExamples:\n" + "".join(f"  {line}\n" for line in self.examples)
+
+
+class _QueryOptions(CommandOptions):
     """Options of the query commands, which may come before or after the arguments."""
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
@@ -131,7 +158,7 @@ class _QueryOptions(usage.Options):
                    for flag, value in found]
         super().parseOptions([*ordered, "--", *arguments])
 
-    optFlags = [["json", "j", "Print JSON instead of a table."]]
+    optFlags: list[list[str | None]] = [["json", "j", "Print JSON instead of a table."]]
     optParameters = [
         ["port", "p", BROWSER_PORT, "UDP port of the SQL Server Browser.", int],
         ["timeout", "t", 2.0, "Seconds to wait for an answer.", float],
@@ -141,17 +168,19 @@ class _QueryOptions(usage.Options):
 class ResolveOptions(_QueryOptions):
     """Options of C{srp resolve}."""
 
-    synopsis = "[options] HOST\\INSTANCE"
+    synopsis = "Usage: srp resolve [options] HOST\\INSTANCE"
     longdesc = (
         "Ask HOST for the port map of INSTANCE (CLNT_UCAST_INST), or with --dac for its "
-        "dedicated administrator connection port (CLNT_UCAST_DAC).  Examples:\n"
-        "  srp resolve 'db1\\SALES'\n"
-        "  srp resolve --json 127.0.0.2/SALES\n"
-        "  srp resolve --dac 'db1\\SALES'"
+        "dedicated administrator connection port (CLNT_UCAST_DAC)."
+    )
+    examples = (
+        "srp resolve 'db1\\SALES'",
+        "srp resolve --json 127.0.0.2/SALES",
+        "srp resolve --dac 'db1\\SALES'",
     )
     optFlags = [["dac", None, "Ask for the DAC port instead of the port map."]]
 
-    def parseArgs(self, target: str) -> None:
+    def parseArgs(self, target: str) -> None:  # type: ignore[override]
         self["host"], self["instance"] = splitTarget(target)
         try:
             InstanceRequest(self["instance"])
@@ -162,40 +191,37 @@ class ResolveOptions(_QueryOptions):
 class EnumerateOptions(_QueryOptions):
     """Options of C{srp enumerate}."""
 
-    synopsis = "[options] HOST"
-    longdesc = (
-        "List every instance HOST's SQL Server Browser announces (CLNT_UCAST_EX).  Examples:\n"
-        "  srp enumerate db1\n"
-        "  srp enumerate --json 127.0.0.2"
-    )
+    synopsis = "Usage: srp enumerate [options] HOST"
+    longdesc = "List every instance HOST's SQL Server Browser announces (CLNT_UCAST_EX)."
+    examples = ("srp enumerate db1", "srp enumerate --json 127.0.0.2")
 
-    def parseArgs(self, host: str) -> None:
+    def parseArgs(self, host: str) -> None:  # type: ignore[override]
         self["host"] = host.strip("[]")
 
 
 class BrowseOptions(_QueryOptions):
     """Options of C{srp browse}."""
 
-    synopsis = "[options]"
+    synopsis = "Usage: srp browse [options]"
     longdesc = (
         "Broadcast CLNT_BCAST_EX on the local network and list every instance that "
-        "answers within the window, like 'sqlcmd -L'.  Examples:\n"
-        "  srp browse\n"
-        "  srp browse --address 192.0.2.255 --timeout 5 --json"
+        "answers within the window (--timeout), like 'sqlcmd -L'."
     )
+    examples = ("srp browse", "srp browse --address 192.0.2.255 --timeout 5 --json")
     optParameters = [
         ["address", "a", "255.255.255.255", "Broadcast (or unicast) address to ask."],
     ]
 
 
-class ServeOptions(usage.Options):
+class ServeOptions(CommandOptions):
     """Options of C{srp serve}."""
 
-    synopsis = "--config node.toml"
+    synopsis = "Usage: srp serve --config node.toml"
     longdesc = (
-        "Run an srp node in the foreground until SIGINT or SIGTERM.  Example:\n"
-        "  srp serve --config examples/node.toml"
+        "Run an srp node in the foreground until SIGINT or SIGTERM, logging to stderr. "
+        "The configuration file is described in the operations guide."
     )
+    examples = ("srp serve --config examples/node.toml",)
     optParameters = [["config", "c", None, "The node configuration file (TOML)."]]
 
     def postOptions(self) -> None:
@@ -203,16 +229,17 @@ class ServeOptions(usage.Options):
             raise usage.UsageError("--config is required: the node configuration file (TOML)")
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     """Options of the C{srp} command."""
 
-    synopsis = "srp COMMAND [options]"
-    longdesc = (
-        "srp: a clustered SQL Server Browser ([MC-SQLR]) and its client tools.  Examples:\n"
-        "  srp serve --config node.toml\n"
-        "  srp resolve 'db1\\SALES'\n"
-        "  srp enumerate db1 --json\n"
-        "  srp browse"
+    synopsis = "Usage: srp COMMAND [options]"
+    longdesc = "srp: a clustered SQL Server Browser ([MC-SQLR]) and its client tools."
+    examples = (
+        "srp serve --config node.toml",
+        "srp resolve 'db1\\SALES'",
+        "srp enumerate db1 --json",
+        "srp browse",
+        "srp COMMAND --help",
     )
     subCommands = [
         ["serve", None, ServeOptions, "Run a node that answers on UDP 1434."],
@@ -280,12 +307,12 @@ async def _serve(reactor: Any, options: ServeOptions, err: TextIO) -> None:
         config = loadConfig(options["config"])
     except ConfigError as e:
         raise CommandError(str(e)) from None
-    _startLogging(err)
     node = NodeService(config, reactor)
     try:
         node.privilegedStartService()
     except NodeStartError as e:
         raise CommandError(str(e)) from None
+    _startLogging(err)
     node.startService()
     stopped: Deferred[None] = Deferred()
     reactor.addSystemEventTrigger("before", "shutdown", node.stopService)
@@ -298,8 +325,7 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
-        err.write(f"srp: {e}\n{options.getSynopsis() if options.subCommand is None else ''}"
-                  f"Run 'srp --help' or 'srp COMMAND --help' for usage.\n")
+        err.write(f"srp: {e}\nRun 'srp --help' or 'srp COMMAND --help' for usage.\n")
         raise SystemExit(2) from None
     sub = options.subOptions
     commands = {
@@ -314,6 +340,7 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
         err.write(f"srp: {failure.value}\n")
         raise SystemExit(1)
 
+    assert options.subCommand is not None  # postOptions insists on one
     return ensureDeferred(commands[options.subCommand]()).addErrback(failed)
 
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
+from srp.cli import CommandOptions
 from srp.server.config import ConfigError, NodeConfig, loadConfig
-from srp.server.node import NodeService
+from srp.server.node import NodeService, NodeStartError
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     """Options of C{twistd srp}."""
 
-    synopsis = "--config node.toml"
+    synopsis = "Usage: twistd [twistd options] srp --config node.toml"
     longdesc = (
         "Run an srp node: a SQL Server Browser ([MC-SQLR]) responder on UDP 1434 "
-        "for the instances in the configuration file.  Example:\n"
-        "  twistd -n srp --config /etc/srp/node.toml"
+        "for the instances in the configuration file."
+    )
+    examples = (
+        "twistd -n srp --config /etc/srp/node.toml",
+        "twistd --pidfile /run/srp.pid --logfile /var/log/srp.log srp --config node.toml",
     )
     optParameters = [["config", "c", None, "The node configuration file (TOML)."]]
 
@@ -32,6 +36,18 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
+class TwistdNodeService(NodeService):
+    """
+    A L{NodeService} that ends C{twistd} with its one-line error, not a traceback.
+    """
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except NodeStartError as e:
+            raise SystemExit(f"srp: {e}") from None
+
+
 def makeService(options: Options) -> IService:
-    """The L{NodeService} that C{options} describe."""
-    return NodeService(options.config)
+    """The node that C{options} describe."""
+    return TwistdNodeService(options.config)

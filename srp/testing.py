@@ -20,6 +20,8 @@ from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol
 
+from srp.server.config import loadConfig
+
 
 class FakeDatagramTransport:
     """
@@ -120,6 +122,11 @@ class NodeProcess:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"srp serve did not get ready within {timeout} s: {self.log()}")
+
+    @property
+    def address(self) -> str:
+        """The first address the node listens on."""
+        return loadConfig(self.config).listen[0]
 
     def log(self) -> str:
         """Everything the node has logged so far."""

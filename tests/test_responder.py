@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import errno
+from typing import cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from srp.records import InstanceRecord
@@ -94,8 +95,9 @@ class SilenceTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.events: list[LogEvent] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def test_malformed_is_counted_logged_and_unanswered(self) -> None:
         responder = makeResponder()

@@ -77,7 +77,12 @@ class _Query(DatagramProtocol):
                           host=source[0], error=str(e))
             return
         self.answers.append(Answer(source, response))
-        if not self.collect and not self.done.called:
+        if not self.collect:
+            self.finish()
+
+    def finish(self) -> None:
+        """Stop waiting: the first answer came, or the time is up."""
+        if not self.done.called:
             self.done.callback(None)
 
 
@@ -92,7 +97,7 @@ async def _exchange(
     sender = LoopingCall(query.send)
     sender.clock = reactor
     sender.start(timeout / attempts)
-    timer = reactor.callLater(timeout, lambda: query.done.called or query.done.callback(None))
+    timer = reactor.callLater(timeout, query.finish)
     try:
         await query.done
     finally:

@@ -134,8 +134,8 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>") -> NodeCo
         record = _instance(where, table, serverName)
         if record.key in seen:
             raise ConfigError(
-                f"{where} ({record.name}): instance {record.name!r} is already defined by #{seen[record.key]} "
-                "(names are case-insensitive)"
+                f"{where} ({record.name}): instance {record.name!r} is already defined "
+                f"by #{seen[record.key]} (names are case-insensitive)"
             )
         seen[record.key] = number
         records.append(record)

@@ -74,7 +74,7 @@ class ResolutionResponder(DatagramProtocol):
         self._lastMalformedLog = float("-inf")
         self._malformedUnlogged = 0
 
-    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         try:
             request = decodeRequest(datagram)
         except WireError as error:

@@ -154,7 +154,7 @@ def decodeRequest(datagram: bytes) -> Request:
     if not datagram:
         raise WireError("empty datagram")
     kind = datagram[0]
-    if kind == CLNT_BCAST_EX or kind == CLNT_UCAST_EX:
+    if kind in (CLNT_BCAST_EX, CLNT_UCAST_EX):
         if len(datagram) != 1:
             raise WireError(f"request type 0x{kind:02X} has {len(datagram) - 1} trailing bytes")
         return BroadcastRequest() if kind == CLNT_BCAST_EX else EnumerateRequest()

@@ -1,0 +1,49 @@
+"""The installed distribution: dropins where Twisted looks, and commands on PATH."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from tests.conftest import BIN
+
+PURELIB = Path(sysconfig.get_paths()["purelib"])
+
+
+def outside(code: str, cwd: Path) -> str:
+    """Run Python C{code} in the test virtualenv, away from the source tree."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=cwd, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_installed_as_regular_files() -> None:
+    assert (PURELIB / "twisted" / "plugins" / "srp_node.py").is_file()
+    assert (PURELIB / "srp" / "wire" / "mcsqlr.py").is_file()
+    assert (PURELIB / "srp" / "py.typed").is_file()
+    assert not (PURELIB / "twisted" / "plugins" / "__init__.py").exists() or (
+        "srp" not in (PURELIB / "twisted" / "plugins" / "__init__.py").read_text())
+
+
+def test_imported_from_site_packages(tmp_path: Path) -> None:
+    where = outside("import srp; print(srp.__file__)", tmp_path)
+    assert Path(where.strip()).is_relative_to(PURELIB)
+
+
+def test_twisted_finds_the_service_maker(tmp_path: Path) -> None:
+    found = outside(
+        "from twisted.plugin import getPlugins\n"
+        "from twisted.application.service import IServiceMaker\n"
+        "print(sorted(p.tapname for p in getPlugins(IServiceMaker)))", tmp_path)
+    assert "'srp'" in found
+
+
+def test_twistd_help_lists_srp(tmp_path: Path) -> None:
+    result = subprocess.run([str(BIN / "twistd"), "--help"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode == 0
+    [line] = [line for line in result.stdout.splitlines() if line.split()[:1] == ["srp"]]
+    assert "SQL Server Browser" in line
