@@ -26,7 +26,7 @@ from twisted.python import usage
 
 import twisted
 from srp import __version__
-from srp.client.browser import BROWSER_PORT, Answer, NoAnswer, browse, query
+from srp.client.browser import BROWSER_PORT, Answer, NoAnswer, QueryFailed, browse, query
 from srp.server.config import ConfigError, loadConfig
 from srp.server.node import NodeService, NodeStartError
 from srp.wire import (
@@ -264,6 +264,8 @@ async def _resolve(reactor: Any, options: ResolveOptions, out: TextIO) -> None:
             f"{e} for instance {instance!r}: the instance may be unknown or hidden, "
             "or no SQL Server Browser or srp node listens there"
         ) from None
+    except QueryFailed as e:
+        raise CommandError(str(e)) from None
     if isinstance(answer.response, DACResponse):
         port = answer.response.port
         out.write(json.dumps({"instance": instance, "dac_port": port}) + "\n" if options["json"]
@@ -281,12 +283,17 @@ async def _enumerate(reactor: Any, options: EnumerateOptions, out: TextIO) -> No
             f"{e}: no SQL Server Browser or srp node listens there, "
             "or it has no visible instances"
         ) from None
+    except QueryFailed as e:
+        raise CommandError(str(e)) from None
     printAnswers([answer], options["json"], out)
 
 
 async def _browse(reactor: Any, options: BrowseOptions, out: TextIO) -> None:
-    answers = await browse(reactor, BroadcastRequest(), address=options["address"],
-                           port=options["port"], window=options["timeout"])
+    try:
+        answers = await browse(reactor, BroadcastRequest(), address=options["address"],
+                               port=options["port"], window=options["timeout"])
+    except QueryFailed as e:
+        raise CommandError(str(e)) from None
     if not answers:
         raise CommandError(
             f"no answer to a broadcast on {options['address']} port {options['port']} "

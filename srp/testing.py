@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,22 +95,26 @@ class NodeProcess:
     A real C{srp serve} process, for tests, demos and benchmarks.
 
     Its log goes to C{logPath}; L{start} waits until it answers, L{stop}
-    ends it by its PID (SIGTERM, then SIGKILL).
+    ends it by its PID (SIGTERM, then SIGKILL).  A C{prefix} that execs
+    (C{ip netns exec NAME}) keeps the PID the node's own.
     """
 
     READY = "srp node answering on"
 
-    def __init__(self, config: Path, logPath: Path, executable: str | None = None) -> None:
+    def __init__(self, config: Path, logPath: Path, executable: str | None = None,
+                 prefix: Sequence[str] = ()) -> None:
         self.config = config
         self.logPath = logPath
         self.executable = executable or str(Path(sys.executable).with_name("srp"))
+        #: Run the node through this command, e.g. C{ip netns exec HOST}.
+        self.prefix = tuple(prefix)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> NodeProcess:
         """Start the node and wait for its ready line; raise if it exits or times out."""
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
-                [self.executable, "serve", "--config", str(self.config)],
+                [*self.prefix, self.executable, "serve", "--config", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout

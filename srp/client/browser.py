@@ -12,6 +12,7 @@ from typing import Any
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
+from twisted.internet.error import DNSLookupError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -22,7 +23,11 @@ from srp.wire import Request, Response, WireError, decodeResponse
 BROWSER_PORT = 1434
 
 
-class NoAnswer(Exception):
+class QueryFailed(Exception):
+    """A query could not be made or got no answer; the message says why."""
+
+
+class NoAnswer(QueryFailed):
     """Nobody answered a query in time; the message says whom we asked."""
 
 
@@ -42,11 +47,19 @@ def _isIPv6(host: str) -> bool:
 
 
 async def hostAddress(reactor: Any, host: str) -> str:
-    """C{host} as an IP address: literals as they are, names through the reactor's resolver."""
+    """
+    C{host} as an IP address: literals as they are, names through the reactor's resolver.
+
+    @raise QueryFailed: if the name does not resolve.
+    """
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
+        pass
+    try:
         return str(await reactor.resolve(host))
+    except DNSLookupError:
+        raise QueryFailed(f"cannot resolve the host name {host!r}") from None
 
 
 class _Query(DatagramProtocol):
@@ -61,9 +74,15 @@ class _Query(DatagramProtocol):
         self.answers: list[Answer] = []
         self.done: Deferred[None] = Deferred()
         self.malformed = 0
+        self.sendError: OSError | None = None
 
     def send(self) -> None:
-        self.transport.write(self.request, self.target)  # type: ignore[union-attr]
+        """Send the request (again); a failure to send ends the query."""
+        try:
+            self.transport.write(self.request, self.target)  # type: ignore[union-attr]
+        except OSError as e:
+            self.sendError = e
+            self.finish()
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         source = (addr[0], addr[1])
@@ -106,6 +125,9 @@ async def _exchange(
         if sender.running:
             sender.stop()
         await port.stopListening()
+    if query.sendError is not None and not query.answers:
+        raise QueryFailed(f"cannot send to {target[0]} port {target[1]}: "
+                          f"{query.sendError.strerror or query.sendError}")
     return query.answers
 
 
