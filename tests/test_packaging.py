@@ -22,6 +22,7 @@ def outside(code: str, cwd: Path) -> str:
 
 def test_installed_as_regular_files() -> None:
     assert (PURELIB / "twisted" / "plugins" / "srp_node.py").is_file()
+    assert (PURELIB / "twisted" / "plugins" / "srp_endpoints.py").is_file()
     assert (PURELIB / "srp" / "wire" / "mcsqlr.py").is_file()
     assert (PURELIB / "srp" / "py.typed").is_file()
     assert not (PURELIB / "twisted" / "plugins" / "__init__.py").exists() or (
@@ -39,6 +40,14 @@ def test_twisted_finds_the_service_maker(tmp_path: Path) -> None:
         "from twisted.application.service import IServiceMaker\n"
         "print(sorted(p.tapname for p in getPlugins(IServiceMaker)))", tmp_path)
     assert "'srp'" in found
+
+
+def test_client_from_string_finds_the_srp_endpoint(tmp_path: Path) -> None:
+    found = outside(
+        "from twisted.internet import reactor\n"
+        "from twisted.internet.endpoints import clientFromString\n"
+        "print(type(clientFromString(reactor, 'srp:db1/SALES')).__name__)", tmp_path)
+    assert found.strip() == "SRPClientEndpoint"
 
 
 def test_twistd_help_lists_srp(tmp_path: Path) -> None:

@@ -1,0 +1,98 @@
+"""The `srp:` endpoint, against an in-process node and TCP server on loopback."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from srp.client.endpoint import ResolutionError, SRPClientEndpoint, SRPClientParser
+from srp.records import InstanceRecord
+from srp.server.config import NodeConfig
+from srp.server.node import NodeService
+from srp.testing import freeLoopbackAddress
+from srp.wire import InstanceInfo
+
+
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
+class Collect(Protocol):
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= self.expected:
+            self.done.callback(self.received)
+
+
+class EndpointTests(TestCase):
+    """`srp:cluster/instance` resolves over UDP and connects over TCP."""
+
+    def setUp(self) -> None:
+        self.address = freeLoopbackAddress()
+        server = reactor.listenTCP(0, ServerFactory.forProtocol(Echo), interface=self.address)
+        self.addCleanup(server.stopListening)
+        port: int = server.getHost().port  # type: ignore[attr-defined]
+        records = (
+            InstanceRecord(InstanceInfo("H", "ECHO", tcp=port)),
+            InstanceRecord(InstanceInfo("H", "PIPEONLY", np="\\\\H\\pipe\\x")),
+        )
+        node = NodeService(NodeConfig(listen=(self.address,), instances=records), reactor)
+        node.privilegedStartService()
+        node.startService()
+        self.addCleanup(node.stopService)
+
+    async def test_connects_to_the_announced_port(self) -> None:
+        endpoint = clientFromString(reactor, f"srp:{self.address}/echo:timeout=1")
+        self.assertIsInstance(endpoint, SRPClientEndpoint)
+        client = Collect(5)
+        await connectProtocol(endpoint, client)
+        client.transport.write(b"hello")  # type: ignore[union-attr]
+        self.assertEqual(await client.done, b"hello")
+        client.transport.loseConnection()  # type: ignore[union-attr]
+
+    async def test_unknown_instance_is_a_resolution_error(self) -> None:
+        endpoint = clientFromString(reactor, f"srp:{self.address}/NOPE:timeout=0.3")
+        with self.assertRaises(ResolutionError) as caught:
+            await connectProtocol(endpoint, Protocol())
+        self.assertIn(f"cannot resolve {self.address}/NOPE: no answer", str(caught.exception))
+
+    async def test_instance_without_tcp_is_a_resolution_error(self) -> None:
+        endpoint = clientFromString(reactor, f"srp:{self.address}/PIPEONLY:timeout=1")
+        with self.assertRaises(ResolutionError) as caught:
+            await connectProtocol(endpoint, Protocol())
+        self.assertIn("announces no tcp port", str(caught.exception))
+
+
+class ParserTests(SynchronousTestCase):
+    """The endpoint string is checked when parsed."""
+
+    def test_options(self) -> None:
+        endpoint = SRPClientParser().parseStreamClient(reactor, "::1/X", port="1435",
+                                                       timeout="3")
+        assert isinstance(endpoint, SRPClientEndpoint)
+        self.assertEqual((endpoint.cluster, endpoint.instance, endpoint.port, endpoint.timeout),
+                         ("::1", "X", 1435, 3.0))
+
+    def test_ipv6_cluster_escaped(self) -> None:
+        endpoint = clientFromString(reactor, "srp:\\:\\:1/SALES")
+        assert isinstance(endpoint, SRPClientEndpoint)
+        self.assertEqual((endpoint.cluster, endpoint.instance), ("::1", "SALES"))
+
+    def test_mistakes(self) -> None:
+        for description, complaint in [
+            ("srp:db1", "needs CLUSTER/INSTANCE"),
+            ("srp:db1/X:bogus=1", "no option 'bogus'"),
+            ("srp:db1/" + "X" * 33, "at most 32"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                clientFromString(reactor, description)
+            self.assertIn(complaint, str(caught.exception), description)

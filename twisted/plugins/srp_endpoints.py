@@ -1,0 +1,3 @@
+from srp.client.endpoint import SRPClientParser
+
+srpClientParser = SRPClientParser()
