@@ -38,7 +38,9 @@ class EndpointTests(TestCase):
 
     def setUp(self) -> None:
         self.address = freeLoopbackAddress()
-        server = reactor.listenTCP(0, ServerFactory.forProtocol(Echo), interface=self.address)
+        factory = ServerFactory()
+        factory.protocol = Echo
+        server = reactor.listenTCP(0, factory, interface=self.address)
         self.addCleanup(server.stopListening)
         port: int = server.getHost().port  # type: ignore[attr-defined]
         records = (
