@@ -6,25 +6,34 @@ from collections.abc import Sequence
 
 from zope.interface import Attribute, Interface
 
-from srp.records import InstanceRecord
+from srp.records import Registration
 
 
 class IRegistry(Interface):
-    """The instances a responder answers for."""
+    """The instances a responder answers for, and the nodes that registered them."""
 
     generation = Attribute(
         "An int that changes whenever the registry's contents change, so that "
         "replies built from it can be cached."
     )
 
-    def lookup(name: str) -> InstanceRecord | None:
-        """The record of the instance C{name} (any case), or L{None}."""
+    def lookup(name: str) -> Registration | None:
+        """The best registration of the instance C{name} (any case), or L{None}."""
 
-    def visible() -> Sequence[InstanceRecord]:
-        """Every record that is not hidden, ordered by instance name."""
+    def candidates(name: str) -> Sequence[Registration]:
+        """Every registration of the instance C{name}, best first."""
 
-    def register(record: InstanceRecord) -> None:
-        """Add C{record}, replacing any record of the same instance name."""
+    def visible() -> Sequence[Registration]:
+        """The best registration of every instance whose best is not hidden, by name."""
 
-    def unregister(name: str) -> None:
-        """Remove the instance C{name} (any case); unknown names are ignored."""
+    def registrations() -> Sequence[Registration]:
+        """Every registration of every instance."""
+
+    def register(registration: Registration) -> None:
+        """Add C{registration}, replacing the same node's registration of that instance."""
+
+    def unregister(name: str, nodeId: int) -> None:
+        """Remove node C{nodeId}'s registration of the instance C{name}, if any."""
+
+    def removeNode(nodeId: int) -> int:
+        """Remove every registration of node C{nodeId}; return how many there were."""

@@ -9,7 +9,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from srp.client.endpoint import ResolutionError, SRPClientEndpoint, SRPClientParser
-from srp.records import InstanceRecord
+from srp.records import Registration
 from srp.server.config import NodeConfig
 from srp.server.node import NodeService
 from srp.testing import freeLoopbackAddress
@@ -44,8 +44,8 @@ class EndpointTests(TestCase):
         self.addCleanup(server.stopListening)
         port: int = server.getHost().port  # type: ignore[attr-defined]
         records = (
-            InstanceRecord(InstanceInfo("H", "ECHO", tcp=port)),
-            InstanceRecord(InstanceInfo("H", "PIPEONLY", np="\\\\H\\pipe\\x")),
+            Registration(InstanceInfo("H", "ECHO", tcp=port)),
+            Registration(InstanceInfo("H", "PIPEONLY", np="\\\\H\\pipe\\x")),
         )
         node = NodeService(NodeConfig(listen=(self.address,), instances=records), reactor)
         node.privilegedStartService()

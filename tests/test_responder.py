@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from srp.records import InstanceRecord
+from srp.records import Registration
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder
 from srp.testing import connectDatagram, exchange
@@ -22,12 +22,12 @@ from srp.wire import (
     decodeResponse,
 )
 
-SALES = InstanceRecord(InstanceInfo("DB1", "SALES", tcp=50001), dacPort=50011)
-REPORTS = InstanceRecord(InstanceInfo("DB1", "REPORTS", tcp=50002, np="\\\\DB1\\pipe\\r"))
-HIDDEN = InstanceRecord(InstanceInfo("DB1", "AUDIT", tcp=50003), hidden=True, dacPort=50013)
+SALES = Registration(InstanceInfo("DB1", "SALES", tcp=50001), dacPort=50011)
+REPORTS = Registration(InstanceInfo("DB1", "REPORTS", tcp=50002, np="\\\\DB1\\pipe\\r"))
+HIDDEN = Registration(InstanceInfo("DB1", "AUDIT", tcp=50003), hidden=True, dacPort=50013)
 
 
-def makeResponder(*records: InstanceRecord) -> ResolutionResponder:
+def makeResponder(*records: Registration) -> ResolutionResponder:
     responder = ResolutionResponder(Registry(records or (SALES, REPORTS, HIDDEN)), Clock())
     connectDatagram(responder)
     return responder
@@ -70,7 +70,7 @@ class AnswerTests(SynchronousTestCase):
     def test_enumeration_follows_registry_changes(self) -> None:
         responder = makeResponder()
         exchange(responder, b"\x03")
-        responder.registry.unregister("sales")
+        responder.registry.unregister("sales", 0)
         [reply] = exchange(responder, b"\x03")
         self.assertEqual(decodeResponse(reply), InstancesResponse((REPORTS.info,)))
 
@@ -81,7 +81,7 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual(responder.stats.answered, 16)
 
     def test_large_registry_enumeration_counts_omitted(self) -> None:
-        records = [InstanceRecord(InstanceInfo("DB1", f"I{n:05d}", tcp=1000 + n))
+        records = [Registration(InstanceInfo("DB1", f"I{n:05d}", tcp=1000 + n))
                    for n in range(10000)]
         responder = makeResponder(*records)
         [reply] = exchange(responder, b"\x03")

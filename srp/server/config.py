@@ -15,7 +15,7 @@ from typing import Any
 
 from attrs import frozen
 
-from srp.records import InstanceRecord
+from srp.records import Registration
 from srp.wire import InstanceInfo, ViaInfo, WireError
 from srp.wire.instances import checkPort
 
@@ -25,6 +25,7 @@ DEFAULT_PORT = 1434
 _NODE_KEYS = {"listen", "port", "server_name"}
 _INSTANCE_KEYS = {
     "name", "server_name", "version", "clustered", "tcp", "np", "via", "hidden", "dac_port",
+    "priority",
 }
 _TOP_KEYS = {"node", "instances"}
 
@@ -39,7 +40,7 @@ class NodeConfig:
 
     listen: tuple[str, ...] = ("0.0.0.0",)
     port: int = DEFAULT_PORT
-    instances: tuple[InstanceRecord, ...] = ()
+    instances: tuple[Registration, ...] = ()
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -68,7 +69,7 @@ def _address(where: str, value: Any) -> str:
     raise ConfigError(f"{where}: listen address {value!r} is not an IPv4 or IPv6 address")
 
 
-def _instance(where: str, table: Mapping[str, Any], serverName: str) -> InstanceRecord:
+def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registration:
     if "name" not in table:
         raise ConfigError(f"{where}: every instance needs a name")
     name = _typed(where, "name", table["name"], str, "a string")
@@ -89,11 +90,13 @@ def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Instance
             via=None if via is None else ViaInfo.decode(
                 _typed(where, "via", via, str, 'a string such as "HOST,0:1433"')),
         )
-        return InstanceRecord(
+        return Registration(
             info,
             hidden=_typed(where, "hidden", table.get("hidden", False), bool, "true or false"),
             dacPort=_typed(where, "dac_port", table.get("dac_port"), (int, type(None)),
                            "a port number"),
+            priority=_typed(where, "priority", table.get("priority", 0), int,
+                            "a number, 0 (primary) to 65535"),
         )
     except WireError as e:
         raise ConfigError(f"{where}: {e}") from None
@@ -126,7 +129,7 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>") -> NodeCo
                         socket.gethostname().split(".")[0].upper()), str, "a string")
     tables = _typed(source, "[[instances]]", document.get("instances", []), list,
                     "an array of tables")
-    records: list[InstanceRecord] = []
+    records: list[Registration] = []
     seen: dict[str, int] = {}
     for number, table in enumerate(tables, 1):
         where = f"{source} [[instances]] #{number}"

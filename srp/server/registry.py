@@ -1,4 +1,4 @@
-"""The in-memory registry of the instances a node answers for."""
+"""The registry of the instances a cluster answers for, and of who registered them."""
 
 from __future__ import annotations
 
@@ -7,40 +7,85 @@ from collections.abc import Iterable, Sequence
 from zope.interface import implementer
 
 from srp.interfaces import IRegistry
-from srp.records import InstanceRecord, instanceKey
+from srp.records import Registration, instanceKey
 
 
 @implementer(IRegistry)
 class Registry:
-    """An L{IRegistry} kept in a dict keyed by upper-cased instance name."""
+    """
+    An L{IRegistry} in memory.
 
-    def __init__(self, records: Iterable[InstanceRecord] = ()) -> None:
+    Each instance may have several registrations, one per node, kept in
+    order of priority (lowest first) and, among equals, of arrival: the
+    first is the one [MC-SQLR] clients are told about.
+    """
+
+    def __init__(self, registrations: Iterable[Registration] = ()) -> None:
         self.generation = 0
-        self._records: dict[str, InstanceRecord] = {}
-        self._visible: list[InstanceRecord] | None = None
-        for record in records:
-            self.register(record)
+        self._byKey: dict[str, list[Registration]] = {}
+        self._visible: list[Registration] | None = None
+        for registration in registrations:
+            self.register(registration)
 
     def __len__(self) -> int:
-        return len(self._records)
+        """The number of instances (not registrations)."""
+        return len(self._byKey)
 
-    def lookup(self, name: str) -> InstanceRecord | None:
-        return self._records.get(instanceKey(name))
+    def lookup(self, name: str) -> Registration | None:
+        candidates = self._byKey.get(instanceKey(name))
+        return candidates[0] if candidates else None
 
-    def visible(self) -> Sequence[InstanceRecord]:
+    def candidates(self, name: str) -> Sequence[Registration]:
+        return tuple(self._byKey.get(instanceKey(name), ()))
+
+    def visible(self) -> Sequence[Registration]:
         if self._visible is None:
-            self._visible = sorted(
-                (r for r in self._records.values() if not r.hidden), key=lambda r: r.key
-            )
+            self._visible = [
+                candidates[0]
+                for _, candidates in sorted(self._byKey.items())
+                if not candidates[0].hidden
+            ]
         return self._visible
 
-    def register(self, record: InstanceRecord) -> None:
-        self._records[record.key] = record
+    def registrations(self) -> Sequence[Registration]:
+        return [r for candidates in self._byKey.values() for r in candidates]
+
+    def register(self, registration: Registration) -> None:
+        candidates = [
+            r for r in self._byKey.get(registration.key, ()) if r.nodeId != registration.nodeId
+        ]
+        position = next(
+            (n for n, r in enumerate(candidates) if r.priority > registration.priority),
+            len(candidates),
+        )
+        candidates.insert(position, registration)
+        self._byKey[registration.key] = candidates
         self._changed()
 
-    def unregister(self, name: str) -> None:
-        if self._records.pop(instanceKey(name), None) is not None:
+    def unregister(self, name: str, nodeId: int) -> None:
+        key = instanceKey(name)
+        candidates = self._byKey.get(key, [])
+        remaining = [r for r in candidates if r.nodeId != nodeId]
+        if len(remaining) != len(candidates):
+            self._set(key, remaining)
             self._changed()
+
+    def removeNode(self, nodeId: int) -> int:
+        removed = 0
+        for key, candidates in list(self._byKey.items()):
+            remaining = [r for r in candidates if r.nodeId != nodeId]
+            if len(remaining) != len(candidates):
+                removed += len(candidates) - len(remaining)
+                self._set(key, remaining)
+        if removed:
+            self._changed()
+        return removed
+
+    def _set(self, key: str, candidates: list[Registration]) -> None:
+        if candidates:
+            self._byKey[key] = candidates
+        else:
+            del self._byKey[key]
 
     def _changed(self) -> None:
         self.generation += 1

@@ -309,3 +309,47 @@ def encodeEnumeration(
         parts.append(part)
         size += len(part)
     return b"".join(parts), len(infos) - len(parts)
+
+
+def instanceKey(name: str) -> str:
+    """The lookup key of an instance name: SQL Server matches them case-insensitively."""
+    return name.upper()
+
+
+def _optionalDACPort(_: object, __: object, value: int | None) -> None:
+    if value is not None:
+        checkPort("DAC port", value)
+
+
+def _priority(_: object, __: object, value: int) -> None:
+    if not 0 <= value <= 0xFFFF:
+        raise WireError(f"priority {value} is out of range (0-65535)")
+
+
+@frozen(cache_hash=True)
+class Registration:
+    """
+    One instance as a node registers it with its cluster.
+
+    C{info} is what clients are told.  C{hidden} keeps the instance out of
+    every [MC-SQLR] reply (SQL Server's HideInstance); C{dacPort} is the TCP
+    port of its dedicated administrator connection, if any.  Several nodes
+    may register one instance: the one with the lowest C{priority} is the
+    primary, the others standbys.  C{nodeId} names the registering node.
+    """
+
+    info: InstanceInfo
+    hidden: bool = False
+    dacPort: int | None = field(default=None, validator=_optionalDACPort)
+    priority: int = field(default=0, validator=_priority)
+    nodeId: int = 0
+
+    @property
+    def name(self) -> str:
+        """The instance name."""
+        return self.info.instanceName
+
+    @property
+    def key(self) -> str:
+        """The case-insensitive lookup key of this instance."""
+        return instanceKey(self.info.instanceName)
