@@ -7,6 +7,23 @@ import string
 from hypothesis import strategies as st
 
 from srp.wire import InstanceInfo, ViaAddress, ViaInfo
+from srp.wire.cluster import (
+    Activate,
+    ActivateAck,
+    Envelope,
+    Join,
+    KeepAlive,
+    KeepAliveAck,
+    Leave,
+    Member,
+    Probe,
+    ReJoin,
+    Resolve,
+    ResolveReply,
+    StatusQuery,
+    StatusReply,
+)
+from srp.wire.instances import Registration
 
 _TOKEN = string.ascii_letters + string.digits + "_$#-.\\ "
 tokens = st.text(_TOKEN, min_size=1, max_size=24)
@@ -32,4 +49,43 @@ instances = st.builds(
     via=st.none() | vias,
     other=st.lists(st.tuples(st.sampled_from(["rpc", "spx", "adsp", "bv"]), tokens),
                    max_size=2, unique_by=lambda pair: pair[0]).map(tuple),
+)
+
+registrations = st.builds(
+    Registration,
+    info=instances,
+    hidden=st.booleans(),
+    dacPort=st.none() | ports,
+    priority=st.integers(0, 0xFFFF),
+    nodeId=st.integers(0, 2**64 - 1),
+)
+
+members = st.builds(
+    Member,
+    nodeId=st.integers(0, 2**64 - 1),
+    host=st.sampled_from(["127.0.0.1", "10.231.0.2", "::1", "fe80::1"]),
+    port=ports,
+)
+
+clusterMessages = st.one_of(
+    st.just(Probe()), st.just(Leave()), st.just(ReJoin()), st.just(ActivateAck()),
+    st.just(StatusQuery()),
+    st.builds(Join, st.lists(registrations, max_size=4).map(tuple)),
+    st.builds(KeepAlive, st.integers(0, 0xFFFF)),
+    st.builds(KeepAliveAck, st.lists(members, max_size=6).map(tuple)),
+    st.builds(Activate, st.lists(members, max_size=4).map(tuple),
+              st.lists(registrations, max_size=4).map(tuple),
+              st.sampled_from(["", "srp-handover-1"])),
+    st.builds(Resolve, instanceNames),
+    st.builds(ResolveReply, instanceNames, st.lists(registrations, max_size=4).map(tuple)),
+    st.builds(StatusReply, st.text(max_size=50)),
+)
+
+envelopes = st.builds(
+    Envelope,
+    message=clusterMessages,
+    cluster=st.integers(0, 2**32 - 1),
+    sender=st.integers(0, 2**64 - 1),
+    epoch=st.integers(0, 2**32 - 1),
+    sequence=st.integers(0, 2**64 - 1),
 )

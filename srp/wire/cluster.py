@@ -1,0 +1,415 @@
+"""
+The cluster (extension) messages nodes exchange, and srp's extended resolve.
+
+They use opcodes C{0xA0}-C{0xAF}, which [MC-SQLR] does not: a plain SQL
+Server Browser ignores them.  Every message is an L{Envelope}: a fixed
+header (opcode, version, cluster id, sender node id, epoch, sequence), a
+length-checked payload and an HMAC-SHA256 tag over both with the cluster
+key.  The byte layout is specified in C{docs/protocol.md}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from attrs import field, frozen
+
+from srp.wire.errors import WireError
+from srp.wire.instances import (
+    Registration,
+    checkPort,
+    checkToken,
+    decodeInstances,
+    encodeInstance,
+)
+
+T = TypeVar("T")
+
+VERSION = 1
+FIRST_OPCODE = 0xA0
+LAST_OPCODE = 0xAF
+TAG_SIZE = 32
+#: The largest datagram a node sends or accepts.
+MAX_MESSAGE = 65507
+
+_HEADER = struct.Struct("<BBHIQIQH")
+HEADER_SIZE = _HEADER.size
+MAX_PAYLOAD = MAX_MESSAGE - HEADER_SIZE - TAG_SIZE
+
+
+class ClusterWireError(WireError):
+    """
+    A cluster message that must be rejected.
+
+    C{reason} is one word for counters: C{truncated}, C{oversized},
+    C{version}, C{tag}, C{cluster} or C{malformed}.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def clusterId(name: str) -> int:
+    """The 32-bit id of a cluster name, carried in every header."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def isClusterMessage(datagram: bytes) -> bool:
+    """Whether C{datagram} claims to be a cluster message (by its first byte)."""
+    return bool(datagram) and FIRST_OPCODE <= datagram[0] <= LAST_OPCODE
+
+
+class _Reader:
+    """Reads payload fields, raising L{ClusterWireError} when they run out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.offset = 0
+
+    def unpack(self, fmt: str) -> tuple[int, ...]:
+        size = struct.calcsize(fmt)
+        if self.offset + size > len(self.data):
+            raise ClusterWireError("malformed", "payload ends inside a field")
+        values = struct.unpack_from(fmt, self.data, self.offset)
+        self.offset += size
+        return values
+
+    def bytes(self) -> bytes:
+        (length,) = self.unpack("<H")
+        if self.offset + length > len(self.data):
+            raise ClusterWireError("malformed", "payload ends inside a string")
+        value = self.data[self.offset : self.offset + length]
+        self.offset += length
+        return value
+
+    def text(self) -> str:
+        try:
+            return self.bytes().decode("ascii")
+        except UnicodeDecodeError:
+            raise ClusterWireError("malformed", "payload string is not ASCII") from None
+
+    def end(self) -> None:
+        if self.offset != len(self.data):
+            raise ClusterWireError("malformed", f"{len(self.data) - self.offset} bytes "
+                                   "follow the payload")
+
+
+def _short(value: bytes) -> bytes:
+    if len(value) > 0xFFFF:
+        raise WireError("string of more than 65,535 bytes")
+    return struct.pack("<H", len(value)) + value
+
+
+@frozen
+class Member:
+    """A node as the active knows it: its id and the address of its cluster socket."""
+
+    nodeId: int
+    host: str
+    port: int
+
+    def __attrs_post_init__(self) -> None:
+        checkToken("member host", self.host, 64)
+        checkPort("member port", self.port)
+
+    def encode(self) -> bytes:
+        return struct.pack("<Q", self.nodeId) + _short(self.host.encode("ascii")) + struct.pack(
+            "<H", self.port)
+
+    @classmethod
+    def read(cls, reader: _Reader) -> Member:
+        (nodeId,) = reader.unpack("<Q")
+        host = reader.text()
+        (port,) = reader.unpack("<H")
+        return cls(nodeId, host, port)
+
+
+def _encodeRegistration(registration: Registration) -> bytes:
+    flags = (1 if registration.hidden else 0) | (2 if registration.dacPort is not None else 0)
+    return struct.pack(
+        "<QHBH", registration.nodeId, registration.priority, flags, registration.dacPort or 0
+    ) + _short(encodeInstance(registration.info, limit=0xFFFF))
+
+
+def _readRegistration(reader: _Reader) -> Registration:
+    nodeId, priority, flags, dacPort = reader.unpack("<QHBH")
+    infos = decodeInstances(reader.bytes())
+    if len(infos) != 1:
+        raise ClusterWireError("malformed", f"registration describes {len(infos)} instances")
+    return Registration(infos[0], hidden=bool(flags & 1),
+                        dacPort=dacPort if flags & 2 else None, priority=priority, nodeId=nodeId)
+
+
+def _encodeList(items: Sequence[T], encodeOne: Callable[[T], bytes]) -> bytes:
+    if len(items) > 0xFFFF:
+        raise WireError(f"list of {len(items)} entries; at most 65,535")
+    return struct.pack("<H", len(items)) + b"".join(encodeOne(i) for i in items)
+
+
+def _readMembers(reader: _Reader) -> tuple[Member, ...]:
+    (count,) = reader.unpack("<H")
+    return tuple(Member.read(reader) for _ in range(count))
+
+
+def _readRegistrations(reader: _Reader) -> tuple[Registration, ...]:
+    (count,) = reader.unpack("<H")
+    return tuple(_readRegistration(reader) for _ in range(count))
+
+
+@frozen
+class Probe:
+    """Is there an active here?  Answered by the active with a L{KeepAliveAck}."""
+
+    opcode = 0xA0
+
+    def payload(self) -> bytes:
+        return b""
+
+
+@frozen
+class Join:
+    """A passive joins: these are the instances it registers."""
+
+    opcode = 0xA1
+    registrations: tuple[Registration, ...]
+
+    def payload(self) -> bytes:
+        return _encodeList(self.registrations, _encodeRegistration)
+
+
+@frozen
+class Leave:
+    """A passive leaves gracefully: forget it and its registrations."""
+
+    opcode = 0xA2
+
+    def payload(self) -> bytes:
+        return b""
+
+
+@frozen
+class KeepAlive:
+    """A passive is alive, and holds C{registrations} registrations."""
+
+    opcode = 0xA3
+    registrations: int
+
+    def payload(self) -> bytes:
+        return struct.pack("<H", self.registrations)
+
+
+@frozen
+class KeepAliveAck:
+    """The active answers: its epoch (in the header) and the passives in join order."""
+
+    opcode = 0xA4
+    passives: tuple[Member, ...]
+
+    def payload(self) -> bytes:
+        return _encodeList(self.passives, Member.encode)
+
+
+@frozen
+class ReJoin:
+    """The active does not know the sender (or not all its registrations): Join again."""
+
+    opcode = 0xA5
+
+    def payload(self) -> bytes:
+        return b""
+
+
+@frozen
+class Activate:
+    """
+    The active hands over: become active, with these passives and this registry.
+
+    C{handover} names an abstract UNIX socket on which the old active passes
+    its bound cluster sockets, when the new one is on the same host (empty
+    otherwise).
+    """
+
+    opcode = 0xA6
+    passives: tuple[Member, ...]
+    registrations: tuple[Registration, ...]
+    handover: str = ""
+
+    def payload(self) -> bytes:
+        return (_encodeList(self.passives, Member.encode)
+                + _encodeList(self.registrations, _encodeRegistration)
+                + _short(self.handover.encode("ascii")))
+
+
+@frozen
+class ActivateAck:
+    """The new active took over: the old one may stop."""
+
+    opcode = 0xA7
+
+    def payload(self) -> bytes:
+        return b""
+
+
+def _name(_: object, __: object, value: str) -> None:
+    checkToken("instance name", value, 32)
+
+
+@frozen
+class Resolve:
+    """srp's extended resolve: every live registration of an instance."""
+
+    opcode = 0xA8
+    instanceName: str = field(validator=_name)
+
+    def payload(self) -> bytes:
+        return _short(self.instanceName.encode("ascii"))
+
+
+@frozen
+class ResolveReply:
+    """Every live registration of C{instanceName}, best first (primary, then standbys)."""
+
+    opcode = 0xA9
+    instanceName: str = field(validator=_name)
+    registrations: tuple[Registration, ...]
+
+    def payload(self) -> bytes:
+        return (_short(self.instanceName.encode("ascii"))
+                + _encodeList(self.registrations, _encodeRegistration))
+
+
+@frozen
+class StatusQuery:
+    """Ask a node for its status."""
+
+    opcode = 0xAA
+
+    def payload(self) -> bytes:
+        return b""
+
+
+@frozen
+class StatusReply:
+    """A node's status, as a JSON document (UTF-8)."""
+
+    opcode = 0xAB
+    document: str
+
+    def payload(self) -> bytes:
+        return self.document.encode("utf-8")
+
+
+ClusterMessage = (Probe | Join | Leave | KeepAlive | KeepAliveAck | ReJoin | Activate
+                  | ActivateAck | Resolve | ResolveReply | StatusQuery | StatusReply)
+
+
+def _decodePayload(opcode: int, payload: bytes) -> ClusterMessage:
+    reader = _Reader(payload)
+    message: ClusterMessage
+    if opcode == Probe.opcode:
+        message = Probe()
+    elif opcode == Join.opcode:
+        message = Join(_readRegistrations(reader))
+    elif opcode == Leave.opcode:
+        message = Leave()
+    elif opcode == KeepAlive.opcode:
+        message = KeepAlive(reader.unpack("<H")[0])
+    elif opcode == KeepAliveAck.opcode:
+        message = KeepAliveAck(_readMembers(reader))
+    elif opcode == ReJoin.opcode:
+        message = ReJoin()
+    elif opcode == Activate.opcode:
+        message = Activate(_readMembers(reader), _readRegistrations(reader), reader.text())
+    elif opcode == ActivateAck.opcode:
+        message = ActivateAck()
+    elif opcode == Resolve.opcode:
+        message = Resolve(reader.text())
+    elif opcode == ResolveReply.opcode:
+        message = ResolveReply(reader.text(), _readRegistrations(reader))
+    elif opcode == StatusQuery.opcode:
+        message = StatusQuery()
+    elif opcode == StatusReply.opcode:
+        try:
+            message = StatusReply(payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ClusterWireError("malformed", "status document is not UTF-8") from None
+        return message
+    else:
+        raise ClusterWireError("malformed", f"unknown cluster opcode 0x{opcode:02X}")
+    reader.end()
+    return message
+
+
+@frozen
+class Envelope:
+    """A cluster message with its header fields."""
+
+    message: ClusterMessage
+    cluster: int
+    sender: int
+    epoch: int
+    sequence: int
+    version: int = VERSION
+
+    def encode(self, key: bytes) -> bytes:
+        """
+        The datagram, tagged with HMAC-SHA256 under C{key}.
+
+        @raise WireError: if the payload does not fit in one datagram.
+        """
+        payload = self.message.payload()
+        if len(payload) > MAX_PAYLOAD:
+            raise WireError(f"{type(self.message).__name__} payload of {len(payload)} bytes "
+                            f"exceeds {MAX_PAYLOAD}")
+        body = _HEADER.pack(self.message.opcode, self.version, 0, self.cluster, self.sender,
+                            self.epoch, self.sequence, len(payload)) + payload
+        return body + hmac.digest(key, body, hashlib.sha256)
+
+
+def decodeEnvelope(datagram: bytes, key: bytes, cluster: int) -> Envelope:
+    """
+    Check and parse a cluster message.
+
+    @param key: the cluster key (empty when the cluster has none).
+    @param cluster: the id of the cluster this node belongs to.
+    @raise ClusterWireError: naming the reason to reject it.
+    """
+    if len(datagram) > MAX_MESSAGE:
+        raise ClusterWireError("oversized", f"message of {len(datagram)} bytes")
+    if len(datagram) < HEADER_SIZE + TAG_SIZE:
+        raise ClusterWireError("truncated", f"message of {len(datagram)} bytes is shorter "
+                               "than header and tag")
+    opcode, version, _, clusterValue, sender, epoch, sequence, length = _HEADER.unpack_from(
+        datagram)
+    if version != VERSION:
+        raise ClusterWireError("version", f"version {version}; this node speaks {VERSION}")
+    if HEADER_SIZE + length + TAG_SIZE != len(datagram):
+        raise ClusterWireError("truncated", f"payload length {length} does not match a "
+                               f"message of {len(datagram)} bytes")
+    body, tag = datagram[:-TAG_SIZE], datagram[-TAG_SIZE:]
+    if not hmac.compare_digest(hmac.digest(key, body, hashlib.sha256), tag):
+        raise ClusterWireError("tag", "authentication tag does not match the cluster key")
+    if clusterValue != cluster:
+        raise ClusterWireError("cluster", f"message for cluster id {clusterValue:08x}, "
+                               f"not {cluster:08x}")
+    try:
+        message = _decodePayload(opcode, body[HEADER_SIZE:])
+    except ClusterWireError:
+        raise
+    except WireError as e:
+        raise ClusterWireError("malformed", str(e)) from None
+    return Envelope(message, clusterValue, sender, epoch, sequence, version)
+
+
+__all__ = [
+    "Activate", "ActivateAck", "ClusterMessage", "ClusterWireError", "Envelope",
+    "Join", "KeepAlive", "KeepAliveAck", "Leave", "Member", "Probe", "ReJoin", "Resolve",
+    "ResolveReply", "StatusQuery", "StatusReply", "clusterId", "decodeEnvelope",
+    "isClusterMessage",
+]
