@@ -20,8 +20,11 @@ MAX_INSTANCE_NAME = 32
 MAX_SERVER_NAME = 255
 #: Longest version string we emit.
 MAX_VERSION = 32
-#: RESP_DATA limit for a reply to CLNT_UCAST_INST ([MC-SQLR] 2.2.5).
-SINGLE_INSTANCE_LIMIT = 1024
+#: RESP_DATA limit for a reply to CLNT_UCAST_INST.  [MC-SQLR] allows 1,024
+#: bytes of RESP_DATA, but FreeTDS reads 1,023 bytes of datagram and
+#: sqlserverport 1,024 (and crashes on a cut reply), so the whole datagram,
+#: with its 3-byte header, is kept within 1,023 bytes.
+SINGLE_INSTANCE_LIMIT = 1023 - 3
 
 
 def checkToken(what: str, value: str, limit: int) -> None:
@@ -258,10 +261,11 @@ def decodeInstances(data: bytes) -> list[InstanceInfo]:
 
 #: Enumeration replies are kept under this size where possible: several
 #: drivers read only 1-4 KiB of a reply.
-ENUMERATION_SOFT_LIMIT = 4096
-#: No RESP_DATA can exceed this: a UDP datagram over IPv4 carries at most
-#: 65,507 bytes, three of which are the SVR_RESP header.
-ENUMERATION_HARD_LIMIT = 65507 - 3
+ENUMERATION_SOFT_LIMIT = 4096 - 3
+#: No enumeration RESP_DATA exceeds this.  One datagram could carry 65,504
+#: bytes, but python-tds and FreeTDS read 16,383 bytes of a reply and would
+#: parse a cut one wrongly; an instance left out stays resolvable by name.
+ENUMERATION_HARD_LIMIT = 16383 - 3
 
 
 def compact(info: InstanceInfo) -> InstanceInfo:
