@@ -99,7 +99,7 @@ class NodeProcess:
     (C{ip netns exec NAME}) keeps the PID the node's own.
     """
 
-    READY = "srp node answering on"
+    READY = "answering on"
 
     def __init__(self, config: Path, logPath: Path, executable: str | None = None,
                  prefix: Sequence[str] = ()) -> None:

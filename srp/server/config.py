@@ -7,15 +7,17 @@ the place in it and what to do, so that C{srp serve} can print it as-is.
 
 from __future__ import annotations
 
+import os
 import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from srp.records import Registration
+from srp.server.membership import DEFAULT_INTERVAL, DEFAULT_MISSES
 from srp.wire import InstanceInfo, ViaInfo, WireError
 from srp.wire.instances import checkPort
 
@@ -27,7 +29,13 @@ _INSTANCE_KEYS = {
     "name", "server_name", "version", "clustered", "tcp", "np", "via", "hidden", "dac_port",
     "priority",
 }
-_TOP_KEYS = {"node", "instances"}
+_TOP_KEYS = {"node", "cluster", "instances"}
+_CLUSTER_KEYS = {"name", "addresses", "interval", "misses", "key_file", "on_active",
+                 "on_passive"}
+#: The environment variable that may hold the cluster key instead of a file.
+KEY_ENVIRONMENT = "SRP_CLUSTER_KEY"
+#: The shortest cluster key accepted, in bytes.
+MIN_KEY = 16
 
 
 class ConfigError(Exception):
@@ -35,12 +43,38 @@ class ConfigError(Exception):
 
 
 @frozen
+class ClusterConfig:
+    """
+    The cluster a node belongs to.
+
+    C{addresses} are probed to find the active (empty: the node's own
+    listen addresses, for nodes sharing one address on one host).  C{key}
+    authenticates cluster messages (empty: loopback sources only).
+    C{onActive} and C{onPassive} are shell commands run when the node takes
+    that role.
+    """
+
+    name: str = "srp"
+    addresses: tuple[str, ...] = ()
+    interval: float = DEFAULT_INTERVAL
+    misses: int = DEFAULT_MISSES
+    key: bytes = field(default=b"", repr=False)
+    onActive: str | None = None
+    onPassive: str | None = None
+
+
+@frozen
 class NodeConfig:
-    """What a node listens on and the instances it registers."""
+    """
+    What a node listens on, the instances it registers and its cluster.
+
+    Without a C{cluster}, the node is standalone: it must own its port.
+    """
 
     listen: tuple[str, ...] = ("0.0.0.0",)
     port: int = DEFAULT_PORT
     instances: tuple[Registration, ...] = ()
+    cluster: ClusterConfig | None = None
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -102,13 +136,57 @@ def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registra
         raise ConfigError(f"{where}: {e}") from None
 
 
-def parseConfig(document: Mapping[str, Any], source: str = "<config>") -> NodeConfig:
+def _key(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> bytes:
+    if "key_file" in table:
+        path = Path(_typed(where, "key_file", table["key_file"], str, "a file name"))
+        try:
+            mode = path.stat().st_mode
+            key = path.read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read the key file {path}: {e.strerror}") from None
+        if mode & 0o007:
+            raise ConfigError(f"{where}: the key file {path} is readable by others; "
+                              f"run: chmod 600 {path}")
+        source = f"the key file {path}"
+    elif environ.get(KEY_ENVIRONMENT):
+        key = environ[KEY_ENVIRONMENT].encode("utf-8")
+        source = f"${KEY_ENVIRONMENT}"
+    else:
+        return b""
+    if len(key) < MIN_KEY:
+        raise ConfigError(f"{where}: {source} holds {len(key)} bytes; a cluster key needs "
+                          f"at least {MIN_KEY} (try: head -c 32 /dev/urandom | base64)")
+    return key
+
+
+def _cluster(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> ClusterConfig:
+    _unknownKeys(where, table, _CLUSTER_KEYS)
+    name = _typed(where, "name", table.get("name", "srp"), str, "a string")
+    addresses = tuple(_address(where, a) for a in _typed(
+        where, "addresses", table.get("addresses", []), list, "a list of IP addresses"))
+    interval = _typed(where, "interval", table.get("interval", DEFAULT_INTERVAL), (int, float),
+                      "a number of seconds")
+    if not 0.01 <= interval <= 60:
+        raise ConfigError(f"{where}: interval {interval} is outside 0.01-60 seconds")
+    misses = _typed(where, "misses", table.get("misses", DEFAULT_MISSES), int, "a number")
+    if not 1 <= misses <= 100:
+        raise ConfigError(f"{where}: misses {misses} is outside 1-100")
+    commands = {key: _typed(where, key, table.get(key), (str, type(None)), "a shell command")
+                for key in ("on_active", "on_passive")}
+    return ClusterConfig(name, addresses, float(interval), misses, _key(where, table, environ),
+                         commands["on_active"], commands["on_passive"])
+
+
+def parseConfig(document: Mapping[str, Any], source: str = "<config>",
+                environ: Mapping[str, str] | None = None) -> NodeConfig:
     """
     Validate a parsed TOML document and build the L{NodeConfig} it describes.
 
     @param source: the file name, used in error messages.
+    @param environ: where to look for C{SRP_CLUSTER_KEY} (default: C{os.environ}).
     @raise ConfigError: naming the first problem found.
     """
+    environ = os.environ if environ is None else environ
     _unknownKeys(source, document, _TOP_KEYS)
     node = _typed(source, "[node]", document.get("node", {}), dict, "a table")
     where = f"{source} [node]"
@@ -142,7 +220,11 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>") -> NodeCo
             )
         seen[record.key] = number
         records.append(record)
-    return NodeConfig(listen=addresses, port=port, instances=tuple(records))
+    cluster = None
+    if "cluster" in document:
+        table = _typed(source, "[cluster]", document["cluster"], dict, "a table")
+        cluster = _cluster(f"{source} [cluster]", table, environ)
+    return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster)
 
 
 def loadConfig(path: str | Path) -> NodeConfig:

@@ -4,6 +4,7 @@ The [MC-SQLR] responder: answers SQL Server Browser requests from a registry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 from attrs import define
@@ -22,8 +23,13 @@ from srp.wire import (
     WireError,
     decodeRequest,
 )
+from srp.wire.cluster import isClusterMessage
 from srp.wire.instances import encodeEnumeration, encodeInstance
 from srp.wire.mcsqlr import frameResponseData
+
+#: Receives cluster messages that arrive on the responder's port: the
+#: datagram, its source and the protocol it came in on (to reply through).
+ClusterHandler = Callable[[bytes, tuple[str, int], DatagramProtocol], None]
 
 #: Seconds between two log lines about malformed datagrams; the ones in
 #: between are counted and reported with the next line.
@@ -65,16 +71,23 @@ class ResolutionResponder(DatagramProtocol):
     noisy = False
 
     def __init__(
-        self, registry: IRegistry, clock: IReactorTime, stats: ResponderStats | None = None
+        self, registry: IRegistry, clock: IReactorTime, stats: ResponderStats | None = None,
+        cluster: ClusterHandler | None = None,
     ) -> None:
         self.registry = registry
         self.clock = clock
         self.stats = stats if stats is not None else ResponderStats()
+        #: Where cluster messages (opcodes 0xA0-0xAF) go; without it they are
+        #: malformed requests like any other unknown type.
+        self.cluster = cluster
         self._enumeration: tuple[int, bytes | None] = (-1, None)
         self._lastMalformedLog = float("-inf")
         self._malformedUnlogged = 0
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if self.cluster is not None and isClusterMessage(datagram):
+            self.cluster(datagram, (addr[0], addr[1]), self)
+            return
         try:
             request = decodeRequest(datagram)
         except WireError as error:
