@@ -17,6 +17,7 @@ from srp.wire.cluster import (
     Leave,
     Member,
     Probe,
+    Redirect,
     ReJoin,
     Resolve,
     ResolveReply,
@@ -79,6 +80,7 @@ clusterMessages = st.one_of(
     st.builds(Resolve, instanceNames),
     st.builds(ResolveReply, instanceNames, st.lists(registrations, max_size=4).map(tuple)),
     st.builds(StatusReply, st.text(max_size=50)),
+    st.builds(Redirect, members),
 )
 
 envelopes = st.builds(

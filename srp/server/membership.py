@@ -42,6 +42,7 @@ from srp.wire.cluster import (
     Leave,
     Member,
     Probe,
+    Redirect,
     ReJoin,
     Resolve,
     ResolveReply,
@@ -174,6 +175,7 @@ class Membership:
         self.clusterPorts: list[IListeningPort] = []
         self.responders: list[ResolutionResponder] = []
         self._activatedBy: Address | None = None
+        self._outrankedBy: Member | None = None
         self._ticker: LoopingCall | None = None
         self._timer: IDelayedCall | None = None
         self._handoverTargets: list[Member] = []
@@ -307,11 +309,16 @@ class Membership:
             self.send(Leave(), self.active)
 
     def stepDown(self) -> None:
-        """Stop being active (another active outranks this one)."""
+        """Stop being active (another active outranks this one); send the passives to it."""
         self.counters["step_downs"] += 1
         self.log.warn("Stepping down: another active outranks epoch {epoch}", epoch=self.epoch)
+        if self._outrankedBy is not None:
+            for passive in self.passives:
+                self.send(Redirect(self._outrankedBy), (passive.host, passive.port),
+                          self._clusterProtocol())
         self.releasePorts()
         self._clearRegistry()
+        self.activeNode = 0
         self.role = "probing"
 
     def waitForTurn(self) -> None:
@@ -348,7 +355,9 @@ class Membership:
             message.payload()
         except WireError:
             message = Activate(others, ())  # too big: the passives re-join instead
-        self.send(message, (target.host, target.port), self._clusterProtocol())
+        # From this node's own socket, which the new active answers with
+        # ActivateAck: the cluster port is released at once, for it to bind.
+        self.send(message, (target.host, target.port))
         self.releasePorts()
         self.schedule(self.settings.misses * self.settings.interval, self._activateNext)
 
@@ -438,6 +447,7 @@ class Membership:
         if self.role == "active":
             if theirs > (self.epoch, self.nodeId):
                 self.epoch = envelope.epoch
+                self._outrankedBy = Member(envelope.sender, source[0], source[1])
                 self.machine.outranked()
             return
         if self.activeNode and theirs < (self.epoch, self.activeNode):
@@ -456,6 +466,16 @@ class Membership:
     def _onReJoin(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
         if self.role == "passive" and envelope.sender == self.activeNode:
             self.counters["rejoins"] += 1
+            self.join()
+
+    def _onRedirect(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
+        message = envelope.message
+        assert isinstance(message, Redirect)
+        if self.role == "passive" and envelope.sender == self.activeNode:
+            self.counters["redirected"] += 1
+            self.active = (message.active.host, message.active.port)
+            self.activeNode = message.active.nodeId
+            self.unanswered = 0
             self.join()
 
     def _onActivate(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
@@ -491,7 +511,8 @@ class Membership:
     _handlers: dict[type, Callable[[Membership, Envelope, Address, DatagramProtocol], None]] = {
         Probe: _onProbe, Join: _onJoin, Leave: _onLeave, KeepAlive: _onKeepAlive,
         KeepAliveAck: _onAck, ReJoin: _onReJoin, Activate: _onActivate,
-        ActivateAck: _onActivateAck, Resolve: _onResolve, StatusQuery: _onStatus,
+        ActivateAck: _onActivateAck, Resolve: _onResolve, Redirect: _onRedirect,
+        StatusQuery: _onStatus,
     }
 
     def ackActivation(self) -> None:

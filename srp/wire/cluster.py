@@ -285,10 +285,21 @@ class ResolveReply:
 
 
 @frozen
+class Redirect:
+    """An active stepping down tells its passives where the active that outranks it is."""
+
+    opcode = 0xAA
+    active: Member
+
+    def payload(self) -> bytes:
+        return self.active.encode()
+
+
+@frozen
 class StatusQuery:
     """Ask a node for its status."""
 
-    opcode = 0xAA
+    opcode = 0xAB
 
     def payload(self) -> bytes:
         return b""
@@ -298,7 +309,7 @@ class StatusQuery:
 class StatusReply:
     """A node's status, as a JSON document (UTF-8)."""
 
-    opcode = 0xAB
+    opcode = 0xAC
     document: str
 
     def payload(self) -> bytes:
@@ -306,7 +317,8 @@ class StatusReply:
 
 
 ClusterMessage = (Probe | Join | Leave | KeepAlive | KeepAliveAck | ReJoin | Activate
-                  | ActivateAck | Resolve | ResolveReply | StatusQuery | StatusReply)
+                  | ActivateAck | Resolve | ResolveReply | Redirect | StatusQuery
+                  | StatusReply)
 
 
 def _decodePayload(opcode: int, payload: bytes) -> ClusterMessage:
@@ -332,6 +344,8 @@ def _decodePayload(opcode: int, payload: bytes) -> ClusterMessage:
         message = Resolve(reader.text())
     elif opcode == ResolveReply.opcode:
         message = ResolveReply(reader.text(), _readRegistrations(reader))
+    elif opcode == Redirect.opcode:
+        message = Redirect(Member.read(reader))
     elif opcode == StatusQuery.opcode:
         message = StatusQuery()
     elif opcode == StatusReply.opcode:
@@ -409,7 +423,7 @@ def decodeEnvelope(datagram: bytes, key: bytes, cluster: int) -> Envelope:
 
 __all__ = [
     "Activate", "ActivateAck", "ClusterMessage", "ClusterWireError", "Envelope",
-    "Join", "KeepAlive", "KeepAliveAck", "Leave", "Member", "Probe", "ReJoin", "Resolve",
-    "ResolveReply", "StatusQuery", "StatusReply", "clusterId", "decodeEnvelope",
+    "Join", "KeepAlive", "KeepAliveAck", "Leave", "Member", "Probe", "ReJoin", "Redirect",
+    "Resolve", "ResolveReply", "StatusQuery", "StatusReply", "clusterId", "decodeEnvelope",
     "isClusterMessage",
 ]

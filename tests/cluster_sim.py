@@ -1,0 +1,170 @@
+"""
+A cluster of srp nodes on a L{FakeNetwork}: what the deterministic cluster
+tests and the seeded simulation drive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import define, field
+
+from srp.records import InstanceInfo, Registration
+from srp.server.config import ClusterConfig, NodeConfig
+from srp.server.node import NodeService
+from srp.testing import FakeNetwork
+
+INTERVAL = 0.25
+MISSES = 3
+#: How long after a node dies its registrations may still be answered:
+#: (misses + 1) KeepAlive intervals, checked once an interval.
+EXPIRY = (MISSES + 2) * INTERVAL
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+@define
+class SimNode:
+    """One node of the simulation: its service and what it registers."""
+
+    name: str
+    host: str
+    registrations: tuple[Registration, ...]
+    service: NodeService
+    alive: bool = True
+    diedAt: float | None = None
+
+
+@define
+class SimCluster:
+    """
+    Nodes on one fake network.
+
+    C{sharedHost} puts every node on one address (the one-host model: the
+    cluster port is the mutex); otherwise each node has its own address and
+    the cluster addresses are all of them (the multi-host model).
+    """
+
+    network: FakeNetwork
+    sharedHost: bool = True
+    size: int = 5
+    nodes: list[SimNode] = field(factory=list)
+    _started: int = 0
+
+    def hostOf(self, index: int) -> str:
+        return "127.0.0.1" if self.sharedHost else f"10.0.0.{index + 1}"
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return ("127.0.0.1",) if self.sharedHost else tuple(
+            self.hostOf(n) for n in range(self.size))
+
+    def registrationsFor(self, index: int) -> tuple[Registration, ...]:
+        own = Registration(InstanceInfo(f"HOST{index}", f"N{index}", tcp=20000 + index))
+        shared = Registration(InstanceInfo(f"HOST{index}", "SHARED", tcp=30000 + index),
+                              priority=index)
+        return (own, shared) if index % 2 == 0 else (own,)
+
+    def start(self, index: int) -> SimNode:
+        """Start (or restart, as a new node id) the node at C{index}."""
+        self._started += 1
+        host = self.hostOf(index)
+        config = NodeConfig(
+            listen=(host,), port=1434, instances=self.registrationsFor(index),
+            cluster=ClusterConfig(name="sim", addresses=self.addresses, interval=INTERVAL,
+                                  misses=MISSES, key=KEY),
+        )
+        nodeId = self.network.random.getrandbits(64) | 1
+        service = NodeService(config, self.network.reactor(host), nodeId=nodeId)
+        node = SimNode(f"node{index}", host, service.membership.own, service)
+        service.startService()
+        while len(self.nodes) <= index:
+            self.nodes.append(node)
+        self.nodes[index] = node
+        return node
+
+    def startAll(self) -> None:
+        for index in range(self.size):
+            self.start(index)
+
+    def crash(self, index: int) -> None:
+        node = self.nodes[index]
+        if node.alive:
+            node.service.membership.halt()
+            node.alive = False
+            node.diedAt = self.network.clock.seconds()
+
+    def stop(self, index: int) -> Any:
+        node = self.nodes[index]
+        if not node.alive:
+            return None
+        node.alive = False
+        done = node.service.stopService()
+        done.addCallback(lambda _: setattr(node, "diedAt", self.network.clock.seconds()))
+        return done
+
+    def run(self, seconds: float, step: float = 0.01) -> None:
+        clock = self.network.clock
+        end = clock.seconds() + seconds
+        while clock.seconds() < end:
+            clock.advance(step)
+
+    def live(self) -> list[SimNode]:
+        return [n for n in self.nodes if n.alive]
+
+    def actives(self) -> list[SimNode]:
+        return [n for n in self.live() if n.service.role == "active"]
+
+    def roles(self) -> list[str]:
+        return [n.service.role if n.alive else "dead" for n in self.nodes]
+
+    def answered(self, name: str) -> Registration | None:
+        """What the (single) active tells an [MC-SQLR] client about C{name}."""
+        [active] = self.actives()
+        return active.service.registry.lookup(name)
+
+
+def expectedBest(nodes: Sequence[SimNode], name: str) -> Registration | None:
+    """The registration of C{name} that the live nodes' priorities make best."""
+    candidates = [r for n in nodes for r in n.registrations if r.key == name.upper()]
+    return min(candidates, key=lambda r: r.priority) if candidates else None
+
+
+def violations(cluster: SimCluster) -> list[str]:
+    """Every invariant the settled cluster breaks, described."""
+    problems = []
+    live = cluster.live()
+    actives = cluster.actives()
+    if len(actives) != 1:
+        return [f"{len(actives)} actives; roles {cluster.roles()}"]
+    [active] = actives
+    others = [n.service.role for n in live if n is not active]
+    if any(role != "passive" for role in others):
+        problems.append(f"non-passive roles {cluster.roles()}")
+    held = set(active.service.registry.registrations())
+    for node in live:
+        for registration in node.registrations:
+            if registration not in held:
+                problems.append(f"{registration.name} of {node.name} "
+                                f"({registration.nodeId:x}) is not registered")
+    registered = {r for n in live for r in n.registrations}
+    for registration in held - registered:
+        problems.append(f"{registration.name} of node {registration.nodeId:x} is answered "
+                        "but no live node registers it")
+    for name in {r.name for n in live for r in n.registrations}:
+        best = expectedBest(live, name)
+        got = active.service.registry.lookup(name)
+        if got is None or best is None or got.priority != best.priority:
+            problems.append(f"{name} answered with {got}, expected priority "
+                            f"{best.priority if best else None}")
+    return problems
+
+
+def deadAnswered(cluster: SimCluster) -> list[str]:
+    """Registrations of nodes dead for longer than L{EXPIRY} that an active still holds."""
+    now = cluster.network.clock.seconds()
+    dead = {r.nodeId for n in cluster.nodes if not n.alive and n.diedAt is not None
+            and now - n.diedAt > EXPIRY for r in n.registrations}
+    return [f"{r.name} of dead node {r.nodeId:x}"
+            for active in cluster.actives()
+            for r in active.service.registry.registrations() if r.nodeId in dead]
