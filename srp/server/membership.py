@@ -176,6 +176,8 @@ class Membership:
         self.responders: list[ResolutionResponder] = []
         self._activatedBy: Address | None = None
         self._outrankedBy: Member | None = None
+        #: Seconds since each passive's last KeepAlive, as Activate told them.
+        self._ages: dict[int, float] = {}
         self._ticker: LoopingCall | None = None
         self._timer: IDelayedCall | None = None
         self._handoverTargets: list[Member] = []
@@ -278,7 +280,9 @@ class Membership:
         self.activeNode = self.nodeId
         self.passives = [p for p in self.passives if p.nodeId != self.nodeId]
         now = self.reactor.seconds()
-        self.lastSeen = {p.nodeId: now for p in self.passives}
+        self.lastSeen = {p.nodeId: now - self._ages.get(p.nodeId, 0.0) for p in self.passives}
+        self._ages = {}
+        self._expire()
         for registration in self.own:
             self.registry.register(registration)
         self.log.info("Active for cluster {cluster} at epoch {epoch} with {count} passives",
@@ -329,6 +333,7 @@ class Membership:
                       host=self.active[0] if self.active else "?",
                       port=self.active[1] if self.active else 0, rank=rank)
         self.role = "waiting"
+        self.activeNode = 0  # gone: any active may be followed now, whatever its epoch
         self.schedule(rank * self.settings.interval, self.machine.takeOver)
 
     def rank(self) -> int:
@@ -342,19 +347,23 @@ class Membership:
         self._activateNext()
 
     def _activateNext(self) -> None:
+        self._expire()
+        self._handoverTargets = [p for p in self._handoverTargets if p.nodeId in self.lastSeen]
         if not self._handoverTargets:
             self.machine.stopped()
             return
         target = self._handoverTargets.pop(0)
         self.counters["activates_sent"] += 1
         others = tuple(p for p in self.passives if p.nodeId != target.nodeId)
+        now = self.reactor.seconds()
+        ages = tuple(int((now - self.lastSeen.get(p.nodeId, now)) * 1000) for p in others)
         registrations = tuple(r for r in self.registry.registrations()
                               if r.nodeId != self.nodeId)
-        message = Activate(others, registrations)
+        message = Activate(others, registrations, ages)
         try:
             message.payload()
         except WireError:
-            message = Activate(others, ())  # too big: the passives re-join instead
+            message = Activate(others, (), ages)  # too big: the passives re-join instead
         # From this node's own socket, which the new active answers with
         # ActivateAck: the cluster port is released at once, for it to bind.
         self.send(message, (target.host, target.port))
@@ -409,6 +418,10 @@ class Membership:
         assert isinstance(message, Join)
         sender = envelope.sender
         self.counters["joins"] += 1
+        if envelope.epoch >= self.epoch:
+            # The joiner knew a later epoch than this active's own (this node
+            # started fresh): move past it, so epochs only ever grow.
+            self.epoch = envelope.epoch + 1
         self.registry.removeNode(sender)
         for registration in message.registrations:
             if registration.nodeId == sender:
@@ -486,9 +499,13 @@ class Membership:
             return
         self.counters["activated"] += 1
         self._activatedBy = source
-        self.passives = list(message.passives)
+        self.passives = [p for p in message.passives if p.nodeId != self.nodeId]
+        self._ages = {p.nodeId: age / 1000 for p, age in zip(message.passives, message.ages,
+                                                              strict=True)}
+        known = {p.nodeId for p in self.passives}
         for registration in message.registrations:
-            self.registry.register(registration)
+            if registration.nodeId in known:
+                self.registry.register(registration)
         self.machine.activated()
 
     def _onActivateAck(self, envelope: Envelope, source: Address,

@@ -230,6 +230,8 @@ class Activate:
     """
     The active hands over: become active, with these passives and this registry.
 
+    C{ages} gives, for each passive, the milliseconds since its last
+    KeepAlive, so that the new active expires dead passives on time.
     C{handover} names an abstract UNIX socket on which the old active passes
     its bound cluster sockets, when the new one is on the same host (empty
     otherwise).
@@ -238,10 +240,17 @@ class Activate:
     opcode = 0xA6
     passives: tuple[Member, ...]
     registrations: tuple[Registration, ...]
+    ages: tuple[int, ...] = ()
     handover: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.ages) != len(self.passives):
+            raise WireError(f"Activate has {len(self.ages)} ages for "
+                            f"{len(self.passives)} passives")
 
     def payload(self) -> bytes:
         return (_encodeList(self.passives, Member.encode)
+                + b"".join(struct.pack("<I", min(age, 0xFFFFFFFF)) for age in self.ages)
                 + _encodeList(self.registrations, _encodeRegistration)
                 + _short(self.handover.encode("ascii")))
 
@@ -337,7 +346,9 @@ def _decodePayload(opcode: int, payload: bytes) -> ClusterMessage:
     elif opcode == ReJoin.opcode:
         message = ReJoin()
     elif opcode == Activate.opcode:
-        message = Activate(_readMembers(reader), _readRegistrations(reader), reader.text())
+        passives = _readMembers(reader)
+        ages = tuple(reader.unpack("<I")[0] for _ in passives)
+        message = Activate(passives, _readRegistrations(reader), ages, reader.text())
     elif opcode == ActivateAck.opcode:
         message = ActivateAck()
     elif opcode == Resolve.opcode:

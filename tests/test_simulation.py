@@ -1,0 +1,99 @@
+"""
+Seeded random scenarios of a cluster on a fake network: crashes, restarts,
+graceful stops, partitions, loss, delay, duplication and reordering.
+
+After each scenario the network heals and the cluster must settle within
+L{SETTLE} seconds to: exactly one active, every other live node passive,
+every registration of every live node answered (the best one by
+priority), nothing answered that no live node registers.  Throughout, no
+active may hold a registration of a node dead for longer than L{EXPIRY}.
+
+C{make test} runs 1,000 scenarios; C{SRP_SIM_SCENARIOS=N} runs N, and
+C{SRP_SIM_SEED=S} replays one.  A failure prints its seed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from srp.testing import FakeNetwork
+from tests.cluster_sim import EXPIRY, INTERVAL, SimCluster, deadAnswered, violations
+
+#: Seconds after the network heals within which the invariants must hold.
+SETTLE = 6.0
+SCENARIOS = int(os.environ.get("SRP_SIM_SCENARIOS", "1000"))
+
+
+def runScenario(seed: int) -> tuple[list[str], float]:
+    """Play scenario C{seed}; return the invariants broken and the time it took to settle."""
+    rng = random.Random(seed)
+    sharedHost = rng.random() < 0.4
+    network = FakeNetwork(seed=seed, loss=rng.choice([0.0, 0.01, 0.05, 0.1]),
+                          duplicate=rng.choice([0.0, 0.02, 0.1]),
+                          delay=(0.0002, rng.choice([0.002, 0.01, 0.04])))
+    cluster = SimCluster(network, sharedHost=sharedHost, size=rng.randint(5, 7))
+    cluster.startAll()
+    problems: list[str] = []
+
+    def run(seconds: float) -> None:
+        end = network.clock.seconds() + seconds
+        while network.clock.seconds() < end:
+            cluster.run(INTERVAL, step=0.05)
+            problems.extend(deadAnswered(cluster))
+
+    run(rng.uniform(0.5, 2.0))
+    for _ in range(rng.randint(3, 8)):
+        action = rng.choice(["crash", "crash-active", "stop", "stop-active", "restart",
+                             "restart", "partition", "heal"])
+        live = [i for i, n in enumerate(cluster.nodes) if n.alive]
+        dead = [i for i, n in enumerate(cluster.nodes) if not n.alive]
+        actives = [i for i in live if cluster.nodes[i].service.role == "active"]
+        if action == "crash" and len(live) > 1:
+            cluster.crash(rng.choice(live))
+        elif action == "crash-active" and actives and len(live) > 1:
+            cluster.crash(rng.choice(actives))
+        elif action == "stop" and len(live) > 1:
+            cluster.stop(rng.choice(live))
+        elif action == "stop-active" and actives and len(live) > 1:
+            cluster.stop(rng.choice(actives))
+        elif action == "restart" and dead:
+            cluster.start(rng.choice(dead))
+        elif action == "partition" and not sharedHost:
+            hosts = [n.host for n in cluster.nodes]
+            rng.shuffle(hosts)
+            cut = rng.randint(1, len(hosts) - 1)
+            network.partition(hosts[:cut], hosts[cut:])
+        elif action == "heal":
+            network.heal()
+        run(rng.uniform(0.1, 2.5))
+    network.heal()
+    network.loss = 0.0
+    healed = network.clock.seconds()
+    settled = None
+    while network.clock.seconds() - healed < SETTLE + 2.0:
+        run(INTERVAL)
+        if settled is None and not violations(cluster):
+            settled = network.clock.seconds() - healed
+    problems.extend(violations(cluster))
+    if settled is None or settled > SETTLE:
+        problems.append(f"did not settle within {SETTLE} s of healing ({settled})")
+    return problems, settled if settled is not None else float("inf")
+
+
+def test_seeded_scenarios() -> None:
+    seeds = ([int(os.environ["SRP_SIM_SEED"])] if "SRP_SIM_SEED" in os.environ
+             else range(SCENARIOS))
+    failures = {}
+    slowest = 0.0
+    for seed in seeds:
+        problems, settled = runScenario(seed)
+        slowest = max(slowest, settled)
+        if problems:
+            failures[seed] = sorted(set(problems))[:5]
+    assert not failures, (
+        f"{len(failures)} scenarios failed; replay one with SRP_SIM_SEED=<seed>: "
+        + "; ".join(f"seed {seed}: {problems}" for seed, problems in list(failures.items())[:5])
+    )
+    assert slowest <= SETTLE
+    assert EXPIRY < SETTLE
