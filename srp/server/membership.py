@@ -13,6 +13,7 @@ whole of it runs on a L{Clock} in tests and simulations.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from twisted.logger import Logger
 
 from srp.records import Registration
 from srp.server.authenticator import ClusterAuthenticator, Rejected
+from srp.server.handover import HandedSocket, canHandOver, offerSockets, takeSockets
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.wire.cluster import (
@@ -176,6 +178,9 @@ class Membership:
         self.responders: list[ResolutionResponder] = []
         self._activatedBy: Address | None = None
         self._outrankedBy: Member | None = None
+        self._offer: IListeningPort | None = None
+        self._offerName = ""
+        self._handoverName = ""
         #: Seconds since each passive's last KeepAlive, as Activate told them.
         self._ages: dict[int, float] = {}
         self._ticker: LoopingCall | None = None
@@ -333,7 +338,6 @@ class Membership:
                       host=self.active[0] if self.active else "?",
                       port=self.active[1] if self.active else 0, rank=rank)
         self.role = "waiting"
-        self.activeNode = 0  # gone: any active may be followed now, whatever its epoch
         self.schedule(rank * self.settings.interval, self.machine.takeOver)
 
     def rank(self) -> int:
@@ -341,14 +345,40 @@ class Membership:
         ids = [p.nodeId for p in self.passives]
         return ids.index(self.nodeId) if self.nodeId in ids else len(ids)
 
+    _firstActivate = 1
+
     def handOver(self) -> None:
-        """Graceful stop of the active: Activate the first passive that answers."""
+        """
+        Graceful stop of the active: Activate the first passive that answers.
+
+        On a real reactor the cluster sockets themselves are offered to the
+        first target (see L{srp.server.handover}), so that the port never
+        closes; a later target, or a fake reactor, binds the port anew.
+        """
         self._handoverTargets = list(self.passives)
+        if self.clusterPorts and self._handoverTargets and canHandOver(self.reactor):
+            name = f"srp-handover-{self.auth.cluster:08x}-{self.nodeId:016x}"
+            try:
+                self._offer = offerSockets(self.reactor, name, self.clusterPorts)
+                self._offerName = name
+            except CannotListenError as e:
+                self.log.warn("Cannot offer the cluster sockets for hand-over: {error}",
+                              error=e)
         self._activateNext()
+
+    def _withdrawOffer(self) -> None:
+        if self._offer is not None:
+            self._offer.stopListening()
+            self._offer = None
 
     def _activateNext(self) -> None:
         self._expire()
         self._handoverTargets = [p for p in self._handoverTargets if p.nodeId in self.lastSeen]
+        handover = ""
+        if self._offer is not None and self.counters["activates_sent"] == self._firstActivate:
+            handover = self._offerName
+        else:
+            self._withdrawOffer()
         if not self._handoverTargets:
             self.machine.stopped()
             return
@@ -359,20 +389,23 @@ class Membership:
         ages = tuple(int((now - self.lastSeen.get(p.nodeId, now)) * 1000) for p in others)
         registrations = tuple(r for r in self.registry.registrations()
                               if r.nodeId != self.nodeId)
-        message = Activate(others, registrations, ages)
+        message = Activate(others, registrations, ages, handover)
         try:
             message.payload()
         except WireError:
-            message = Activate(others, (), ages)  # too big: the passives re-join instead
+            message = Activate(others, (), ages, handover)  # too big: passives re-join
         # From this node's own socket, which the new active answers with
-        # ActivateAck: the cluster port is released at once, for it to bind.
+        # ActivateAck.  Without a socket hand-over the port is released at
+        # once, for the new active to bind.
         self.send(message, (target.host, target.port))
-        self.releasePorts()
+        if not handover:
+            self.releasePorts()
         self.schedule(self.settings.misses * self.settings.interval, self._activateNext)
 
     def finish(self) -> None:
         """Everything is released: fire the Deferred that L{stop} returned."""
         self.role = "stopped"
+        self._withdrawOffer()
         self._clearRegistry()
         self.releasePorts()
         self.closeSocket()
@@ -418,10 +451,6 @@ class Membership:
         assert isinstance(message, Join)
         sender = envelope.sender
         self.counters["joins"] += 1
-        if envelope.epoch >= self.epoch:
-            # The joiner knew a later epoch than this active's own (this node
-            # started fresh): move past it, so epochs only ever grow.
-            self.epoch = envelope.epoch + 1
         self.registry.removeNode(sender)
         for registration in message.registrations:
             if registration.nodeId == sender:
@@ -463,7 +492,9 @@ class Membership:
                 self._outrankedBy = Member(envelope.sender, source[0], source[1])
                 self.machine.outranked()
             return
-        if self.activeNode and theirs < (self.epoch, self.activeNode):
+        if self.role == "passive" and theirs < (self.epoch, self.activeNode):
+            # A passive follows the active with the highest epoch it knows;
+            # a node looking for an active (probing, waiting) takes any.
             self.counters["stale_epoch"] += 1
             return
         changed = envelope.sender != self.activeNode
@@ -499,6 +530,7 @@ class Membership:
             return
         self.counters["activated"] += 1
         self._activatedBy = source
+        self._handoverName = message.handover
         self.passives = [p for p in message.passives if p.nodeId != self.nodeId]
         self._ages = {p.nodeId: age / 1000 for p, age in zip(message.passives, message.ages,
                                                               strict=True)}
@@ -511,6 +543,7 @@ class Membership:
     def _onActivateAck(self, envelope: Envelope, source: Address,
                        via: DatagramProtocol) -> None:
         if self.role == "handing-over":
+            self.counters["handed_over"] += 1
             self.cancelTimer()
             self.machine.stopped()
 
@@ -531,6 +564,33 @@ class Membership:
         ActivateAck: _onActivateAck, Resolve: _onResolve, Redirect: _onRedirect,
         StatusQuery: _onStatus,
     }
+
+    def takePorts(self) -> None:
+        """
+        Activated: take the old active's sockets if it offers them, else bind.
+        """
+        name, self._handoverName = self._handoverName, ""
+        if not name or not canHandOver(self.reactor):
+            self.schedule(0, self.bind)
+            return
+        taken = takeSockets(self.reactor, name, timeout=self.settings.interval)
+        taken.addCallbacks(self._adopt, lambda failure: self.bind())
+
+    def _adopt(self, handed: list[HandedSocket]) -> None:
+        wanted = {(host, self.settings.port) for host in self.settings.listen}
+        if {(s.host, s.port) for s in handed} != wanted:
+            for s in handed:
+                os.close(s.fd)
+            self.bind()
+            return
+        for s in handed:
+            responder = ResolutionResponder(self.registry, self.reactor, self.stats,
+                                            cluster=self.received)
+            self.clusterPorts.append(self.reactor.adoptDatagramPort(s.fd, s.family, responder))
+            self.responders.append(responder)
+            os.close(s.fd)
+        self.counters["sockets_taken"] += len(handed)
+        self.machine.portBound()
 
     def ackActivation(self) -> None:
         """Tell the old active, if it handed over to this node, that the node took over."""
@@ -670,7 +730,7 @@ def _buildMachine() -> Callable[[Membership], RoleInputs]:
     @passive.upon(RoleInputs.activated).to(binding)
     def activated(inputs: RoleInputs, core: Membership) -> None:
         core.role = "binding"
-        core.schedule(0, core.bind)
+        core.takePorts()
 
     @active.upon(RoleInputs.outranked).to(probing)
     def outranked(inputs: RoleInputs, core: Membership) -> None:
