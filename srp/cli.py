@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getopt
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -27,7 +28,8 @@ from twisted.python import usage
 import twisted
 from srp import __version__
 from srp.client.browser import BROWSER_PORT, Answer, NoAnswer, QueryFailed, browse, query
-from srp.server.config import ConfigError, loadConfig
+from srp.client.cluster import clusterQuery
+from srp.server.config import ConfigError, environmentKey, loadConfig, loadKey
 from srp.server.node import NodeService, NodeStartError
 from srp.wire import (
     BroadcastRequest,
@@ -39,6 +41,7 @@ from srp.wire import (
     InstancesResponse,
     WireError,
 )
+from srp.wire.cluster import StatusQuery, StatusReply
 
 
 class CommandError(Exception):
@@ -213,6 +216,29 @@ class BrowseOptions(_QueryOptions):
     ]
 
 
+class StatusOptions(_QueryOptions):
+    """Options of C{srp status}."""
+
+    synopsis = "Usage: srp status [options] HOST"
+    longdesc = (
+        "Show the role, epoch, passive list, registrations and counters of the srp node "
+        "at HOST (the active, when HOST is a cluster address).  The query is sealed with "
+        "the cluster key from --key-file or $SRP_CLUSTER_KEY; a cluster without a key "
+        "answers loopback only."
+    )
+    examples = (
+        "srp status 127.0.0.1",
+        "srp status --cluster sales --key-file /etc/srp/cluster.key --json db1",
+    )
+    optParameters = [
+        ["cluster", "c", "srp", "The cluster name."],
+        ["key-file", "k", None, "File holding the cluster key (mode 600)."],
+    ]
+
+    def parseArgs(self, host: str) -> None:  # type: ignore[override]
+        self["host"] = host.strip("[]")
+
+
 class ServeOptions(CommandOptions):
     """Options of C{srp serve}."""
 
@@ -246,11 +272,13 @@ class Options(CommandOptions):
         ["resolve", None, ResolveOptions, "Show the port map of HOST\\INSTANCE."],
         ["enumerate", None, EnumerateOptions, "List the instances of HOST."],
         ["browse", None, BrowseOptions, "Broadcast and list the instances that answer."],
+        ["status", None, StatusOptions, "Show the role and state of an srp node."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("a command is required: serve, resolve, enumerate or browse")
+            raise usage.UsageError(
+                "a command is required: serve, resolve, enumerate, browse or status")
 
 
 async def _resolve(reactor: Any, options: ResolveOptions, out: TextIO) -> None:
@@ -302,6 +330,41 @@ async def _browse(reactor: Any, options: BrowseOptions, out: TextIO) -> None:
     printAnswers(answers, options["json"], out, withSource=True)
 
 
+async def _status(reactor: Any, options: StatusOptions, out: TextIO) -> None:
+    try:
+        key = (loadKey(options["key-file"]) if options["key-file"]
+               else environmentKey(os.environ))
+        envelope = await clusterQuery(reactor, options["host"], StatusQuery(), StatusReply,
+                                      port=options["port"], cluster=options["cluster"],
+                                      key=key, timeout=options["timeout"])
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+    except NoAnswer as e:
+        raise CommandError(f"{e}: no srp node listens there, or the cluster name or key "
+                           "differ") from None
+    except QueryFailed as e:
+        raise CommandError(str(e)) from None
+    assert isinstance(envelope.message, StatusReply)
+    status = json.loads(envelope.message.document)
+    if options["json"]:
+        out.write(json.dumps(status, indent=2) + "\n")
+        return
+    out.write(formatTable(("NODE", "CLUSTER", "ROLE", "EPOCH", "ACTIVE"), [(
+        status["node"], status["cluster"], status["role"], str(status["epoch"]),
+        status["active"] or "-")]) + "\n")
+    if status["passives"]:
+        out.write("\nPassives (in line to take over):\n" + formatTable(
+            ("NODE", "ADDRESS"), [(p["node"], p["address"]) for p in status["passives"]]) + "\n")
+    if status["registrations"]:
+        out.write("\nRegistrations:\n" + formatTable(
+            ("INSTANCE", "NODE", "PRIORITY", "TCP", "HIDDEN"),
+            [(r["instance"], r["node"], str(r["priority"]), str(r["tcp"] or "-"),
+              "yes" if r["hidden"] else "no") for r in status["registrations"]]) + "\n")
+    out.write("\nCounters:\n" + formatTable(
+        ("COUNTER", "VALUE"), sorted((k, str(v)) for k, v in status["counters"].items()))
+        + "\n")
+
+
 def _startLogging(err: TextIO) -> None:
     observer = FilteringLogObserver(
         textFileLogObserver(err), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)]
@@ -340,6 +403,7 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
         "enumerate": lambda: _enumerate(reactor, sub, out),
         "browse": lambda: _browse(reactor, sub, out),
         "serve": lambda: _serve(reactor, sub, err),
+        "status": lambda: _status(reactor, sub, out),
     }
 
     def failed(failure: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from srp.server.authenticator import FRESHNESS, ClusterAuthenticator, Rejected
+from srp.authenticator import FRESHNESS, ClusterAuthenticator, Rejected
 from srp.wire.cluster import KeepAlive, Probe, clusterId
 
 CLUSTER = clusterId("test")

@@ -136,27 +136,47 @@ def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registra
         raise ConfigError(f"{where}: {e}") from None
 
 
-def _key(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> bytes:
-    if "key_file" in table:
-        path = Path(_typed(where, "key_file", table["key_file"], str, "a file name"))
-        try:
-            mode = path.stat().st_mode
-            key = path.read_bytes().strip()
-        except OSError as e:
-            raise ConfigError(f"{where}: cannot read the key file {path}: {e.strerror}") from None
-        if mode & 0o007:
-            raise ConfigError(f"{where}: the key file {path} is readable by others; "
-                              f"run: chmod 600 {path}")
-        source = f"the key file {path}"
-    elif environ.get(KEY_ENVIRONMENT):
-        key = environ[KEY_ENVIRONMENT].encode("utf-8")
-        source = f"${KEY_ENVIRONMENT}"
-    else:
-        return b""
+def loadKey(path: str | Path) -> bytes:
+    """
+    Read a cluster key file.
+
+    @raise ConfigError: if it cannot be read, others may read it, or it is too short.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        key = path.read_bytes().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read the key file {path}: {e.strerror}") from None
+    if mode & 0o007:
+        raise ConfigError(f"the key file {path} is readable by others; run: chmod 600 {path}")
+    return _checkedKey(key, f"the key file {path}")
+
+
+def environmentKey(environ: Mapping[str, str]) -> bytes:
+    """
+    The cluster key in C{$SRP_CLUSTER_KEY}, or C{b""} if it is not set.
+
+    @raise ConfigError: if it is too short.
+    """
+    value = environ.get(KEY_ENVIRONMENT, "")
+    return _checkedKey(value.encode("utf-8"), f"${KEY_ENVIRONMENT}") if value else b""
+
+
+def _checkedKey(key: bytes, source: str) -> bytes:
     if len(key) < MIN_KEY:
-        raise ConfigError(f"{where}: {source} holds {len(key)} bytes; a cluster key needs "
-                          f"at least {MIN_KEY} (try: head -c 32 /dev/urandom | base64)")
+        raise ConfigError(f"{source} holds {len(key)} bytes; a cluster key needs at least "
+                          f"{MIN_KEY} (try: head -c 32 /dev/urandom | base64)")
     return key
+
+
+def _key(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> bytes:
+    try:
+        if "key_file" in table:
+            return loadKey(_typed(where, "key_file", table["key_file"], str, "a file name"))
+        return environmentKey(environ)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _cluster(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> ClusterConfig:

@@ -65,6 +65,7 @@ class _Giver(Protocol):
 def offerSockets(reactor: Any, name: str, ports: Sequence[IListeningPort]) -> IListeningPort:
     """Listen on the abstract UNIX socket C{name}, giving C{ports} to whoever connects."""
     factory = Factory.forProtocol(lambda: _Giver(ports))
+    factory.noisy = False
     listener: IListeningPort = reactor.listenUNIX("\0" + name, factory, mode=0o600)
     return listener
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -28,8 +27,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.records import Registration
-from srp.server.authenticator import ClusterAuthenticator, Rejected
 from srp.server.handover import HandedSocket, canHandOver, offerSockets, takeSockets
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
@@ -117,11 +116,6 @@ class RoleInputs(Protocol):
 
     def stopped(self) -> None:
         "The hand-over (or the lack of one) is complete."
-
-
-def randomNodeId() -> int:
-    """A fresh 64-bit node id: every process start is a new node."""
-    return random.SystemRandom().getrandbits(64) or 1
 
 
 class _MemberSocket(DatagramProtocol):
@@ -497,14 +491,14 @@ class Membership:
             # a node looking for an active (probing, waiting) takes any.
             self.counters["stale_epoch"] += 1
             return
-        changed = envelope.sender != self.activeNode
+        followingAnother = self.role == "passive" and envelope.sender != self.activeNode
         self.epoch = envelope.epoch
         self.active = source
         self.activeNode = envelope.sender
         self.passives = list(message.passives)
         self.unanswered = 0
         self.machine.activeFound()
-        if changed and self.role == "passive":
+        if followingAnother:
             self.join()
 
     def _onReJoin(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:

@@ -1,10 +1,14 @@
 """
 Sealing and opening cluster messages: the cluster key, sequence numbers and replay checks.
+
+Shared by nodes and by the clients that speak cluster messages to them
+(C{srp status}, the extended resolve).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections import Counter, OrderedDict, deque
 
 from attrs import define, field
@@ -19,6 +23,11 @@ FRESHNESS = 30.0
 REPLAY_WINDOW = 64
 #: How many senders' replay windows are kept (the least recently heard go first).
 MAX_SENDERS = 4096
+
+
+def randomNodeId() -> int:
+    """A fresh 64-bit sender id: every node (and every client) start is a new sender."""
+    return random.SystemRandom().getrandbits(64) or 1
 
 
 class Rejected(Exception):

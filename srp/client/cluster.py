@@ -1,0 +1,86 @@
+"""
+Ask an srp node with the cluster (extension) messages: status, extended resolve.
+
+Requests are sealed with the cluster key like any cluster message, so a node
+answers only those who hold it (or, in a cluster without a key, loopback).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import LoopingCall
+
+from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
+from srp.client.browser import BROWSER_PORT, NoAnswer, QueryFailed, hostAddress
+from srp.wire.cluster import ClusterMessage, Envelope, clusterId
+
+
+class _ClusterQuery(DatagramProtocol):
+    noisy = False
+
+    def __init__(self, auth: ClusterAuthenticator, request: ClusterMessage,
+                 target: tuple[str, int], expected: type) -> None:
+        self.auth = auth
+        self.request = request
+        self.target = target
+        self.expected = expected
+        self.done: Deferred[Envelope | None] = Deferred()
+        self.error: Exception | None = None
+
+    def send(self) -> None:
+        try:
+            self.transport.write(self.auth.seal(self.request, 0), self.target)  # type: ignore[union-attr]
+        except OSError as e:
+            self.error = e
+            self.finish(None)
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        try:
+            envelope = self.auth.open(datagram, addr[0])
+        except Rejected as e:
+            self.error = e
+            return
+        if isinstance(envelope.message, self.expected):
+            self.finish(envelope)
+
+    def finish(self, envelope: Envelope | None) -> None:
+        if not self.done.called:
+            self.done.callback(envelope)
+
+
+async def clusterQuery(
+    reactor: Any, host: str, request: ClusterMessage, expected: type,
+    port: int = BROWSER_PORT, cluster: str = "srp", key: bytes = b"",
+    timeout: float = 2.0, attempts: int = 3,
+) -> Envelope:
+    """
+    Send a cluster C{request} to a node and return its first authentic reply of type C{expected}.
+
+    @raise NoAnswer: if none came within C{timeout} (the reason for the
+        last rejected reply, such as a wrong key, is part of the message).
+    """
+    address = await hostAddress(reactor, host)
+    auth = ClusterAuthenticator(reactor, clusterId(cluster), randomNodeId(), key)
+    query = _ClusterQuery(auth, request, (address, port), expected)
+    listening = reactor.listenUDP(0, query, interface="::" if ":" in address else "")
+    sender = LoopingCall(query.send)
+    sender.clock = reactor
+    sender.start(timeout / attempts)
+    timer = reactor.callLater(timeout, query.finish, None)
+    try:
+        envelope = await query.done
+    finally:
+        if timer.active():
+            timer.cancel()
+        if sender.running:
+            sender.stop()
+        await listening.stopListening()
+    if envelope is None:
+        if isinstance(query.error, OSError):
+            raise QueryFailed(f"cannot send to {host} port {port}: {query.error.strerror}")
+        why = f" (a reply was rejected: {query.error})" if query.error else ""
+        raise NoAnswer(f"no answer from {host} port {port} within {timeout:g} s{why}")
+    return envelope
