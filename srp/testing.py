@@ -11,9 +11,11 @@ C{srp serve} on a free loopback address (L{freeLoopbackAddress}).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
+import selectors
 import signal
 import socket
 import subprocess
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from attrs import frozen
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
@@ -345,3 +348,94 @@ class FakeNetwork:
             self.dropped += 1
             return
         port.protocol.datagramReceived(datagram, source)
+
+
+@frozen
+class Exchange:
+    """One request of a L{RequestStream}: when it was sent and when (if) answered."""
+
+    sentAt: float
+    answeredAt: float | None
+    reply: bytes | None
+
+
+class RequestStream:
+    """
+    Sends one [MC-SQLR] request to C{target} at a steady C{rate} and records
+    which are answered within C{timeout}: the client side of fail-over
+    tests and benchmarks, run in the calling thread.
+
+    Each request in flight has a socket of its own, so every reply is
+    matched to its request although [MC-SQLR] replies carry no id.
+    """
+
+    def __init__(self, target: tuple[str, int], request: bytes, rate: float = 100.0,
+                 timeout: float = 0.25) -> None:
+        self.target = target
+        self.request = request
+        self.rate = rate
+        self.timeout = timeout
+        self.exchanges: list[Exchange] = []
+
+    def run(self, duration: float,
+            at: Sequence[tuple[float, Callable[[], object]]] = ()) -> list[Exchange]:
+        """
+        Send for C{duration} seconds, calling each C{at} action C{(delay, action)}
+        C{delay} seconds after the start; return every exchange, in order.
+        """
+        pending = sorted(at, key=lambda item: item[0])
+        idle: list[socket.socket] = []
+        inFlight: dict[socket.socket, float] = {}
+        selector = selectors.DefaultSelector()
+        start = time.monotonic()
+        nextSend = start
+        try:
+            while True:
+                now = time.monotonic()
+                while pending and now - start >= pending[0][0]:
+                    pending.pop(0)[1]()
+                    now = time.monotonic()
+                if now - start >= duration and not inFlight:
+                    break
+                if now - start < duration and now >= nextSend:
+                    sock = idle.pop() if idle else self._newSocket(selector)
+                    try:
+                        sock.sendto(self.request, self.target)
+                    except OSError:
+                        self.exchanges.append(Exchange(now, None, None))
+                        idle.append(sock)
+                    else:
+                        inFlight[sock] = now
+                    nextSend += 1.0 / self.rate
+                for sock, sentAt in list(inFlight.items()):
+                    if now - sentAt > self.timeout:
+                        del inFlight[sock]
+                        self.exchanges.append(Exchange(sentAt, None, None))
+                        selector.unregister(sock)
+                        sock.close()
+                wait = max(0.0, min(nextSend - time.monotonic(), 0.005))
+                for key, _ in selector.select(wait):
+                    sock = key.fileobj  # type: ignore[assignment]
+                    try:
+                        reply = sock.recv(65535)
+                    except OSError:
+                        continue
+                    if sock in inFlight:
+                        sentAt = inFlight.pop(sock)
+                        self.exchanges.append(Exchange(sentAt, time.monotonic(), reply))
+                        idle.append(sock)
+        finally:
+            for sock in [*idle, *inFlight]:
+                with contextlib.suppress(KeyError, ValueError):
+                    selector.unregister(sock)
+                sock.close()
+            selector.close()
+        self.exchanges.sort(key=lambda e: e.sentAt)
+        return self.exchanges
+
+    def _newSocket(self, selector: selectors.BaseSelector) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+        return sock

@@ -174,6 +174,7 @@ class Membership:
         self._outrankedBy: Member | None = None
         self._offer: IListeningPort | None = None
         self._offerName = ""
+        self._offerMade = False
         self._handoverName = ""
         #: Seconds since each passive's last KeepAlive, as Activate told them.
         self._ages: dict[int, float] = {}
@@ -339,8 +340,6 @@ class Membership:
         ids = [p.nodeId for p in self.passives]
         return ids.index(self.nodeId) if self.nodeId in ids else len(ids)
 
-    _firstActivate = 1
-
     def handOver(self) -> None:
         """
         Graceful stop of the active: Activate the first passive that answers.
@@ -369,10 +368,10 @@ class Membership:
         self._expire()
         self._handoverTargets = [p for p in self._handoverTargets if p.nodeId in self.lastSeen]
         handover = ""
-        if self._offer is not None and self.counters["activates_sent"] == self._firstActivate:
-            handover = self._offerName
+        if self._offer is not None and not self._offerMade:
+            handover, self._offerMade = self._offerName, True
         else:
-            self._withdrawOffer()
+            self._withdrawOffer()  # the first target did not take the sockets
         if not self._handoverTargets:
             self.machine.stopped()
             return
