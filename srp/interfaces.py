@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from srp.records import Registration
@@ -37,3 +39,18 @@ class IRegistry(Interface):
 
     def removeNode(nodeId: int) -> int:
         """Remove every registration of node C{nodeId}; return how many there were."""
+
+
+class IResolver(Interface):
+    """Resolves C{cluster/instance} names to the places an instance can be reached."""
+
+    def resolve(cluster: str, instance: str, addresses: Sequence[str] = ()) -> Deferred[Any]:
+        """
+        The L{srp.client.resolver.Resolution} of C{instance} on C{cluster}, from the
+        cache when it holds one.
+
+        @param addresses: the cluster's addresses, if not those C{cluster} resolves to.
+        """
+
+    def purge(cluster: str, instance: str) -> None:
+        """Forget the cached resolution of C{instance} on C{cluster}."""

@@ -80,7 +80,10 @@ clusterMessages = st.one_of(
                  max_size=len(passives)).map(tuple),
         st.sampled_from(["", "srp-handover-1"]))),
     st.builds(Resolve, instanceNames),
-    st.builds(ResolveReply, instanceNames, st.lists(registrations, max_size=4).map(tuple)),
+    st.lists(st.tuples(registrations, st.sampled_from(["", "10.0.0.1", "::1"])),
+             max_size=4).flatmap(lambda pairs: st.builds(
+        ResolveReply, instanceNames, st.just(tuple(r for r, _ in pairs)),
+        st.just(tuple(h for _, h in pairs)))),
     st.builds(StatusReply, st.text(max_size=50)),
     st.builds(Redirect, members),
 )

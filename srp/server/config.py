@@ -24,7 +24,7 @@ from srp.wire.instances import checkPort
 #: The [MC-SQLR] port.
 DEFAULT_PORT = 1434
 
-_NODE_KEYS = {"listen", "port", "server_name"}
+_NODE_KEYS = {"listen", "port", "server_name", "extensions"}
 _INSTANCE_KEYS = {
     "name", "server_name", "version", "clustered", "tcp", "np", "via", "hidden", "dac_port",
     "priority",
@@ -75,6 +75,9 @@ class NodeConfig:
     port: int = DEFAULT_PORT
     instances: tuple[Registration, ...] = ()
     cluster: ClusterConfig | None = None
+    #: Answer srp's extension messages (extended resolve, status); without
+    #: them a standalone node is a plain SQL Server Browser.
+    extensions: bool = True
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -240,11 +243,17 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
             )
         seen[record.key] = number
         records.append(record)
+    extensions = _typed(f"{source} [node]", "extensions", node.get("extensions", True), bool,
+                        "true or false")
     cluster = None
     if "cluster" in document:
         table = _typed(source, "[cluster]", document["cluster"], dict, "a table")
         cluster = _cluster(f"{source} [cluster]", table, environ)
-    return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster)
+        if not extensions:
+            raise ConfigError(f"{source} [node]: extensions = false leaves no way for the "
+                              "nodes of a [cluster] to talk; remove one of them")
+    return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster,
+                      extensions=extensions)
 
 
 def loadConfig(path: str | Path) -> NodeConfig:

@@ -79,6 +79,8 @@ class ClusterSettings:
     interval: float = DEFAULT_INTERVAL
     misses: int = DEFAULT_MISSES
     key: bytes = field(default=b"", repr=False)
+    #: Whether the cluster port answers srp's extension messages at all.
+    extensions: bool = True
 
 
 class RoleInputs(Protocol):
@@ -245,8 +247,9 @@ class Membership:
         responders = []
         try:
             for host in self.settings.listen:
-                responder = ResolutionResponder(self.registry, self.reactor, self.stats,
-                                                cluster=self.received)
+                responder = ResolutionResponder(
+                    self.registry, self.reactor, self.stats,
+                    cluster=self.received if self.settings.extensions else None)
                 ports.append(self.reactor.listenUDP(self.settings.port, responder,
                                                     interface=host))
                 responders.append(responder)
@@ -546,7 +549,10 @@ class Membership:
         if self.role == "active":
             visible = tuple(r for r in self.registry.candidates(message.instanceName)
                             if not r.hidden)
-            self.send(ResolveReply(message.instanceName, visible), source, via)
+            hosts = {p.nodeId: p.host for p in self.passives}
+            self.send(ResolveReply(message.instanceName, visible,
+                                   tuple(hosts.get(r.nodeId, "") for r in visible)),
+                      source, via)
 
     def _onStatus(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
         self.send(StatusReply(json.dumps(self.status())), source, via)

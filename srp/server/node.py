@@ -50,7 +50,7 @@ class NodeService(Service):
         settings = ClusterSettings(
             listen=config.listen, addresses=cluster.addresses or config.listen,
             port=config.port, name=cluster.name, interval=cluster.interval,
-            misses=cluster.misses, key=cluster.key,
+            misses=cluster.misses, key=cluster.key, extensions=config.extensions,
         )
         self.membership = Membership(reactor, settings, self.registry, config.instances,
                                      self.stats, nodeId, onRole=self._roleChanged)

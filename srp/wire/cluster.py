@@ -282,15 +282,28 @@ class Resolve:
 
 @frozen
 class ResolveReply:
-    """Every live registration of C{instanceName}, best first (primary, then standbys)."""
+    """
+    Every live registration of C{instanceName}, best first (primary, then standbys).
+
+    C{hosts} gives, for each registration, the address of the node that
+    registered it, where its ports are; an empty one means the address the
+    query was sent to (the active's own registrations).
+    """
 
     opcode = 0xA9
     instanceName: str = field(validator=_name)
     registrations: tuple[Registration, ...]
+    hosts: tuple[str, ...]
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.hosts) != len(self.registrations):
+            raise WireError(f"ResolveReply has {len(self.hosts)} hosts for "
+                            f"{len(self.registrations)} registrations")
 
     def payload(self) -> bytes:
         return (_short(self.instanceName.encode("ascii"))
-                + _encodeList(self.registrations, _encodeRegistration))
+                + _encodeList(self.registrations, _encodeRegistration)
+                + b"".join(_short(host.encode("ascii")) for host in self.hosts))
 
 
 @frozen
@@ -354,7 +367,8 @@ def _decodePayload(opcode: int, payload: bytes) -> ClusterMessage:
     elif opcode == Resolve.opcode:
         message = Resolve(reader.text())
     elif opcode == ResolveReply.opcode:
-        message = ResolveReply(reader.text(), _readRegistrations(reader))
+        name, registrations = reader.text(), _readRegistrations(reader)
+        message = ResolveReply(name, registrations, tuple(reader.text() for _ in registrations))
     elif opcode == Redirect.opcode:
         message = Redirect(Member.read(reader))
     elif opcode == StatusQuery.opcode:
