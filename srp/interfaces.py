@@ -54,3 +54,21 @@ class IResolver(Interface):
 
     def purge(cluster: str, instance: str) -> None:
         """Forget the cached resolution of C{instance} on C{cluster}."""
+
+
+class IInstanceVerifier(Interface):
+    """
+    Confirms that a connection reached the instance it was meant for (figure 3, step 315).
+    """
+
+    name = Attribute("The verifier's name in endpoint strings: none, tds, hello.")
+
+    def connect(endpoint: Any, factory: Any, instance: str) -> Deferred[Any]:
+        """
+        Connect C{factory}'s protocol through C{endpoint} once the server
+        there is confirmed to be C{instance}.
+
+        @return: a L{Deferred} firing with the connected protocol, or failing
+            with L{srp.client.verifiers.WrongInstance} when the server is
+            another instance (the resolution was stale).
+        """

@@ -65,13 +65,15 @@ class EndpointTests(TestCase):
         endpoint = clientFromString(reactor, f"srp:{self.address}/NOPE:timeout=0.3")
         with self.assertRaises(ResolutionError) as caught:
             await connectProtocol(endpoint, Protocol())
-        self.assertIn(f"cannot resolve {self.address}/NOPE: no answer", str(caught.exception))
+        self.assertIn(f"cannot resolve {self.address}/NOPE: cluster {self.address} has no live "
+                      "registration of NOPE", str(caught.exception))
 
     async def test_instance_without_tcp_is_a_resolution_error(self) -> None:
         endpoint = clientFromString(reactor, f"srp:{self.address}/PIPEONLY:timeout=1")
         with self.assertRaises(ResolutionError) as caught:
             await connectProtocol(endpoint, Protocol())
-        self.assertIn("announces no tcp port", str(caught.exception))
+        self.assertIn("offers none of the transports via, tcp, np that this client can use",
+                      str(caught.exception))
 
 
 class ParserTests(SynchronousTestCase):
@@ -81,8 +83,9 @@ class ParserTests(SynchronousTestCase):
         endpoint = SRPClientParser().parseStreamClient(reactor, "::1/X", port="1435",
                                                        timeout="3")
         assert isinstance(endpoint, SRPClientEndpoint)
-        self.assertEqual((endpoint.cluster, endpoint.instance, endpoint.port, endpoint.timeout),
-                         ("::1", "X", 1435, 3.0))
+        self.assertEqual((endpoint.cluster, endpoint.instance, endpoint.timeout),
+                         ("::1", "X", 3.0))
+        self.assertEqual(endpoint.resolver.port, 1435)  # type: ignore[attr-defined]
 
     def test_ipv6_cluster_escaped(self) -> None:
         endpoint = clientFromString(reactor, "srp:\\:\\:1/SALES")

@@ -139,3 +139,30 @@ def test_any_datagram_never_raises_and_malformed_never_answered(data: bytes) -> 
         assert replies == []
     for reply in replies:
         assert reply[0] == 0x05
+
+
+class ReplyCacheTests(SynchronousTestCase):
+    """Replies are remembered by request bytes, and forgotten when the registry changes."""
+
+    def test_a_moved_instance_is_answered_with_its_new_port(self) -> None:
+        responder = makeResponder()
+        exchange(responder, b"\x04SALES")
+        responder.registry.register(Registration(InstanceInfo("DB1", "SALES", tcp=50999)))
+        [reply] = exchange(responder, b"\x04SALES")
+        [info] = decodeResponse(reply).instances  # type: ignore[union-attr]
+        self.assertEqual(info.tcp, 50999)
+
+    def test_the_cache_stays_bounded(self) -> None:
+        responder = makeResponder()
+        names = ["".join(c.upper() if n >> i & 1 else c for i, c in enumerate("sales"))
+                 for n in range(32)]
+        for name in names * 3:
+            exchange(responder, b"\x04" + name.encode())
+        self.assertEqual(len(responder._replies), 32)
+        self.assertEqual(responder.stats.answered, 96)
+
+    def test_unknown_names_are_not_remembered(self) -> None:
+        responder = makeResponder()
+        for n in range(100):
+            exchange(responder, b"\x04NOPE%d" % n)
+        self.assertEqual(responder._replies, {})

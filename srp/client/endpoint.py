@@ -3,18 +3,20 @@ The C{srp:} client endpoint: connect to an instance by its C{cluster/instance} n
 
     endpoint = clientFromString(reactor, "srp:db1/SALES")
 
-resolves C{SALES} through the SQL Server Browser ([MC-SQLR]) at C{db1} and
-connects to the TCP port it announces.  It is an ordinary
-L{IStreamClientEndpoint}, so C{ClientService} and the rest of Twisted work
-with it.
+resolves C{SALES} through the cluster C{db1} (figure 3, steps 301-313),
+connects over the preferred transport the instance offers (307), verifies
+the server reached is C{SALES} (315-319) and, when the cached place fails,
+purges it, resolves again and tries the candidates in order: primary, then
+standbys.  It is an ordinary L{IStreamClientEndpoint}, so C{ClientService}
+and everything else in Twisted work with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
     IProtocol,
@@ -22,65 +24,147 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamClientEndpointStringParserWithReactor,
 )
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from srp.client.browser import BROWSER_PORT, QueryFailed, query
-from srp.wire import InstanceRequest, InstancesResponse, WireError
+from srp.client.resolver import BROWSER_PORT, Candidate, ClusterResolver, ResolveError
+from srp.client.verifiers import NoVerifier, WrongInstance, verifierNamed
+from srp.interfaces import IInstanceVerifier, IResolver
+from srp.transports import DEFAULT_PREFERENCE, endpointsFor
+from srp.transports.tcp import detectDeadPeers
+from srp.wire import InstanceRequest, WireError
+
+#: Seconds a place that failed is tried after the others.
+SUSPECT_FOR = 5.0
 
 
 class ResolutionError(ConnectError):
-    """The instance could not be resolved to a place to connect to."""
+    """The instance could not be resolved, or none of its places could be reached."""
+
+
+_resolvers: dict[tuple[int, int, str, bytes], ClusterResolver] = {}
+
+
+def sharedResolver(reactor: Any, port: int = BROWSER_PORT, clusterName: str = "srp",
+                   key: bytes = b"") -> ClusterResolver:
+    """The resolver (and so the cache) that every C{srp:} endpoint of C{reactor} shares."""
+    index = (id(reactor), port, clusterName, key)
+    if index not in _resolvers:
+        _resolvers[index] = ClusterResolver(reactor, port=port, clusterName=clusterName,
+                                            key=key)
+    return _resolvers[index]
 
 
 @implementer(IStreamClientEndpoint)
 class SRPClientEndpoint:
     """
-    Connects to the instance C{instance} of C{cluster}, wherever its port is.
+    Connects to the instance C{instance} of cluster C{cluster}, wherever it is.
 
-    @param cluster: host name or address of the cluster's resolver (UDP 1434).
-    @param timeout: seconds to wait for the resolver, and for the TCP connection.
+    @param addresses: the cluster's addresses, if not those C{cluster} resolves to.
+    @param prefer: transports in order of preference (default via, tcp, np).
+    @param verifier: how to confirm the instance reached (default: none).
+    @param timeout: seconds for each connection attempt.
     """
 
+    log = Logger()
+
     def __init__(self, reactor: Any, cluster: str, instance: str,
-                 port: int = BROWSER_PORT, timeout: float = 2.0) -> None:
-        self._reactor = reactor
+                 resolver: IResolver | None = None, addresses: Sequence[str] = (),
+                 prefer: Sequence[str] = DEFAULT_PREFERENCE,
+                 verifier: IInstanceVerifier | None = None, timeout: float = 2.0) -> None:
+        InstanceRequest(instance)  # refuse a name that cannot travel, now
+        self.reactor = reactor
         self.cluster = cluster
         self.instance = instance
-        self.port = port
+        self.resolver = resolver if resolver is not None else sharedResolver(reactor)
+        self.addresses = tuple(addresses)
+        self.prefer = tuple(prefer)
+        self.verifier = verifier if verifier is not None else NoVerifier()
         self.timeout = timeout
-        self._request = InstanceRequest(instance)
+        #: Places that failed recently, and until when they are tried last.
+        self.suspects: dict[tuple[str, int | None], float] = {}
+        #: Where the last connection went: (transport, candidate).
+        self.connectedTo: tuple[str, Candidate] | None = None
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        """Resolve the instance, then connect C{protocolFactory} to its TCP port."""
-        return ensureDeferred(self._connect(protocolFactory))
+        """Resolve, connect, verify; on a stale or dead place, purge and resolve again."""
+        return Deferred.fromCoroutine(self._connect(protocolFactory))
 
-    async def _connect(self, protocolFactory: IProtocolFactory) -> IProtocol:
+    async def _connect(self, factory: IProtocolFactory) -> IProtocol:
+        failures: list[str] = []
+        resolution = await self._resolve()
+        if resolution.cached:
+            # Step 321: retry the cached place once...
+            protocol = await self._tryCandidates(factory, resolution.candidates[:1], failures)
+            if protocol is not None:
+                return protocol
+            # ...then purge, resolve again and try every candidate in order.
+            self.resolver.purge(self.cluster, self.instance)
+            resolution = await self._resolve()
+        protocol = await self._tryCandidates(factory, self._ordered(resolution.candidates),
+                                             failures)
+        if protocol is not None:
+            return protocol
+        self.resolver.purge(self.cluster, self.instance)
+        if not failures:
+            raise ResolutionError(string=f"{self.cluster}/{self.instance} offers none of the "
+                                  f"transports {', '.join(self.prefer)} that this client can use")
+        raise ResolutionError(string=f"no place of {self.cluster}/{self.instance} could be "
+                              f"reached: {'; '.join(failures)}")
+
+    async def _resolve(self) -> Any:
         try:
-            answer = await query(self._reactor, self.cluster, self._request,
-                                 port=self.port, timeout=self.timeout)
-        except QueryFailed as e:
-            raise ResolutionError(
-                string=f"cannot resolve {self.cluster}/{self.instance}: {e}") from None
-        assert isinstance(answer.response, InstancesResponse)
-        tcp = answer.response.instances[0].tcp if answer.response.instances else None
-        if tcp is None:
-            raise ResolutionError(
-                string=f"{self.cluster}/{self.instance} announces no tcp port")
-        target = HostnameEndpoint(self._reactor, answer.source[0], tcp, timeout=self.timeout)
-        protocol: IProtocol = await target.connect(protocolFactory)
-        return protocol
+            return await self.resolver.resolve(self.cluster, self.instance, self.addresses)
+        except ResolveError as e:
+            raise ResolutionError(string=f"cannot resolve {self.cluster}/{self.instance}: "
+                                  f"{e}") from None
+
+    def _ordered(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        now = self.reactor.seconds()
+        return sorted(candidates, key=lambda c: self.suspects.get(
+            (c.host, c.info.tcp), 0.0) > now)
+
+    async def _tryCandidates(self, factory: IProtocolFactory, candidates: Sequence[Candidate],
+                             failures: list[str]) -> IProtocol | None:
+        for candidate in candidates:
+            for transport, endpoint in endpointsFor(self.reactor, candidate.host,
+                                                    candidate.info, self.prefer, self.timeout):
+                try:
+                    protocol: IProtocol = await self.verifier.connect(endpoint, factory,
+                                                                      self.instance)
+                except WrongInstance as e:
+                    # Steps 315-319: another instance answers there now.
+                    self.resolver.purge(self.cluster, self.instance)
+                    failures.append(f"{transport} {candidate.host}: {e}")
+                except (ConnectError, OSError) as e:
+                    failures.append(f"{transport} {candidate.host}: {e}")
+                else:
+                    transportOf = getattr(protocol, "transport", None)
+                    if transportOf is not None:
+                        detectDeadPeers(transportOf)
+                    self.connectedTo = (transport, candidate)
+                    return protocol
+                self.suspects[(candidate.host, candidate.info.tcp)] = (
+                    self.reactor.seconds() + SUSPECT_FOR)
+        return None
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
 class SRPClientParser:
     """
-    Parses C{srp:CLUSTER/INSTANCE[:port=1434][:timeout=2]} into an L{SRPClientEndpoint}.
+    Parses C{srp:CLUSTER/INSTANCE[:option=value...]} into an L{SRPClientEndpoint}.
 
-    Escape colons of an IPv6 cluster address: C{srp:\\:\\:1/SALES}.
+    Options: C{port} (the cluster's UDP port, 1434), C{timeout} (seconds per
+    attempt, 2), C{addresses} (comma-separated cluster addresses),
+    C{prefer} (comma-separated transports, C{via,tcp,np}), C{verify}
+    (C{none}, C{tds} or C{hello}), C{cluster} (the cluster name for the
+    extended resolve, C{srp}) and C{key_file}.  Escape the colons of an
+    IPv6 address: C{srp:\\:\\:1/SALES}.
     """
 
     prefix = "srp"
+    _OPTIONS = {"port", "timeout", "addresses", "prefer", "verify", "cluster", "key_file"}
 
     def parseStreamClient(self, reactor: Any, *args: object,
                           **kwargs: object) -> IStreamClientEndpoint:
@@ -88,13 +172,28 @@ class SRPClientParser:
             given = ":".join(map(str, args))
             raise ValueError(f"srp endpoint needs CLUSTER/INSTANCE, not {given!r}")
         cluster, _, instance = str(args[0]).rpartition("/")
-        unknown = set(kwargs) - {"port", "timeout"}
+        options = {k: str(v) for k, v in kwargs.items()}
+        unknown = set(options) - self._OPTIONS
         if unknown:
-            raise ValueError(f"srp endpoint has no option {sorted(unknown)[0]!r}; "
-                             "known: port, timeout")
+            raise ValueError(f"srp endpoint has no option {sorted(unknown)[0]!r}; known: "
+                             f"{', '.join(sorted(self._OPTIONS))}")
+        key = b""
+        if "key_file" in options:
+            from srp.server.config import ConfigError, loadKey
+
+            try:
+                key = loadKey(options["key_file"])
+            except ConfigError as e:
+                raise ValueError(f"srp endpoint: {e}") from None
         try:
-            return SRPClientEndpoint(reactor, cluster.strip("[]"), instance,
-                                     port=int(str(kwargs.get("port", BROWSER_PORT))),
-                                     timeout=float(str(kwargs.get("timeout", 2.0))))
+            port = int(options.get("port", BROWSER_PORT))
+            timeout = float(options.get("timeout", 2.0))
+            resolver = sharedResolver(reactor, port, options.get("cluster", "srp"), key)
+            return SRPClientEndpoint(
+                reactor, cluster.strip("[]"), instance, resolver,
+                addresses=[a for a in options.get("addresses", "").split(",") if a],
+                prefer=options.get("prefer", ",".join(DEFAULT_PREFERENCE)).split(","),
+                verifier=verifierNamed(options.get("verify", "none"), reactor),
+                timeout=timeout)
         except WireError as e:
             raise ValueError(f"srp endpoint: {e}") from None

@@ -19,6 +19,7 @@ from srp.wire import (
     DACResponse,
     EnumerateRequest,
     InstanceInfo,
+    InstanceRequest,
     Request,
     WireError,
     decodeRequest,
@@ -30,6 +31,9 @@ from srp.wire.mcsqlr import frameResponseData
 #: Receives cluster messages that arrive on the responder's port: the
 #: datagram, its source and the protocol it came in on (to reply through).
 ClusterHandler = Callable[[bytes, tuple[str, int], DatagramProtocol], None]
+
+#: Most request datagrams whose replies are remembered (then they are forgotten at once).
+MAX_CACHED_REPLIES = 65536
 
 #: Seconds between two log lines about malformed datagrams; the ones in
 #: between are counted and reported with the next line.
@@ -81,22 +85,35 @@ class ResolutionResponder(DatagramProtocol):
         #: malformed requests like any other unknown type.
         self.cluster = cluster
         self._enumeration: tuple[int, bytes | None] = (-1, None)
+        #: Replies to instance and DAC requests, by the request's exact bytes,
+        #: for the registry generation in C{_repliesGeneration}.
+        self._replies: dict[bytes, bytes] = {}
+        self._repliesGeneration = -1
         self._lastMalformedLog = float("-inf")
         self._malformedUnlogged = 0
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        if self.cluster is not None and isClusterMessage(datagram):
-            self.cluster(datagram, (addr[0], addr[1]), self)
-            return
-        try:
-            request = decodeRequest(datagram)
-        except WireError as error:
-            self._malformed(error, addr)
-            return
-        reply = self.replyTo(request)
+        if self._repliesGeneration != self.registry.generation:
+            self._replies.clear()
+            self._repliesGeneration = self.registry.generation
+        reply = self._replies.get(datagram)
         if reply is None:
-            self.stats.ignored += 1
-            return
+            if self.cluster is not None and isClusterMessage(datagram):
+                self.cluster(datagram, (addr[0], addr[1]), self)
+                return
+            try:
+                request = decodeRequest(datagram)
+            except WireError as error:
+                self._malformed(error, addr)
+                return
+            reply = self.replyTo(request)
+            if reply is None:
+                self.stats.ignored += 1
+                return
+            if isinstance(request, (InstanceRequest, DACRequest)):
+                if len(self._replies) >= MAX_CACHED_REPLIES:
+                    self._replies.clear()
+                self._replies[datagram] = reply
         try:
             self.transport.write(reply, addr)  # type: ignore[union-attr]
         except OSError as error:

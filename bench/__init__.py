@@ -1,0 +1,1 @@
+"""Benchmarks of srp, run by C{make bench} (C{python -m bench.run}); see docs/benchmarks.md."""

@@ -1,0 +1,377 @@
+"""
+C{make bench}: run every benchmark in L{BENCHMARKS} and print a table for each.
+
+    python -m bench.run                    # all of them, default settings
+    python -m bench.run --rounds 5 --seconds 10 --no-pin
+    python -m bench.run --only resolve_throughput
+
+Each benchmark is a function taking the L{Settings}; it prints its own small
+aligned table and returns a JSON-able summary, which is also written to
+C{bench/results/NAME.json}.  docs/benchmarks.md says what they measure and
+holds the figures measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import twisted
+from bench.bare_responder import CANNED_REPLY, READY
+from bench.loadgen import instanceName, instanceRequest
+from srp.cli import formatTable
+from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.wire import InstancesResponse, decodeResponse
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PORT = 1434
+#: The target of resolve_throughput: srp's median at least this share of the bare one's.
+TARGET_RATIO = 0.8
+#: A process that used this share of a CPU or more limited the rate.
+SATURATED = 0.9
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how hard the benchmarks run."""
+
+    #: Rounds per server; the servers alternate within each round.
+    rounds: int = 5
+    #: Measured seconds of each load-generator run (after the warm-up).
+    seconds: float = 4.0
+    warmup: float = 0.5
+    #: Outstanding requests the load generator keeps in flight.
+    window: int = 64
+    #: Registered instances (srp) and distinct names asked for.
+    instances: int = 10_000
+    #: Pin each server to CPU 0 and the load generator to CPU 1.
+    pin: bool = True
+    #: Runs repeated at most, in all, because other load on the machine
+    #: slowed them (neither process had a whole CPU).
+    retries: int = 5
+
+
+Benchmark = Callable[[Settings], dict[str, Any]]
+
+
+def pinTo(pid: int, cpu: int | None) -> None:
+    """Restrict process C{pid} to CPU C{cpu}; do nothing if C{cpu} is None or unavailable."""
+    if cpu is None or cpu not in os.sched_getaffinity(0):
+        return
+    os.sched_setaffinity(pid, {cpu})
+
+
+def stopPid(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """End C{process} by its PID: SIGTERM, then SIGKILL after C{timeout} seconds."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+class BareProcess:
+    """The baseline responder (L{bench.bare_responder}) as its own process."""
+
+    def __init__(self, host: str, port: int, logPath: Path) -> None:
+        self.host = host
+        self.port = port
+        self.logPath = logPath
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> BareProcess:
+        """Start it and wait for its ready line; raise if it exits or times out."""
+        with open(self.logPath, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bench.bare_responder", self.host, str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if READY in self.logPath.read_text(errors="replace"):
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"bare responder did not start: {self.logPath.read_text()}")
+
+    @property
+    def pid(self) -> int:
+        """The process id of the running responder."""
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    def stop(self) -> None:
+        """End it by its PID."""
+        if self.process is not None:
+            stopPid(self.process)
+
+
+Server = TypeVar("Server", NodeProcess, BareProcess)
+
+
+def startOnFreeAddress(start: Callable[[str], Server], attempts: int = 3) -> tuple[str, Server]:
+    """
+    Call C{start} with a 127.0.0.N address whose port 1434 is free; return both.
+
+    Someone else may take the address between the check and the bind: try
+    another one then.
+    """
+    for attempt in range(attempts):
+        host = freeLoopbackAddress(PORT)
+        try:
+            server = start(host)
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+            continue
+        return host, server
+    raise AssertionError("unreachable")
+
+
+def probe(host: str, port: int, datagram: bytes, timeout: float = 2.0) -> bytes:
+    """Send C{datagram} to C{host:port} and return the first reply."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(datagram, (host, port))
+        return sock.recv(65535)
+
+
+def runLoad(host: str, serverPid: int, settings: Settings, seed: int) -> dict[str, Any]:
+    """Run L{bench.loadgen} against C{host} once, in its own process; return its JSON."""
+    command = [
+        sys.executable, "-m", "bench.loadgen", "--target", f"{host}:{PORT}",
+        "--instances", str(settings.instances), "--window", str(settings.window),
+        "--seconds", str(settings.seconds), "--warmup", str(settings.warmup),
+        "--seed", str(seed), "--server-pid", str(serverPid),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        pinTo(process.pid, 1 if settings.pin else None)
+        out, err = process.communicate(timeout=settings.warmup + settings.seconds + 30)
+    finally:
+        stopPid(process)
+    if process.returncode != 0:
+        raise RuntimeError(f"load generator failed ({process.returncode}): {err.decode()}")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def derived(result: dict[str, Any]) -> dict[str, float | None]:
+    """Shares of a CPU used by the server and the load generator, and server µs per reply."""
+    seconds, replies, cpu = result["seconds"], result["replies"], result["server_cpu_s"]
+    return {
+        "server_share": None if cpu is None or not seconds else cpu / seconds,
+        "loadgen_share": result["cpu_s"] / seconds if seconds else None,
+        "server_us": None if cpu is None or not replies else cpu / replies * 1e6,
+    }
+
+
+def nodeInstances(count: int) -> list[dict[str, Any]]:
+    """The benchmark instances: INST00001 ... with TCP ports 10001 ..."""
+    return [{"name": instanceName(n), "tcp": 10_000 + n} for n in range(1, count + 1)]
+
+
+def resolve_throughput(settings: Settings) -> dict[str, Any]:
+    """
+    CLNT_UCAST_INST replies/s: srp serve (10,000 instances) against a bare Twisted responder.
+
+    Both run as processes on their own loopback address; the load generator
+    alternates between them for C{settings.rounds} rounds, and repeats a
+    run that other load on the machine slowed (up to C{settings.retries}).
+    """
+    servers: dict[str, NodeProcess | BareProcess] = {}
+    with tempfile.TemporaryDirectory(prefix="srp-bench-") as scratch:
+        try:
+            directory = Path(scratch)
+
+            def node(host: str) -> NodeProcess:
+                config = writeNodeConfig(directory / "node.toml", [host],
+                                         nodeInstances(settings.instances), port=PORT,
+                                         serverName="SRPBENCH")
+                return NodeProcess(config, directory / "node.log").start(timeout=120)
+
+            hosts: dict[str, str] = {}
+            hosts["srp"], servers["srp"] = startOnFreeAddress(node)
+            hosts["bare"], servers["bare"] = startOnFreeAddress(
+                lambda host: BareProcess(host, PORT, directory / "bare.log").start())
+            for server in servers.values():
+                pinTo(server.pid, 0 if settings.pin else None)
+
+            # Both answer the first instance with the same datagram.
+            first = instanceRequest(instanceName(1))
+            srpReply = probe(hosts["srp"], PORT, first)
+            reply = decodeResponse(srpReply)
+            if not (isinstance(reply, InstancesResponse)
+                    and [(i.instanceName, i.tcp) for i in reply.instances]
+                    == [(instanceName(1), 10_001)]):
+                raise RuntimeError(f"srp serve answered {reply!r}")
+            if srpReply != CANNED_REPLY:
+                print(f"note: srp replies {len(srpReply)} bytes, "
+                      f"the bare responder {len(CANNED_REPLY)}")
+            probe(hosts["bare"], PORT, first)
+
+            rows: list[dict[str, Any]] = []
+            retries = settings.retries
+            for number in range(1, settings.rounds + 1):
+                order = ["bare", "srp"] if number % 2 else ["srp", "bare"]
+                for name in order:
+                    while True:
+                        print(f"round {number}/{settings.rounds}: {name} ...",
+                              file=sys.stderr, flush=True)
+                        result = runLoad(hosts[name], servers[name].pid, settings, seed=number)
+                        rows.append({"round": number, "server": name} | result
+                                    | derived(result))
+                        if saturated(rows[-1]) != "none" or retries <= 0:
+                            break
+                        retries -= 1
+        finally:
+            for server in servers.values():
+                server.stop()
+
+    names = ("bare", "srp")
+    print(formatTable(
+        ["ROUND", "SERVER", "REPLIES/S", "SENT", "REPLIES", "LOST", "SERVER CPU",
+         "SERVER µs/REPLY", "LOADGEN CPU", "SATURATED"],
+        [[str(r["round"]), r["server"], f"{r['replies_per_s']:,.0f}", str(r["sent"]),
+          str(r["replies"]), str(r["lost"]), percent(r.get("server_share")),
+          "-" if r.get("server_us") is None else f"{r['server_us']:.1f}",
+          percent(r["loadgen_share"]), saturated(r)] for r in rows],
+    ))
+    # Runs in which neither process had a whole CPU were slowed by something
+    # else on the machine; leave them out while each server has another one.
+    clean = [r for r in rows if saturated(r) != "none"]
+    used = clean if {r["server"] for r in clean} == set(names) else rows
+    if len(used) < len(rows):
+        print(f"\n{len(rows) - len(used)} of {len(rows)} runs were slowed by other load on the "
+              "machine (SATURATED none) and are left out of the medians.")
+    elif len(clean) < len(rows):
+        print(f"\nWARNING: {len(rows) - len(clean)} of {len(rows)} runs were slowed by other "
+              "load on the machine, too many to leave out: the figures understate the servers.")
+    medians = {n: statistics.median(r["replies_per_s"] for r in used if r["server"] == n)
+               for n in names}
+    costs = {n: median([r.get("server_us") for r in used if r["server"] == n]) for n in names}
+    lost = {n: sum(r["lost"] for r in rows if r["server"] == n) for n in names}
+    ratio = medians["srp"] / medians["bare"] if medians["bare"] else 0.0
+    costs["ratio"] = (None if costs["srp"] is None or costs["bare"] is None
+                      else costs["bare"] / costs["srp"])
+    print()
+    print(formatTable(
+        ["SERVER", "RUNS", "MEDIAN REPLIES/S", "MEDIAN SERVER µs/REPLY", "LOST"],
+        [[n, str(sum(r["server"] == n for r in used)), f"{medians[n]:,.0f}",
+          "-" if costs[n] is None else f"{costs[n]:.2f}", str(lost[n])] for n in names],
+    ))
+    verdict = "meets" if ratio >= TARGET_RATIO else "is BELOW"
+    print(f"\nsrp / bare = {ratio:.2f} in replies/s ({verdict} the {TARGET_RATIO:.2f} target)")
+    if costs["ratio"] is not None:
+        print(f"bare / srp = {costs['ratio']:.2f} in server CPU time per reply")
+    return {"medians": medians, "server_us_per_reply": costs, "lost": lost, "ratio": ratio,
+            "target": TARGET_RATIO, "runs_used": len(used), "rounds": rows}
+
+
+def percent(share: float | None) -> str:
+    """C{share} (0.97) as a percentage (97%), or C{-} if unknown."""
+    return "-" if share is None else f"{share:.0%}"
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    """The median of C{values}, or None if any is unknown."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known and len(known) == len(values) else None
+
+
+def saturated(row: dict[str, Any]) -> str:
+    """
+    Which side of a load run used (nearly) a whole CPU: C{server}, C{loadgen} or C{both}.
+
+    C{none} means that something else on the machine took CPU time from
+    both: such a run understates what the server can do.
+    """
+    busy = [name for name, key in (("server", "server_share"), ("loadgen", "loadgen_share"))
+            if row.get(key) is not None and row[key] >= SATURATED]
+    return {0: "none", 1: busy[0] if busy else "none", 2: "both"}[len(busy)]
+
+
+#: Every benchmark C{make bench} runs, in order.
+BENCHMARKS: list[Benchmark] = [resolve_throughput]
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "twisted": twisted.__version__, "platform": platform.platform()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the chosen benchmarks."""
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Run srp's benchmarks (make bench); see docs/benchmarks.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--rounds", type=int, default=defaults.rounds,
+                        help="rounds per server (they alternate)")
+    parser.add_argument("--seconds", type=float, default=defaults.seconds,
+                        help="measured seconds of each run")
+    parser.add_argument("--warmup", type=float, default=defaults.warmup,
+                        help="unmeasured seconds before each run")
+    parser.add_argument("--window", type=int, default=defaults.window,
+                        help="requests the load generator keeps outstanding")
+    parser.add_argument("--instances", type=int, default=defaults.instances,
+                        help="instances registered and asked for")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=defaults.pin,
+                        help="pin the server to CPU 0 and the load generator to CPU 1")
+    parser.add_argument("--retries", type=int, default=defaults.retries,
+                        help="runs repeated at most because other load slowed them")
+    parser.add_argument("--only", action="append", default=[],
+                        choices=[b.__name__ for b in BENCHMARKS], help="run only this one")
+    options = parser.parse_args(argv)
+    settings = Settings(options.rounds, options.seconds, options.warmup, options.window,
+                        options.instances, options.pin and len(os.sched_getaffinity(0)) >= 2,
+                        options.retries)
+    info = machine()
+    print(f"{info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
+          f"Twisted {info['twisted']}; {settings}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for benchmark in BENCHMARKS:
+        if options.only and benchmark.__name__ not in options.only:
+            continue
+        print(f"\n== {benchmark.__name__}: {(benchmark.__doc__ or '').strip().splitlines()[0]}")
+        summary = benchmark(settings)
+        record = {"benchmark": benchmark.__name__, "machine": info,
+                  "settings": asdict(settings), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+        (RESULTS / f"{benchmark.__name__}.json").write_text(
+            json.dumps(record | summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""
+Instance verifiers (figure 3, step 315): is the server we reached the instance we asked for?
+
+C{none} trusts the resolution; C{tds} asks the server with an MS-TDS
+PRELOGIN carrying INSTOPT, on a probe connection of its own, as SQL Server
+itself confirms names; C{hello} asks srp's listener wrapper
+(L{srp.server.hello}) in-band, invisibly to the application.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from srp.interfaces import IInstanceVerifier
+from srp.wire.errors import WireError
+from srp.wire.hello import HELLO_NO, HELLO_YES, helloRequest
+from srp.wire.tds import INSTOPT, TABULAR_RESULT, decodePrelogin, packetLength, preloginRequest
+
+
+class WrongInstance(ConnectError):
+    """The server reached is not the instance asked for: the resolution is stale."""
+
+
+@implementer(IInstanceVerifier)
+class NoVerifier:
+    """Trusts the resolution: connects and asks nothing."""
+
+    name = "none"
+
+    def connect(self, endpoint: Any, factory: IProtocolFactory,
+                instance: str) -> Deferred[IProtocol]:
+        result: Deferred[IProtocol] = endpoint.connect(factory)
+        return result
+
+
+class _Exchange(Protocol):
+    """Sends a greeting, reads a fixed answer or a TDS packet, with a deadline."""
+
+    def __init__(self, reactor: Any, greeting: bytes, timeout: float) -> None:
+        self.reactor = reactor
+        self.greeting = greeting
+        self.timeout = timeout
+        self.buffer = b""
+        self.answered: Deferred[bytes] = Deferred()
+        self._timer: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.greeting)  # type: ignore[union-attr]
+        self._timer = self.reactor.callLater(self.timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._fail(WrongInstance(string=f"no answer to instance verification within "
+                                 f"{self.timeout:g} s"))
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def complete(self) -> int | None:
+        """How many buffered bytes make the whole answer, or None if more are needed."""
+        raise NotImplementedError
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answered.called:
+            return
+        self.buffer += data
+        try:
+            size = self.complete()
+        except WireError as e:
+            self._fail(WrongInstance(string=f"not an answer to instance verification: {e}"))
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        if size is not None:
+            self._stopTimer()
+            answer, self.buffer = self.buffer[:size], self.buffer[size:]
+            self.answered.callback(answer)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self._fail(WrongInstance(string="the connection closed during instance verification"))
+
+    def _stopTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+
+    def _fail(self, error: Exception) -> None:
+        self._stopTimer()
+        if not self.answered.called:
+            self.answered.errback(error)
+
+
+class _PreloginProbe(_Exchange):
+    def complete(self) -> int | None:
+        if len(self.buffer) < 8:
+            return None
+        length = packetLength(self.buffer)
+        return length if len(self.buffer) >= length else None
+
+
+@implementer(IInstanceVerifier)
+class TDSVerifier:
+    """
+    Confirms the instance with a PRELOGIN (INSTOPT) on a probe connection,
+    then connects the application: TDS allows one PRELOGIN per connection.
+    """
+
+    name = "tds"
+
+    def __init__(self, reactor: Any, timeout: float = 1.0) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+
+    async def _connect(self, endpoint: Any, factory: IProtocolFactory,
+                       instance: str) -> IProtocol:
+        probe = _PreloginProbe(self.reactor, preloginRequest(instance), self.timeout)
+        await endpoint.connect(Factory.forProtocol(lambda: probe))
+        try:
+            answer = await probe.answered
+        finally:
+            probe.transport.loseConnection()  # type: ignore[union-attr]
+        try:
+            valid = decodePrelogin(answer, TABULAR_RESULT).get(INSTOPT)
+        except WireError as e:
+            raise WrongInstance(string=f"PRELOGIN answer is malformed: {e}") from None
+        if valid not in (b"\x00", None):
+            raise WrongInstance(string=f"the server there is not instance {instance} "
+                                "(PRELOGIN INSTOPT refused)")
+        protocol: IProtocol = await endpoint.connect(factory)
+        return protocol
+
+    def connect(self, endpoint: Any, factory: IProtocolFactory,
+                instance: str) -> Deferred[IProtocol]:
+        return Deferred.fromCoroutine(self._connect(endpoint, factory, instance))
+
+
+class _HelloClient(_Exchange):
+    """Asks the hello, then becomes a pass-through to the application's protocol."""
+
+    def __init__(self, reactor: Any, instance: str, timeout: float,
+                 factory: IProtocolFactory, addr: Any) -> None:
+        super().__init__(reactor, helloRequest(instance), timeout)
+        self.factory = factory
+        self.addr = addr
+        self.app: IProtocol | None = None
+
+    def complete(self) -> int | None:
+        for answer in (HELLO_YES, HELLO_NO):
+            if self.buffer.startswith(answer):
+                return len(answer)
+            if answer.startswith(self.buffer):
+                return None
+        raise WireError("the listener does not speak srp's hello")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.app is not None:
+            self.app.dataReceived(data)
+        else:
+            super().dataReceived(data)
+
+    def start(self, rest: bytes) -> IProtocol:
+        """Verified: build the application's protocol and give it the connection."""
+        app: IProtocol | None = self.factory.buildProtocol(self.addr)
+        if app is None:
+            raise ConnectError(string="the protocol factory built no protocol")
+        self.app = app
+        assert self.transport is not None
+        app.makeConnection(self.transport)
+        if rest:
+            app.dataReceived(rest)
+        return app
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if self.app is not None:
+            self.app.connectionLost(reason)
+        else:
+            super().connectionLost(reason)
+
+
+class _HelloClientFactory(ClientFactory):
+    noisy = False
+
+    def __init__(self, reactor: Any, instance: str, timeout: float,
+                 factory: IProtocolFactory) -> None:
+        self.reactor = reactor
+        self.instance = instance
+        self.timeout = timeout
+        self.factory = factory
+
+    def buildProtocol(self, addr: Any) -> _HelloClient:
+        return _HelloClient(self.reactor, self.instance, self.timeout, self.factory, addr)
+
+
+@implementer(IInstanceVerifier)
+class HelloVerifier:
+    """Confirms the instance with srp's hello, answered by L{srp.server.hello.HelloFactory}."""
+
+    name = "hello"
+
+    def __init__(self, reactor: Any, timeout: float = 0.5) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+
+    async def _connect(self, endpoint: Any, factory: IProtocolFactory,
+                       instance: str) -> IProtocol:
+        client: _HelloClient = await endpoint.connect(
+            _HelloClientFactory(self.reactor, instance, self.timeout, factory))
+        answer = await client.answered
+        if answer == HELLO_NO:
+            client.transport.loseConnection()  # type: ignore[union-attr]
+            raise WrongInstance(string=f"the server there is not instance {instance}")
+        rest, client.buffer = client.buffer, b""
+        return client.start(rest)
+
+    def connect(self, endpoint: Any, factory: IProtocolFactory,
+                instance: str) -> Deferred[IProtocol]:
+        return Deferred.fromCoroutine(self._connect(endpoint, factory, instance))
+
+
+def verifierNamed(name: str, reactor: Any) -> IInstanceVerifier:
+    """
+    The verifier called C{name} (C{none}, C{tds} or C{hello}).
+
+    @raise ValueError: for another name.
+    """
+    verifiers: dict[str, Any] = {"none": NoVerifier, "tds": TDSVerifier,
+                                 "hello": HelloVerifier}
+    if name not in verifiers:
+        raise ValueError(f"unknown verifier {name!r}; choose none, tds or hello")
+    kind = verifiers[name]
+    verifier: IInstanceVerifier = kind() if kind is NoVerifier else kind(reactor)
+    return verifier
