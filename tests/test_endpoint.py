@@ -85,7 +85,7 @@ class ParserTests(SynchronousTestCase):
         assert isinstance(endpoint, SRPClientEndpoint)
         self.assertEqual((endpoint.cluster, endpoint.instance, endpoint.timeout),
                          ("::1", "X", 3.0))
-        self.assertEqual(endpoint.resolver.port, 1435)  # type: ignore[attr-defined]
+        self.assertEqual(endpoint.resolver.port, 1435)  # type: ignore[union-attr]
 
     def test_ipv6_cluster_escaped(self) -> None:
         endpoint = clientFromString(reactor, "srp:\\:\\:1/SALES")
