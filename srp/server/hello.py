@@ -15,7 +15,7 @@ from collections.abc import Collection
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IProtocolFactory
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
 
 from srp.records import instanceKey
@@ -85,7 +85,7 @@ class HelloProtocol(Protocol):
             self.app.connectionLost(reason)
 
 
-class HelloFactory(Factory):
+class HelloFactory(ServerFactory):
     """
     Wraps an application's server factory so that its listener answers hellos
     for C{instances}.
