@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import random
 import selectors
@@ -28,17 +29,21 @@ from typing import Any
 from attrs import frozen
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.interfaces import (
+    IAddress,
     IDelayedCall,
     IListeningPort,
     IReactorTime,
     IReactorUDP,
 )
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, LoopingCall
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from srp.client.failover import IFailoverAware
 from srp.records import instanceKey
 from srp.server.config import loadConfig
 from srp.wire.errors import WireError
@@ -484,3 +489,75 @@ def preloginServer(instance: str) -> ServerFactory:
     factory.protocol = lambda: PreloginResponder(instance)
     factory.noisy = False
     return factory
+
+
+@implementer(IFailoverAware)
+class LineRequester(LineReceiver):
+    """
+    Sends numbered request lines at a steady C{rate} through a (fail-over)
+    connection to an echo-like server that answers C{NAME N}, resends the
+    ones unanswered after C{retry} seconds, and records every answer: the
+    client of C{make demo} and of the fail-over tests.
+    """
+
+    delimiter = b"\n"
+
+    def __init__(self, clock: IReactorTime, rate: float = 50.0, retry: float = 0.2) -> None:
+        self.clock = clock
+        self.rate = rate
+        self.retry = retry
+        self.sent: dict[int, float] = {}
+        #: Request number to (time answered, server name), first answer only.
+        self.answers: dict[int, tuple[float, str]] = {}
+        self.failovers: list[tuple[float, str]] = []
+        self.lost: Failure | None = None
+        self._next = 0
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = clock
+
+    def connectionMade(self) -> None:
+        self._loop.start(1.0 / self.rate)
+
+    def stop(self) -> None:
+        """Stop sending."""
+        if self._loop.running:
+            self._loop.stop()
+
+    def _tick(self) -> None:
+        now = self.clock.seconds()
+        self.sent[self._next] = now
+        self.sendLine(str(self._next).encode())
+        self._next += 1
+        for number, at in list(self.sent.items()):
+            if number not in self.answers and now - at > self.retry:
+                self.sendLine(str(number).encode())
+                self.sent[number] = now
+
+    def lineReceived(self, line: bytes) -> None:
+        name, _, number = line.decode("ascii", "replace").partition(" ")
+        if number.isdigit():
+            self.answers.setdefault(int(number), (self.clock.seconds(), name))
+
+    def failedOver(self, previous: IAddress | None, current: IAddress) -> None:
+        self.failovers.append((self.clock.seconds(), str(current)))
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.lost = reason
+        self.stop()
+
+    def unanswered(self) -> list[int]:
+        """Requests sent and never answered."""
+        return [n for n in self.sent if n not in self.answers]
+
+    def servers(self) -> list[str]:
+        """The server names in the order they answered, runs collapsed."""
+        names: list[str] = []
+        for _, (_, name) in sorted(self.answers.items()):
+            if not names or names[-1] != name:
+                names.append(name)
+        return names
+
+    def longestGap(self, after: float = 0.0) -> float:
+        """The longest time between two consecutive answers (by arrival) after C{after}."""
+        times = sorted(at for at, _ in self.answers.values() if at >= after)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)

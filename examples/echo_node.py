@@ -1,0 +1,78 @@
+"""
+An srp node that also serves an instance: an echo-like line server, embedded.
+
+    python examples/echo_node.py --listen 127.0.0.2 --instance ECHO --priority 0 --name A
+
+It listens on an ephemeral TCP port behind srp's hello wrapper, registers
+the instance with that port (and its priority: 0 for the primary, higher
+for standbys) in a cluster node sharing the address, and answers each line
+``N`` with ``NAME N``, so a client can tell which server answered.  This is
+what `make demo` and the fail-over tests run.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ServerFactory
+from twisted.internet.task import react
+from twisted.logger import globalLogBeginner, textFileLogObserver
+from twisted.protocols.basic import LineReceiver
+from twisted.python import usage
+
+from srp.records import InstanceInfo, Registration
+from srp.server.config import ClusterConfig, NodeConfig
+from srp.server.hello import HelloFactory
+from srp.server.node import NodeService
+
+
+class EchoLine(LineReceiver):
+    """Answers each line with the server's name and the line."""
+
+    delimiter = b"\n"
+    factory: EchoFactory
+
+    def lineReceived(self, line: bytes) -> None:
+        self.sendLine(self.factory.name + b" " + line)
+
+
+class EchoFactory(ServerFactory):
+    """Builds L{EchoLine}s that answer with C{name}."""
+
+    protocol = EchoLine  # type: ignore[assignment]
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["listen", None, "127.0.0.1", "Address of the node and of the instance."],
+        ["instance", None, "ECHO", "Instance name."],
+        ["priority", None, 0, "0 for the primary, higher for standbys.", int],
+        ["name", None, "A", "Name put in every answer."],
+        ["cluster", None, "demo", "Cluster name."],
+    ]
+
+
+async def main(reactor: Any, argv: list[str]) -> None:
+    options = Options()
+    options.parseOptions(argv)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    echo = EchoFactory(options["name"].encode())
+    port = reactor.listenTCP(0, HelloFactory(echo, [options["instance"]], reactor),
+                             interface=options["listen"])
+    registration = Registration(
+        InstanceInfo(f"HOST{options['name']}", options["instance"], tcp=port.getHost().port),
+        priority=options["priority"])
+    node = NodeService(NodeConfig(listen=(options["listen"],), instances=(registration,),
+                                  cluster=ClusterConfig(name=options["cluster"])), reactor)
+    node.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", node.stopService)
+    await Deferred()  # until SIGTERM or SIGINT
+
+
+if __name__ == "__main__":
+    react(lambda reactor: Deferred.fromCoroutine(main(reactor, sys.argv[1:])))

@@ -1,0 +1,268 @@
+"""
+Transparent fail-over (figure 3, step 321): one logical connection to an
+instance, whatever happens to the servers behind it.
+
+L{FailoverClient} keeps a physical connection up with Twisted's
+L{ClientService} over an L{SRPClientEndpoint}: when it is lost, the
+endpoint retries the cached place once, then purges, resolves again and
+tries the candidates in order (primary, then standbys).  The application's
+protocol sees one connection throughout: writes made while no server is
+reachable are buffered (up to C{bufferLimit} bytes) and delivered once one
+is; a protocol that provides L{IFailoverAware} is told that it failed over;
+C{connectionLost} reaches it only when fail-over gives up, after
+C{deadline} seconds without a server, with a reason that says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.internet import ClientService
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, ITransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from srp.client.endpoint import SRPClientEndpoint
+
+#: Seconds without a server after which fail-over gives up.
+DEFAULT_DEADLINE = 30.0
+#: Bytes of writes kept while no server is reachable.
+DEFAULT_BUFFER_LIMIT = 1 << 20
+#: Seconds a peer may stay silent after the application wrote before it is
+#: presumed dead (a stopped process, a lost host: no FIN, no RST).
+DEFAULT_ANSWER_TIMEOUT = 1.0
+
+
+class IFailoverAware(Interface):
+    """Optional: a protocol that wants to know when its connection failed over."""
+
+    def failedOver(previous: IAddress | None, current: IAddress) -> None:
+        """The connection now goes to C{current}; it went to C{previous}."""
+
+
+class FailoverExhausted(ConnectionLost):
+    """No server of the instance could be reached before the deadline."""
+
+
+class BufferFull(ConnectionLost):
+    """The application wrote more than the fail-over buffer holds while no server was reachable."""
+
+
+def failoverRetryPolicy(attempt: int) -> float:
+    """Reconnect at once after a loss, then back off from 50 ms to 1 s."""
+    return 0.0 if attempt <= 1 else min(0.05 * 2 ** (attempt - 2), 1.0)
+
+
+@implementer(ITransport)
+class LogicalTransport:
+    """The transport the application's protocol sees: one connection across fail-overs."""
+
+    def __init__(self, client: FailoverClient) -> None:
+        self.client = client
+        self.disconnecting = False
+
+    def write(self, data: bytes) -> None:
+        """Send now if a server is connected, else keep for the next one."""
+        self.client.send(data)
+
+    def writeSequence(self, data: Any) -> None:
+        """Send each piece of C{data}."""
+        for piece in data:
+            self.write(piece)
+
+    def loseConnection(self) -> None:
+        """Close the logical connection: no more fail-over."""
+        self.disconnecting = True
+        self.client.close()
+
+    def abortConnection(self) -> None:
+        """Close at once."""
+        self.loseConnection()
+
+    def getPeer(self) -> IAddress:
+        """The server connected now (or last)."""
+        return self.client.peer
+
+    def getHost(self) -> IAddress:
+        """This side of the current (or last) physical connection."""
+        return self.client.host
+
+
+class _Link(Protocol):
+    """One physical connection, forwarding to the logical one."""
+
+    def __init__(self, client: FailoverClient) -> None:
+        self.client = client
+
+    def connectionMade(self) -> None:
+        self.client.linkUp(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.client.received(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.client.linkDown(self, reason)
+
+
+class FailoverClient:
+    """
+    Keeps the application's protocol connected to an instance across fail-overs.
+
+    @param protocol: the application's protocol; it is connected once, to a
+        L{LogicalTransport}.
+    @param answerTimeout: seconds the server may stay silent after a write
+        before the connection is presumed dead; L{None} to wait for TCP.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, endpoint: SRPClientEndpoint, protocol: IProtocol,
+                 deadline: float = DEFAULT_DEADLINE,
+                 bufferLimit: int = DEFAULT_BUFFER_LIMIT,
+                 answerTimeout: float | None = DEFAULT_ANSWER_TIMEOUT,
+                 retryPolicy: Callable[[int], float] = failoverRetryPolicy) -> None:
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.app = protocol
+        self.deadline = deadline
+        self.bufferLimit = bufferLimit
+        self.answerTimeout = answerTimeout
+        self.transport = LogicalTransport(self)
+        self.link: _Link | None = None
+        self.peer: IAddress = None  # type: ignore[assignment]
+        self.host: IAddress = None  # type: ignore[assignment]
+        self.buffer: list[bytes] = []
+        self.buffered = 0
+        self.failovers = 0
+        #: When each fail-over happened and how long the instance was unreachable.
+        self.gaps: list[tuple[float, float]] = []
+        self._downSince: float | None = None
+        self._deadlineTimer: IDelayedCall | None = None
+        self._answerTimer: IDelayedCall | None = None
+        self._closing = False
+        self._connected: Deferred[IProtocol] = Deferred()
+        self.service = ClientService(endpoint, Factory.forProtocol(lambda: _Link(self)),
+                                     retryPolicy=retryPolicy, clock=reactor)
+
+    def connect(self) -> Deferred[IProtocol]:
+        """Start; the L{Deferred} fires with the application's protocol once it is connected."""
+        self.service.startService()
+        self._startDeadline()
+        return self._connected
+
+    def close(self) -> Deferred[None]:
+        """End the logical connection: the application gets C{connectionLost} (done)."""
+        self._closing = True
+        stopped: Deferred[None] = self.service.stopService()
+        if self.link is None:
+            self._end(Failure(ConnectionDone("closed by the application")))
+        return stopped
+
+    def send(self, data: bytes) -> None:
+        """Write C{data} to the server, or buffer it while there is none."""
+        if self._closing:
+            return
+        if self.link is not None and self.link.transport is not None:
+            self.link.transport.write(data)
+            self._expectAnswer()
+            return
+        if self.buffered + len(data) > self.bufferLimit:
+            self._closing = True
+            self.service.stopService()
+            self._end(Failure(BufferFull(
+                f"more than {self.bufferLimit} bytes written while no server of "
+                f"{self.endpoint.cluster}/{self.endpoint.instance} was reachable")))
+            return
+        self.buffer.append(data)
+        self.buffered += len(data)
+
+    def linkUp(self, link: _Link) -> None:
+        """A physical connection is up: flush the buffer, tell the application."""
+        self.link = link
+        assert link.transport is not None
+        previous, self.peer, self.host = self.peer, link.transport.getPeer(), \
+            link.transport.getHost()
+        if self._deadlineTimer is not None and self._deadlineTimer.active():
+            self._deadlineTimer.cancel()
+        first = not self._connected.called
+        if first:
+            self.app.makeConnection(self.transport)
+            self._connected.callback(self.app)
+        else:
+            self.failovers += 1
+            assert self._downSince is not None
+            gap = self.reactor.seconds() - self._downSince
+            self.gaps.append((self._downSince, gap))
+            self.log.info("Failed over to {peer} after {gap:.3f} s", peer=self.peer, gap=gap)
+            aware = IFailoverAware(self.app, None)
+            if aware is not None:
+                aware.failedOver(previous, self.peer)
+        self._downSince = None
+        pending, self.buffer, self.buffered = self.buffer, [], 0
+        for data in pending:
+            link.transport.write(data)
+        if pending:
+            self._expectAnswer()
+
+    def received(self, data: bytes) -> None:
+        """Bytes from the server, for the application."""
+        if self._answerTimer is not None and self._answerTimer.active():
+            self._answerTimer.cancel()
+        self.app.dataReceived(data)
+
+    def linkDown(self, link: _Link, reason: Failure) -> None:
+        """The physical connection is gone: fail over, unless the application closed."""
+        if link is not self.link:
+            return
+        self.link = None
+        if self._answerTimer is not None and self._answerTimer.active():
+            self._answerTimer.cancel()
+        if self._closing:
+            self._end(reason)
+            return
+        self._downSince = self.reactor.seconds()
+        self.log.info("Connection to {peer} lost ({reason}); failing over",
+                      peer=self.peer, reason=reason.getErrorMessage())
+        self._startDeadline()
+
+    def _expectAnswer(self) -> None:
+        if self.answerTimeout is None or (
+                self._answerTimer is not None and self._answerTimer.active()):
+            return
+        self._answerTimer = self.reactor.callLater(self.answerTimeout, self._silent)
+
+    def _silent(self) -> None:
+        link = self.link
+        if link is not None and link.transport is not None:
+            self.log.warn("{peer} sent nothing for {timeout} s after a write: presumed dead",
+                          peer=self.peer, timeout=self.answerTimeout)
+            link.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _startDeadline(self) -> None:
+        if self._deadlineTimer is None or not self._deadlineTimer.active():
+            self._deadlineTimer = self.reactor.callLater(self.deadline, self._giveUp)
+
+    def _giveUp(self) -> None:
+        if self.link is not None:
+            return
+        self._closing = True
+        self.service.stopService()
+        reason = FailoverExhausted(
+            f"no server of {self.endpoint.cluster}/{self.endpoint.instance} could be "
+            f"reached for {self.deadline:g} s")
+        if not self._connected.called:
+            self._connected.errback(reason)
+            return
+        self._end(Failure(reason))
+
+    def _end(self, reason: Failure) -> None:
+        if self._deadlineTimer is not None and self._deadlineTimer.active():
+            self._deadlineTimer.cancel()
+        if self._connected.called and not getattr(self, "_ended", False):
+            self._ended = True
+            self.app.connectionLost(reason)
