@@ -10,6 +10,7 @@ from __future__ import annotations
 import getopt
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -418,4 +419,6 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
 def main(argv: Sequence[str] | None = None) -> None:
     """The C{srp} console script."""
     arguments = sys.argv[1:] if argv is None else list(argv)
+    # Like other command-line tools, end quietly when the reader goes (| head).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     react(lambda reactor: run(reactor, arguments, sys.stdout, sys.stderr))

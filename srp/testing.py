@@ -131,22 +131,26 @@ class NodeProcess:
     (C{ip netns exec NAME}) keeps the PID the node's own.
     """
 
-    READY = "answering on"
+    READY = " started ("
 
     def __init__(self, config: Path, logPath: Path, executable: str | None = None,
-                 prefix: Sequence[str] = ()) -> None:
+                 prefix: Sequence[str] = (), argv: Sequence[str] | None = None) -> None:
         self.config = config
         self.logPath = logPath
         self.executable = executable or str(Path(sys.executable).with_name("srp"))
         #: Run the node through this command, e.g. C{ip netns exec HOST}.
         self.prefix = tuple(prefix)
+        #: The whole command line, for a program embedding a node (default:
+        #: C{srp serve --config CONFIG}).
+        self.argv = tuple(argv) if argv is not None else (
+            self.executable, "serve", "--config", str(config))
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> NodeProcess:
         """Start the node and wait for its ready line; raise if it exits or times out."""
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
-                [*self.prefix, self.executable, "serve", "--config", str(self.config)],
+                [*self.prefix, *self.argv],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout

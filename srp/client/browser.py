@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from srp.wire import Request, Response, WireError, decodeResponse
+from srp.wire.mcsqlr import MAX_DATAGRAM
 
 #: The [MC-SQLR] port.
 BROWSER_PORT = 1434
@@ -110,7 +111,8 @@ async def _exchange(
     attempts: int, collect: bool, broadcast: bool = False,
 ) -> list[Answer]:
     query = _Query(request.encode(), target, collect)
-    port = reactor.listenUDP(0, query, interface="::" if _isIPv6(target[0]) else "")
+    port = reactor.listenUDP(0, query, interface="::" if _isIPv6(target[0]) else "",
+                             maxPacketSize=MAX_DATAGRAM)
     if broadcast:
         port.setBroadcastAllowed(True)
     sender = LoopingCall(query.send)

@@ -16,6 +16,7 @@ from twisted.internet.task import LoopingCall
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.client.browser import BROWSER_PORT, NoAnswer, QueryFailed, hostAddress
 from srp.wire.cluster import ClusterMessage, Envelope, clusterId
+from srp.wire.mcsqlr import MAX_DATAGRAM
 
 
 class _ClusterQuery(DatagramProtocol):
@@ -65,7 +66,8 @@ async def clusterQuery(
     address = await hostAddress(reactor, host)
     auth = ClusterAuthenticator(reactor, clusterId(cluster), randomNodeId(), key)
     query = _ClusterQuery(auth, request, (address, port), expected)
-    listening = reactor.listenUDP(0, query, interface="::" if ":" in address else "")
+    listening = reactor.listenUDP(0, query, interface="::" if ":" in address else "",
+                                  maxPacketSize=MAX_DATAGRAM)
     sender = LoopingCall(query.send)
     sender.clock = reactor
     sender.start(timeout / attempts)

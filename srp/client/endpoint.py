@@ -94,7 +94,7 @@ class SRPClientEndpoint:
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
         failures: list[str] = []
         resolution = await self._resolve()
-        if resolution.cached:
+        if resolution.cached and not self._isSuspect(resolution.candidates[0]):
             # Step 321: retry the cached place once...
             protocol = await self._tryCandidates(factory, resolution.candidates[:1], failures)
             if protocol is not None:
@@ -120,10 +120,22 @@ class SRPClientEndpoint:
             raise ResolutionError(string=f"cannot resolve {self.cluster}/{self.instance}: "
                                   f"{e}") from None
 
+    def suspectCurrent(self) -> None:
+        """
+        The place connected last seems dead (it went silent): try it last,
+        and do not retry it from the cache, for a while.
+        """
+        if self.connectedTo is not None:
+            candidate = self.connectedTo[1]
+            self.suspects[(candidate.host, candidate.info.tcp)] = (
+                self.reactor.seconds() + SUSPECT_FOR)
+
+    def _isSuspect(self, candidate: Candidate) -> bool:
+        until = self.suspects.get((candidate.host, candidate.info.tcp), 0.0)
+        return bool(until > self.reactor.seconds())
+
     def _ordered(self, candidates: Sequence[Candidate]) -> list[Candidate]:
-        now = self.reactor.seconds()
-        return sorted(candidates, key=lambda c: self.suspects.get(
-            (c.host, c.info.tcp), 0.0) > now)
+        return sorted(candidates, key=self._isSuspect)
 
     async def _tryCandidates(self, factory: IProtocolFactory, candidates: Sequence[Candidate],
                              failures: list[str]) -> IProtocol | None:

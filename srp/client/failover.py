@@ -241,6 +241,7 @@ class FailoverClient:
         if link is not None and link.transport is not None:
             self.log.warn("{peer} sent nothing for {timeout} s after a write: presumed dead",
                           peer=self.peer, timeout=self.answerTimeout)
+            self.endpoint.suspectCurrent()
             link.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _startDeadline(self) -> None:

@@ -27,6 +27,7 @@ from srp.interfaces import IResolver
 from srp.records import InstanceInfo, instanceKey
 from srp.wire import InstanceRequest, InstancesResponse, WireError, decodeResponse
 from srp.wire.cluster import Resolve, ResolveReply, clusterId, isClusterMessage
+from srp.wire.mcsqlr import MAX_DATAGRAM
 
 #: The [MC-SQLR] port.
 BROWSER_PORT = 1434
@@ -281,7 +282,8 @@ class ClusterResolver:
                 raise ClusterSilent(f"the cluster name {cluster!r} has no address")
             q = _Query(self, cluster, instance, resolved)
             ipv6 = any(":" in a for a in resolved)
-            self.reactor.listenUDP(0, q, interface="::" if ipv6 else "")
+            self.reactor.listenUDP(0, q, interface="::" if ipv6 else "",
+                                   maxPacketSize=MAX_DATAGRAM)
             q.start()
             return q.done
 

@@ -185,6 +185,8 @@ def _key(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> by
 def _cluster(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> ClusterConfig:
     _unknownKeys(where, table, _CLUSTER_KEYS)
     name = _typed(where, "name", table.get("name", "srp"), str, "a string")
+    if not 1 <= len(name) <= 64:
+        raise ConfigError(f"{where}: name must be 1 to 64 characters, not {len(name)}")
     addresses = tuple(_address(where, a) for a in _typed(
         where, "addresses", table.get("addresses", []), list, "a list of IP addresses"))
     interval = _typed(where, "interval", table.get("interval", DEFAULT_INTERVAL), (int, float),

@@ -1,6 +1,8 @@
 """
 Passing the bound cluster sockets from the old active to the new one on one host.
 
+Only a process of the same user (checked with SO_PEERCRED) gets them.
+
 The old active offers its sockets on an abstract UNIX socket; the new one
 connects, receives the file descriptors (SCM_RIGHTS) and reads from the very
 sockets the old one was reading.  Datagrams queued in them are not lost,
@@ -14,6 +16,7 @@ import fcntl
 import json
 import os
 import socket
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +29,7 @@ from twisted.internet.interfaces import (
     IReactorUNIX,
 )
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -51,11 +55,31 @@ def _describe(port: IListeningPort) -> list[Any]:
     return [family, address.host, address.port]  # type: ignore[attr-defined]
 
 
+def peerUser(transport: Any) -> int | None:
+    """The user id of the process at the other end of a UNIX socket, if known."""
+    try:
+        credentials = transport.getHandle().getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return None
+    _, uid, _ = struct.unpack("3i", credentials)
+    return int(uid)
+
+
 class _Giver(Protocol):
+    log = Logger()
+
     def __init__(self, ports: Sequence[IListeningPort]) -> None:
         self.ports = ports
 
     def connectionMade(self) -> None:
+        # Abstract sockets have no file mode: anyone on the host may connect.
+        # Only a process of this node's own user gets the sockets.
+        uid = peerUser(self.transport)
+        if uid != os.getuid():
+            self.log.warn("Refused the cluster sockets to a process of user {uid}", uid=uid)
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
         for port in self.ports:
             self.transport.sendFileDescriptor(port.fileno())  # type: ignore[attr-defined,union-attr]
         line = json.dumps([_describe(p) for p in self.ports]) + "\n"
@@ -66,7 +90,7 @@ def offerSockets(reactor: Any, name: str, ports: Sequence[IListeningPort]) -> IL
     """Listen on the abstract UNIX socket C{name}, giving C{ports} to whoever connects."""
     factory = Factory.forProtocol(lambda: _Giver(ports))
     factory.noisy = False
-    listener: IListeningPort = reactor.listenUNIX("\0" + name, factory, mode=0o600)
+    listener: IListeningPort = reactor.listenUNIX("\0" + name, factory)
     return listener
 
 

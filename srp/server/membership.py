@@ -52,6 +52,7 @@ from srp.wire.cluster import (
     clusterId,
 )
 from srp.wire.errors import WireError
+from srp.wire.mcsqlr import MAX_DATAGRAM
 
 Address = tuple[str, int]
 
@@ -192,7 +193,8 @@ class Membership:
         """Bind this node's own cluster socket (an ephemeral port)."""
         self.socket = _MemberSocket(self)
         self._socketPort = self.reactor.listenUDP(0, self.socket,
-                                                  interface=self.settings.listen[0])
+                                                  interface=self.settings.listen[0],
+                                                  maxPacketSize=MAX_DATAGRAM)
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.interval, now=False)
@@ -251,7 +253,8 @@ class Membership:
                     self.registry, self.reactor, self.stats,
                     cluster=self.received if self.settings.extensions else None)
                 ports.append(self.reactor.listenUDP(self.settings.port, responder,
-                                                    interface=host))
+                                                    interface=host,
+                                                    maxPacketSize=MAX_DATAGRAM))
                 responders.append(responder)
         except CannotListenError:
             for port in ports:
@@ -327,6 +330,7 @@ class Membership:
         self._clearRegistry()
         self.activeNode = 0
         self.role = "probing"
+        self._roleChanged()
 
     def waitForTurn(self) -> None:
         """The active is gone: take over after rank x interval."""
@@ -400,7 +404,10 @@ class Membership:
 
     def finish(self) -> None:
         """Everything is released: fire the Deferred that L{stop} returned."""
+        wasActive = self.role in ("active", "handing-over")
         self.role = "stopped"
+        if wasActive:
+            self._roleChanged()
         self._withdrawOffer()
         self._clearRegistry()
         self.releasePorts()
@@ -585,7 +592,8 @@ class Membership:
         for s in handed:
             responder = ResolutionResponder(self.registry, self.reactor, self.stats,
                                             cluster=self.received)
-            self.clusterPorts.append(self.reactor.adoptDatagramPort(s.fd, s.family, responder))
+            self.clusterPorts.append(self.reactor.adoptDatagramPort(
+                s.fd, s.family, responder, maxPacketSize=MAX_DATAGRAM))
             self.responders.append(responder)
             os.close(s.fd)
         self.counters["sockets_taken"] += len(handed)
@@ -713,6 +721,11 @@ def _buildMachine() -> Callable[[Membership], RoleInputs]:
     def refused(inputs: RoleInputs, core: Membership) -> None:
         core.role = "probing"
         core.counters["bind_refused"] += 1
+        refusals = core.counters["bind_refused"]
+        if refusals in (1, 10, 100) or refusals % 1000 == 0:
+            core.log.warn("Cannot bind the cluster port {port}, and no active answers "
+                          "there ({count} times): another program may hold it",
+                          port=core.settings.port, count=core.counters["bind_refused"])
         core.schedule(core.settings.interval, core.probe)
 
     @passive.upon(RoleInputs.activeLost).to(waiting)

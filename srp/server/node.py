@@ -95,9 +95,11 @@ class NodeService(Service):
                               cluster=cluster.name)
             self.membership.machine.start()
         self.log.info(
-            "srp node {node:016x} answering on {addresses} port {port} for {count} instances",
+            "srp node {node:016x} started ({mode}) on {addresses} port {port} "
+            "with {count} instances",
             node=self.membership.nodeId, addresses=", ".join(self.config.listen),
             port=self.config.port, count=len(self.config.instances),
+            mode="standalone" if cluster is None else f"cluster {cluster.name}",
         )
 
     def stopService(self) -> Deferred[None]:
@@ -114,7 +116,7 @@ class NodeService(Service):
         environment = {"SRP_ROLE": role, "SRP_EPOCH": str(epoch),
                        "SRP_NODE": f"{self.membership.nodeId:016x}",
                        "SRP_CLUSTER": cluster.name if cluster else "",
-                       "PATH": "/usr/local/bin:/usr/bin:/bin"}
+                       "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
         done = getProcessValue("/bin/sh", ("-c", command), env=environment,
                                reactor=self.reactor)
 
