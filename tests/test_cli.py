@@ -103,7 +103,7 @@ def test_usage_errors_exit_2(arguments: tuple[str, ...], complaint: str) -> None
     assert complaint in result.stderr.splitlines()[0]
 
 
-@pytest.mark.parametrize("command", ["resolve", "enumerate", "browse", "serve"])
+@pytest.mark.parametrize("command", ["resolve", "enumerate", "browse", "serve", "status"])
 def test_help_has_examples(command: str) -> None:
     result = srp(command, "--help")
     assert result.returncode == 0
@@ -161,3 +161,27 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     process = NodeProcess(config, tmp_path / "node.log", str(BIN / "srp")).start()
     assert process.stop() == 0
     assert "Traceback" not in process.log()
+
+
+def test_status_of_a_node_with_many_instances(tmp_path: Path) -> None:
+    instances: list[dict[str, object]] = [
+        {"name": f"INSTANCE{n:03d}", "tcp": 20000 + n,
+         "np": f"\\\\SRPTEST\\pipe\\MSSQL$INSTANCE{n:03d}\\sql\\query"} for n in range(150)]
+    config = writeNodeConfig(tmp_path / "node.toml", [freeLoopbackAddress()], instances)
+    with NodeProcess(config, tmp_path / "node.log") as node:
+        result = srp("status", "--json", node.address)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert (status["role"], status["cluster"]) == ("active", "srp")
+    assert len(status["registrations"]) == 150
+
+
+def test_status_table_and_wrong_cluster(node: NodeProcess) -> None:
+    result = srp("status", node.address)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split() == ["NODE", "CLUSTER", "ROLE", "EPOCH",
+                                                     "ACTIVE"]
+    assert "Registrations:" in result.stdout and "SALES" in result.stdout
+    wrong = srp("status", "--cluster", "other", "--timeout", "0.5", node.address)
+    assert wrong.returncode == 1
+    assert "the cluster name or key differ" in wrong.stderr
