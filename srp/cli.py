@@ -30,6 +30,7 @@ import twisted
 from srp import __version__
 from srp.client.browser import BROWSER_PORT, Answer, NoAnswer, QueryFailed, browse, query
 from srp.client.cluster import clusterQuery
+from srp.client.resolver import ClusterResolver, Resolution, ResolveError
 from srp.server.config import ConfigError, environmentKey, loadConfig, loadKey
 from srp.server.node import NodeService, NodeStartError
 from srp.wire import (
@@ -168,18 +169,47 @@ class _QueryOptions(CommandOptions):
         ["timeout", "t", 2.0, "Seconds to wait for an answer.", float],
     ]
 
+    def addresses(self) -> list[str]:
+        """The --cluster-addresses, if given."""
+        return [a.strip() for a in (self.get("cluster-addresses") or "").split(",")
+                if a.strip()]
 
-class ResolveOptions(_QueryOptions):
+
+class _ClusterOptions(_QueryOptions):
+    """Options of the commands that may speak srp's extension messages to a cluster."""
+
+    optParameters = [
+        ["cluster-addresses", "a", None,
+         "Comma-separated addresses of the cluster, all asked at once."],
+        ["cluster", "c", "srp", "The cluster name (for srp's extension messages)."],
+        ["key-file", "k", None, "File holding the cluster key (mode 600); default "
+         "$SRP_CLUSTER_KEY."],
+    ]
+
+    def key(self) -> bytes:
+        """The cluster key from --key-file or $SRP_CLUSTER_KEY (empty if neither)."""
+        try:
+            return (loadKey(self["key-file"]) if self["key-file"]
+                    else environmentKey(os.environ))
+        except ConfigError as e:
+            raise CommandError(str(e)) from None
+
+
+class ResolveOptions(_ClusterOptions):
     """Options of C{srp resolve}."""
 
     synopsis = "Usage: srp resolve [options] HOST\\INSTANCE"
     longdesc = (
-        "Ask HOST for the port map of INSTANCE (CLNT_UCAST_INST), or with --dac for its "
-        "dedicated administrator connection port (CLNT_UCAST_DAC)."
+        "Resolve INSTANCE on HOST (a server, or a cluster: every address of the name, or "
+        "--cluster-addresses, is asked at once).  An srp cluster lists every live place of "
+        "the instance, primary first, with the host it is on; a SQL Server Browser gives "
+        "its port map (CLNT_UCAST_INST).  With --dac, ask for the dedicated administrator "
+        "connection port instead (CLNT_UCAST_DAC)."
     )
     examples = (
         "srp resolve 'db1\\SALES'",
         "srp resolve --json 127.0.0.2/SALES",
+        "srp resolve --cluster-addresses 10.0.0.1,10.0.0.2 --key-file k 'sales-cluster\\SALES'",
         "srp resolve --dac 'db1\\SALES'",
     )
     optFlags = [["dac", None, "Ask for the DAC port instead of the port map."]]
@@ -192,12 +222,14 @@ class ResolveOptions(_QueryOptions):
             raise usage.UsageError(str(e)) from None
 
 
-class EnumerateOptions(_QueryOptions):
+class EnumerateOptions(_ClusterOptions):
     """Options of C{srp enumerate}."""
 
     synopsis = "Usage: srp enumerate [options] HOST"
-    longdesc = "List every instance HOST's SQL Server Browser announces (CLNT_UCAST_EX)."
-    examples = ("srp enumerate db1", "srp enumerate --json 127.0.0.2")
+    longdesc = ("List every instance HOST's SQL Server Browser announces (CLNT_UCAST_EX); "
+                "with --cluster-addresses, the first of them to answer.")
+    examples = ("srp enumerate db1", "srp enumerate --json 127.0.0.2",
+                "srp enumerate --cluster-addresses 10.0.0.1,10.0.0.2 sales-cluster")
 
     def parseArgs(self, host: str) -> None:  # type: ignore[override]
         self["host"] = host.strip("[]")
@@ -217,7 +249,7 @@ class BrowseOptions(_QueryOptions):
     ]
 
 
-class StatusOptions(_QueryOptions):
+class StatusOptions(_ClusterOptions):
     """Options of C{srp status}."""
 
     synopsis = "Usage: srp status [options] HOST"
@@ -231,11 +263,6 @@ class StatusOptions(_QueryOptions):
         "srp status 127.0.0.1",
         "srp status --cluster sales --key-file /etc/srp/cluster.key --json db1",
     )
-    optParameters = [
-        ["cluster", "c", "srp", "The cluster name."],
-        ["key-file", "k", None, "File holding the cluster key (mode 600)."],
-    ]
-
     def parseArgs(self, host: str) -> None:  # type: ignore[override]
         self["host"] = host.strip("[]")
 
@@ -284,29 +311,47 @@ class Options(CommandOptions):
 
 async def _resolve(reactor: Any, options: ResolveOptions, out: TextIO) -> None:
     host, instance = options["host"], options["instance"]
-    request = DACRequest(instance) if options["dac"] else InstanceRequest(instance)
-    try:
-        answer = await query(reactor, host, request, port=options["port"],
-                             timeout=options["timeout"])
-    except NoAnswer as e:
-        raise CommandError(
-            f"{e} for instance {instance!r}: the instance may be unknown or hidden, "
-            "or no SQL Server Browser or srp node listens there"
-        ) from None
-    except QueryFailed as e:
-        raise CommandError(str(e)) from None
-    if isinstance(answer.response, DACResponse):
+    if options["dac"]:
+        try:
+            answer = await query(reactor, host, DACRequest(instance), port=options["port"],
+                                 timeout=options["timeout"], addresses=options.addresses())
+        except NoAnswer as e:
+            raise CommandError(
+                f"{e} for instance {instance!r}: the instance may be unknown or hidden, have "
+                "no DAC port, or no SQL Server Browser or srp node listens there") from None
+        except QueryFailed as e:
+            raise CommandError(str(e)) from None
+        assert isinstance(answer.response, DACResponse)
         port = answer.response.port
         out.write(json.dumps({"instance": instance, "dac_port": port}) + "\n" if options["json"]
                   else formatTable(("INSTANCE", "DAC PORT"), [(instance, str(port))]) + "\n")
         return
-    printAnswers([answer], options["json"], out)
+    resolver = ClusterResolver(reactor, port=options["port"], timeout=options["timeout"],
+                               key=options.key(), clusterName=options["cluster"])
+    try:
+        resolution = await resolver.resolve(host, instance, options.addresses())
+    except ResolveError as e:
+        raise CommandError(str(e)) from None
+    printResolution(resolution, options["json"], out)
+
+
+def printResolution(resolution: Resolution, asJSON: bool, out: TextIO) -> None:
+    """Print the places of a resolution, best first, as a table or as JSON."""
+    if asJSON:
+        out.write(json.dumps([
+            {"host": c.host, "priority": c.priority,
+             "node": f"{c.nodeId:016x}" if resolution.extended else None}
+            | instanceJSON(c.info) for c in resolution.candidates], indent=2) + "\n")
+        return
+    rows = [[c.host, str(c.priority), *_row(c.info)] for c in resolution.candidates]
+    out.write(formatTable(("HOST", "PRIORITY", *_HEADERS), rows) + "\n")
 
 
 async def _enumerate(reactor: Any, options: EnumerateOptions, out: TextIO) -> None:
     try:
         answer = await query(reactor, options["host"], EnumerateRequest(),
-                             port=options["port"], timeout=options["timeout"])
+                             port=options["port"], timeout=options["timeout"],
+                             addresses=options.addresses())
     except NoAnswer as e:
         raise CommandError(
             f"{e}: no SQL Server Browser or srp node listens there, "
@@ -333,13 +378,10 @@ async def _browse(reactor: Any, options: BrowseOptions, out: TextIO) -> None:
 
 async def _status(reactor: Any, options: StatusOptions, out: TextIO) -> None:
     try:
-        key = (loadKey(options["key-file"]) if options["key-file"]
-               else environmentKey(os.environ))
         envelope = await clusterQuery(reactor, options["host"], StatusQuery(), StatusReply,
                                       port=options["port"], cluster=options["cluster"],
-                                      key=key, timeout=options["timeout"])
-    except ConfigError as e:
-        raise CommandError(str(e)) from None
+                                      key=options.key(), timeout=options["timeout"],
+                                      addresses=options.addresses())
     except NoAnswer as e:
         raise CommandError(f"{e}: no srp node listens there, or the cluster name or key "
                            "differ") from None

@@ -69,12 +69,46 @@ def test_resolve_dac(node: NodeProcess) -> None:
 
 
 @pytest.mark.parametrize("instance", ["AUDIT", "NOSUCH"])
-def test_resolve_hidden_or_unknown_times_out_plainly(node: NodeProcess, instance: str) -> None:
+def test_resolve_hidden_or_unknown_is_said_plainly(node: NodeProcess, instance: str) -> None:
     result = srp("resolve", "--timeout", "0.5", f"{node.address}\\{instance}")
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.startswith(f"srp: no answer from {node.address} port 1434 within 0.5 s")
-    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr == (f"srp: cluster {node.address} has no live registration of "
+                             f"{instance}\n")
+
+
+def test_resolve_from_a_plain_browser_times_out_plainly(tmp_path: Path) -> None:
+    config = writeNodeConfig(tmp_path / "node.toml", [freeLoopbackAddress()],
+                             [{"name": "SALES", "tcp": 1433}])
+    config.write_text(config.read_text().replace("[node]", "[node]\nextensions = false"))
+    with NodeProcess(config, tmp_path / "node.log") as plain:
+        found = srp("resolve", "--json", f"{plain.address}\\sales")
+        missing = srp("resolve", "--timeout", "0.5", f"{plain.address}\\NOSUCH")
+    [instance] = json.loads(found.stdout)
+    assert (instance["host"], instance["tcp"], instance["node"]) == (plain.address, 1433, None)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"srp: no answer from any address of cluster "
+                                     f"{plain.address} ({plain.address}) port 1434 within 0.5 s")
+
+
+def test_resolve_lists_every_place_across_cluster_addresses(node: NodeProcess) -> None:
+    silent = freeLoopbackAddress()
+    result = srp("resolve", "--json", "--cluster-addresses", f"{silent},{node.address}",
+                 "mycluster/SALES")
+    assert result.returncode == 0, result.stderr
+    [place] = json.loads(result.stdout)
+    assert (place["host"], place["priority"], place["tcp"]) == (node.address, 0, 50101)
+    assert len(place["node"]) == 16
+    table = srp("resolve", "--cluster-addresses", f"{silent},{node.address}", "c/SALES")
+    assert table.stdout.split()[:3] == ["HOST", "PRIORITY", "SERVER"]
+
+
+def test_enumerate_and_status_across_cluster_addresses(node: NodeProcess) -> None:
+    silent = freeLoopbackAddress()
+    listed = srp("enumerate", "--json", "--cluster-addresses", f"{silent},{node.address}", "c")
+    assert {i["instance"] for i in json.loads(listed.stdout)} == {"SALES", "REPORTS"}
+    status = srp("status", "--json", "--cluster-addresses", f"{silent},{node.address}", "c")
+    assert json.loads(status.stdout)["role"] == "active"
 
 
 def test_browse_collects_answers_with_their_source(node: NodeProcess) -> None:

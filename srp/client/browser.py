@@ -8,6 +8,7 @@ enumerate} and C{srp browse}; they work against any [MC-SQLR] server.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 from attrs import frozen
@@ -68,9 +69,11 @@ class _Query(DatagramProtocol):
 
     log = Logger()
 
-    def __init__(self, request: bytes, target: tuple[str, int], collect: bool) -> None:
+    def __init__(self, request: bytes, targets: Sequence[tuple[str, int]],
+                 collect: bool) -> None:
         self.request = request
-        self.target = target
+        self.targets = targets
+        self.hosts = {host for host, _ in targets}
         self.collect = collect
         self.answers: list[Answer] = []
         self.done: Deferred[None] = Deferred()
@@ -79,15 +82,20 @@ class _Query(DatagramProtocol):
 
     def send(self) -> None:
         """Send the request (again); a failure to send ends the query."""
-        try:
-            self.transport.write(self.request, self.target)  # type: ignore[union-attr]
-        except OSError as e:
-            self.sendError = e
+        sent = 0
+        for target in self.targets:
+            try:
+                self.transport.write(self.request, target)  # type: ignore[union-attr]
+            except OSError as e:
+                self.sendError = e
+            else:
+                sent += 1
+        if not sent:
             self.finish()
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         source = (addr[0], addr[1])
-        if not self.collect and source[0] != self.target[0]:
+        if not self.collect and source[0] not in self.hosts:
             return
         try:
             response = decodeResponse(datagram)
@@ -107,11 +115,12 @@ class _Query(DatagramProtocol):
 
 
 async def _exchange(
-    reactor: Any, request: Request, target: tuple[str, int], timeout: float,
+    reactor: Any, request: Request, targets: Sequence[tuple[str, int]], timeout: float,
     attempts: int, collect: bool, broadcast: bool = False,
 ) -> list[Answer]:
-    query = _Query(request.encode(), target, collect)
-    port = reactor.listenUDP(0, query, interface="::" if _isIPv6(target[0]) else "",
+    query = _Query(request.encode(), targets, collect)
+    ipv6 = any(_isIPv6(host) for host, _ in targets)
+    port = reactor.listenUDP(0, query, interface="::" if ipv6 else "",
                              maxPacketSize=MAX_DATAGRAM)
     if broadcast:
         port.setBroadcastAllowed(True)
@@ -128,27 +137,32 @@ async def _exchange(
             sender.stop()
         await port.stopListening()
     if query.sendError is not None and not query.answers:
-        raise QueryFailed(f"cannot send to {target[0]} port {target[1]}: "
+        where = ", ".join(host for host, _ in targets)
+        raise QueryFailed(f"cannot send to {where} port {targets[0][1]}: "
                           f"{query.sendError.strerror or query.sendError}")
     return query.answers
 
 
 async def query(
     reactor: Any, host: str, request: Request, port: int = BROWSER_PORT,
-    timeout: float = 2.0, attempts: int = 3,
+    timeout: float = 2.0, attempts: int = 3, addresses: Sequence[str] = (),
 ) -> Answer:
     """
-    Send C{request} to one server and return its first valid reply.
+    Send C{request} to a server and return its first valid reply.
 
-    The request is repeated C{attempts} times within C{timeout} seconds, as
-    UDP may lose it; servers answer repeats harmlessly.
+    The request goes to C{host}, or to every one of C{addresses} at once
+    (the addresses of a cluster; the first answer wins).  It is repeated
+    C{attempts} times within C{timeout} seconds, as UDP may lose it; servers
+    answer repeats harmlessly.
 
     @raise NoAnswer: if no valid reply came within C{timeout}.
     """
-    address = await hostAddress(reactor, host)
-    answers = await _exchange(reactor, request, (address, port), timeout, attempts, False)
+    hosts = list(addresses) or [await hostAddress(reactor, host)]
+    answers = await _exchange(reactor, request, [(h, port) for h in hosts], timeout,
+                              attempts, False)
     if not answers:
-        raise NoAnswer(f"no answer from {host} port {port} within {timeout:g} s")
+        raise NoAnswer(f"no answer from {', '.join(addresses) or host} port {port} "
+                       f"within {timeout:g} s")
     return answers[0]
 
 
@@ -162,7 +176,7 @@ async def browse(
     Duplicate replies (from the repeated request) are collapsed.
     """
     answers = await _exchange(
-        reactor, request, (address, port), window, attempts, True, broadcast=True
+        reactor, request, [(address, port)], window, attempts, True, broadcast=True
     )
     unique: dict[tuple[tuple[str, int], Response], Answer] = {}
     for answer in answers:

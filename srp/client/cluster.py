@@ -7,6 +7,7 @@ answers only those who hold it (or, in a cluster without a key, loopback).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -23,20 +24,21 @@ class _ClusterQuery(DatagramProtocol):
     noisy = False
 
     def __init__(self, auth: ClusterAuthenticator, request: ClusterMessage,
-                 target: tuple[str, int], expected: type) -> None:
+                 targets: Sequence[tuple[str, int]], expected: type) -> None:
         self.auth = auth
         self.request = request
-        self.target = target
+        self.targets = targets
         self.expected = expected
         self.done: Deferred[Envelope | None] = Deferred()
         self.error: Exception | None = None
 
     def send(self) -> None:
-        try:
-            self.transport.write(self.auth.seal(self.request, 0), self.target)  # type: ignore[union-attr]
-        except OSError as e:
-            self.error = e
-            self.finish(None)
+        datagram = self.auth.seal(self.request, 0)
+        for target in self.targets:
+            try:
+                self.transport.write(datagram, target)  # type: ignore[union-attr]
+            except OSError as e:
+                self.error = e
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         try:
@@ -55,19 +57,20 @@ class _ClusterQuery(DatagramProtocol):
 async def clusterQuery(
     reactor: Any, host: str, request: ClusterMessage, expected: type,
     port: int = BROWSER_PORT, cluster: str = "srp", key: bytes = b"",
-    timeout: float = 2.0, attempts: int = 3,
+    timeout: float = 2.0, attempts: int = 3, addresses: Sequence[str] = (),
 ) -> Envelope:
     """
-    Send a cluster C{request} to a node and return its first authentic reply of type C{expected}.
+    Send a cluster C{request} to a node (or to every one of C{addresses} at
+    once) and return the first authentic reply of type C{expected}.
 
     @raise NoAnswer: if none came within C{timeout} (the reason for the
         last rejected reply, such as a wrong key, is part of the message).
     """
-    address = await hostAddress(reactor, host)
+    hosts = list(addresses) or [await hostAddress(reactor, host)]
     auth = ClusterAuthenticator(reactor, clusterId(cluster), randomNodeId(), key)
-    query = _ClusterQuery(auth, request, (address, port), expected)
-    listening = reactor.listenUDP(0, query, interface="::" if ":" in address else "",
-                                  maxPacketSize=MAX_DATAGRAM)
+    query = _ClusterQuery(auth, request, [(h, port) for h in hosts], expected)
+    listening = reactor.listenUDP(0, query, interface="::" if any(":" in h for h in hosts)
+                                  else "", maxPacketSize=MAX_DATAGRAM)
     sender = LoopingCall(query.send)
     sender.clock = reactor
     sender.start(timeout / attempts)
@@ -84,5 +87,6 @@ async def clusterQuery(
         if isinstance(query.error, OSError):
             raise QueryFailed(f"cannot send to {host} port {port}: {query.error.strerror}")
         why = f" (a reply was rejected: {query.error})" if query.error else ""
-        raise NoAnswer(f"no answer from {host} port {port} within {timeout:g} s{why}")
+        raise NoAnswer(f"no answer from {', '.join(addresses) or host} port {port} within "
+                       f"{timeout:g} s{why}")
     return envelope
