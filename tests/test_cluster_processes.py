@@ -125,3 +125,26 @@ def test_passive_crash_expires_its_instances(cluster: tuple[str, list[NodeProces
     assert not any(e.answeredAt for e in RequestStream(
         (address, 1434), InstanceRequest(f"N{index}").encode(), rate=20,
         timeout=0.2).run(0.5))
+
+
+def test_role_commands_follow_the_roles(tmp_path: Path) -> None:
+    address = freeLoopbackAddress()
+    record = tmp_path / "roles.txt"
+    nodes = []
+    try:
+        for index in range(2):
+            path = writeNodeConfig(tmp_path / f"node{index}.toml", [address],
+                                   [{"name": f"N{index}", "tcp": 60000 + index}])
+            with path.open("a") as config:
+                config.write(f'\n[cluster]\nname = "roles"\n'
+                             f"on_active = 'echo {index} $SRP_ROLE $SRP_EPOCH >> {record}'\n"
+                             f"on_passive = 'echo {index} $SRP_ROLE $SRP_EPOCH >> {record}'\n")
+            nodes.append(NodeProcess(path, tmp_path / f"node{index}.log").start())
+            waitFor(lambda n=index: record.exists() and len(record.read_text().splitlines()) > n)
+        assert record.read_text().splitlines() == ["0 active 1", "1 passive 1"]
+        os.kill(nodes[0].pid, signal.SIGTERM)
+        waitFor(lambda: len(record.read_text().splitlines()) >= 4)
+        assert sorted(record.read_text().splitlines()[2:]) == ["0 stopped 1", "1 active 2"]
+    finally:
+        for node in nodes:
+            node.stop()
