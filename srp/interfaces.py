@@ -72,3 +72,42 @@ class IInstanceVerifier(Interface):
             with L{srp.client.verifiers.WrongInstance} when the server is
             another instance (the resolution was stale).
         """
+
+
+class IVIProvider(Interface):
+    """
+    A VI provider: what carries srp's C{via} connections.
+
+    L{srp.transports.via.EmulatedVIProvider} emulates VI over TCP sockets; an
+    RDMA provider would implement this interface with queue pairs instead.
+    Either way the application's protocol sees message boundaries and
+    credit-based flow control (L{srp.transports.via}).
+    """
+
+    name = Attribute("The provider's name in logs and messages, such as C{emulated}.")
+
+    def connect(reactor: Any, paths: Sequence[tuple[str, int]], factory: Any,
+                timeout: float) -> Deferred[Any]:
+        """
+        Connect C{factory}'s protocol through the first of C{paths} that answers.
+
+        @param paths: (NIC address, port) pairs, tried in order; a path that
+            refuses, times out or does not speak VIA falls over to the next.
+        @param factory: an L{IProtocolFactory
+            <twisted.internet.interfaces.IProtocolFactory>}.
+        @param timeout: seconds each path may take to connect and accept.
+        @return: a L{Deferred} firing with the connected L{IProtocol
+            <twisted.internet.interfaces.IProtocol>}, or failing with a
+            L{ConnectError <twisted.internet.error.ConnectError>} naming
+            every path's failure.
+        """
+
+    def listen(reactor: Any, port: int, factory: Any, interface: str = "") -> Any:
+        """
+        Accept VIA connections on C{port} of the NIC whose address is
+        C{interface} (every NIC if empty) for C{factory}'s protocols.
+
+        @return: the L{IListeningPort
+            <twisted.internet.interfaces.IListeningPort>}.
+        @raise twisted.internet.error.CannotListenError: if the port is taken.
+        """

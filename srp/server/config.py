@@ -17,6 +17,8 @@ from typing import Any
 from attrs import field, frozen
 
 from srp.records import Registration
+from srp.server.access import AccessPolicy, NetworkACL, networks
+from srp.server.limits import DEFAULT_GLOBAL, DEFAULT_PER_SOURCE, Budget, StateBounds
 from srp.server.membership import DEFAULT_INTERVAL, DEFAULT_MISSES
 from srp.wire import InstanceInfo, ViaInfo, WireError
 from srp.wire.instances import checkPort
@@ -29,7 +31,11 @@ _INSTANCE_KEYS = {
     "name", "server_name", "version", "clustered", "tcp", "np", "via", "hidden", "dac_port",
     "priority",
 }
-_TOP_KEYS = {"node", "cluster", "instances"}
+_TOP_KEYS = {"node", "cluster", "instances", "limits", "access"}
+_LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", "reply_burst",
+               "max_registrations_per_node", "max_instances", "max_passives"}
+_ACCESS_KEYS = {"clients_allow", "clients_deny", "enumeration", "enumeration_allow",
+                "cluster_allow", "cluster_deny"}
 _CLUSTER_KEYS = {"name", "addresses", "interval", "misses", "key_file", "on_active",
                  "on_passive"}
 #: The environment variable that may hold the cluster key instead of a file.
@@ -78,6 +84,10 @@ class NodeConfig:
     #: Answer srp's extension messages (extended resolve, status); without
     #: them a standalone node is a plain SQL Server Browser.
     extensions: bool = True
+    access: AccessPolicy = field(factory=AccessPolicy)
+    perSource: Budget = DEFAULT_PER_SOURCE
+    overall: Budget = DEFAULT_GLOBAL
+    bounds: StateBounds = field(factory=StateBounds)
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -202,6 +212,51 @@ def _cluster(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -
                          commands["on_active"], commands["on_passive"])
 
 
+def _limits(where: str, table: Mapping[str, Any]) -> tuple[Budget, Budget, StateBounds]:
+    _unknownKeys(where, table, _LIMIT_KEYS)
+
+    def number(key: str, default: float, minimum: float = 0) -> Any:
+        value = _typed(where, key, table.get(key, default), (int, float), "a number")
+        if value < minimum:
+            raise ConfigError(f"{where}: {key} must be at least {minimum}, not {value}")
+        return value
+
+    perSource = Budget(number("reply_rate_per_source", DEFAULT_PER_SOURCE.rate),
+                       number("reply_burst_per_source", DEFAULT_PER_SOURCE.burst, 1500))
+    overall = Budget(number("reply_rate", DEFAULT_GLOBAL.rate),
+                     number("reply_burst", DEFAULT_GLOBAL.burst, 1500))
+    defaults = StateBounds()
+    bounds = StateBounds(
+        int(number("max_registrations_per_node", defaults.maxRegistrationsPerNode, 1)),
+        int(number("max_instances", defaults.maxInstances, 1)),
+        int(number("max_passives", defaults.maxPassives, 1)))
+    return perSource, overall, bounds
+
+
+def _access(where: str, table: Mapping[str, Any]) -> AccessPolicy:
+    _unknownKeys(where, table, _ACCESS_KEYS)
+
+    def acl(prefix: str) -> NetworkACL:
+        lists = []
+        for key in (f"{prefix}_allow", f"{prefix}_deny"):
+            values = _typed(where, key, table.get(key, []), list, "a list of networks")
+            try:
+                lists.append(networks([_typed(where, key, v, str, "a list of networks")
+                                       for v in values]))
+            except ValueError as e:
+                raise ConfigError(f"{where}: {key}: {e}") from None
+        return NetworkACL(lists[0], lists[1])
+
+    enumerators = acl("enumeration") if "enumeration_allow" in table else NetworkACL()
+    return AccessPolicy(
+        clients=acl("clients"),
+        enumeration=_typed(where, "enumeration", table.get("enumeration", True), bool,
+                           "true or false"),
+        enumerators=NetworkACL(enumerators.allow),
+        cluster=acl("cluster"),
+    )
+
+
 def parseConfig(document: Mapping[str, Any], source: str = "<config>",
                 environ: Mapping[str, str] | None = None) -> NodeConfig:
     """
@@ -254,8 +309,14 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
         if not extensions:
             raise ConfigError(f"{source} [node]: extensions = false leaves no way for the "
                               "nodes of a [cluster] to talk; remove one of them")
+    perSource, overall, bounds = _limits(
+        f"{source} [limits]", _typed(source, "[limits]", document.get("limits", {}), dict,
+                                     "a table"))
+    access = _access(f"{source} [access]", _typed(source, "[access]",
+                                                  document.get("access", {}), dict, "a table"))
     return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster,
-                      extensions=extensions)
+                      extensions=extensions, access=access, perSource=perSource,
+                      overall=overall, bounds=bounds)
 
 
 def loadConfig(path: str | Path) -> NodeConfig:

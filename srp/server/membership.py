@@ -29,7 +29,9 @@ from twisted.logger import Logger
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.records import Registration
+from srp.server.access import AccessPolicy
 from srp.server.handover import HandedSocket, canHandOver, offerSockets, takeSockets
+from srp.server.limits import ReplyLimiter, StateBounds
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.wire.cluster import (
@@ -148,7 +150,9 @@ class Membership:
     def __init__(self, reactor: Any, settings: ClusterSettings, registry: Registry,
                  own: Sequence[Registration], stats: ResponderStats,
                  nodeId: int | None = None,
-                 onRole: Callable[[str, int], None] | None = None) -> None:
+                 onRole: Callable[[str, int], None] | None = None,
+                 access: AccessPolicy | None = None, limiter: ReplyLimiter | None = None,
+                 bounds: StateBounds | None = None) -> None:
         self.reactor = reactor
         self.settings = settings
         self.registry = registry
@@ -159,6 +163,9 @@ class Membership:
         self.auth = ClusterAuthenticator(reactor, clusterId(settings.name), self.nodeId,
                                          settings.key)
         self.onRole = onRole
+        self.access = access if access is not None else AccessPolicy()
+        self.limiter = limiter
+        self.bounds = bounds if bounds is not None else StateBounds()
         self.role = "idle"
         self.epoch = 0
         #: The active's address and node id, as this passive knows them.
@@ -249,9 +256,7 @@ class Membership:
         responders = []
         try:
             for host in self.settings.listen:
-                responder = ResolutionResponder(
-                    self.registry, self.reactor, self.stats,
-                    cluster=self.received if self.settings.extensions else None)
+                responder = self._responder()
                 ports.append(self.reactor.listenUDP(self.settings.port, responder,
                                                     interface=host,
                                                     maxPacketSize=MAX_DATAGRAM))
@@ -261,6 +266,12 @@ class Membership:
                 port.stopListening()
             raise
         self.clusterPorts, self.responders = ports, responders
+
+    def _responder(self) -> ResolutionResponder:
+        return ResolutionResponder(
+            self.registry, self.reactor, self.stats,
+            cluster=self.received if self.settings.extensions else None,
+            access=self.access, limiter=self.limiter)
 
     def bind(self) -> None:
         """Try to bind the cluster port, and tell the role machine how it went."""
@@ -433,6 +444,9 @@ class Membership:
 
     def received(self, datagram: bytes, source: Address, via: DatagramProtocol) -> None:
         """A cluster message arrived on the node's socket or on a cluster port."""
+        if not self.access.cluster.open and not self.access.cluster.permits(source[0]):
+            self.counters["denied"] += 1
+            return
         try:
             envelope = self.auth.open(datagram, source[0])
         except Rejected as e:
@@ -453,19 +467,40 @@ class Membership:
         message = envelope.message
         assert isinstance(message, Join)
         sender = envelope.sender
+        known = [p for p in self.passives if p.nodeId == sender]
+        if not known and len(self.passives) >= self.bounds.maxPassives:
+            self._refuse("passives_refused", "Refused a Join: the passive list is full "
+                         "({count} passives)", count=len(self.passives))
+            return
         self.counters["joins"] += 1
         self.registry.removeNode(sender)
-        for registration in message.registrations:
-            if registration.nodeId == sender:
-                self.registry.register(registration)
+        accepted = [r for r in message.registrations if r.nodeId == sender]
+        if len(accepted) > self.bounds.maxRegistrationsPerNode:
+            self._refuse("registrations_refused", "A Join carried {count} registrations; "
+                         "kept the first {limit}", count=len(accepted),
+                         limit=self.bounds.maxRegistrationsPerNode)
+            accepted = accepted[:self.bounds.maxRegistrationsPerNode]
+        for registration in accepted:
+            if (len(self.registry) >= self.bounds.maxInstances
+                    and self.registry.lookup(registration.name) is None):
+                self._refuse("instances_refused", "Refused instance {name}: the cluster "
+                             "holds {limit} instances", name=registration.name,
+                             limit=self.bounds.maxInstances)
+                continue
+            self.registry.register(registration)
         member = Member(sender, source[0], source[1])
-        known = [p for p in self.passives if p.nodeId == sender]
         if not known:
             self.passives.append(member)
         elif known[0] != member:
             self.passives = [member if p.nodeId == sender else p for p in self.passives]
         self.lastSeen[sender] = self.reactor.seconds()
         self.send(KeepAliveAck(tuple(self.passives)), source, via)
+
+    def _refuse(self, counter: str, message: str, **fields: object) -> None:
+        self.counters[counter] += 1
+        if self.counters[counter] in (1, 10, 100) or self.counters[counter] % 1000 == 0:
+            self.log.warn(message + " (refused {refusals} times)", refusals=self.counters[counter],
+                          **fields)
 
     def _onLeave(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
         if self.role == "active":
@@ -590,8 +625,7 @@ class Membership:
             self.bind()
             return
         for s in handed:
-            responder = ResolutionResponder(self.registry, self.reactor, self.stats,
-                                            cluster=self.received)
+            responder = self._responder()
             self.clusterPorts.append(self.reactor.adoptDatagramPort(
                 s.fd, s.family, responder, maxPacketSize=MAX_DATAGRAM))
             self.responders.append(responder)

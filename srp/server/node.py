@@ -11,6 +11,7 @@ from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger
 
 from srp.server.config import ClusterConfig, NodeConfig
+from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
@@ -52,8 +53,11 @@ class NodeService(Service):
             port=config.port, name=cluster.name, interval=cluster.interval,
             misses=cluster.misses, key=cluster.key, extensions=config.extensions,
         )
+        self.limiter = ReplyLimiter(reactor, config.perSource, config.overall)
         self.membership = Membership(reactor, settings, self.registry, config.instances,
-                                     self.stats, nodeId, onRole=self._roleChanged)
+                                     self.stats, nodeId, onRole=self._roleChanged,
+                                     access=config.access, limiter=self.limiter,
+                                     bounds=config.bounds)
 
     @property
     def role(self) -> str:

@@ -13,6 +13,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from srp.interfaces import IRegistry
+from srp.server.access import AccessPolicy
+from srp.server.limits import ReplyLimiter
 from srp.wire import (
     BroadcastRequest,
     DACRequest,
@@ -54,6 +56,10 @@ class ResponderStats:
     #: Instances the current enumeration reply leaves out: they do not fit
     #: in one datagram.
     omitted: int = 0
+    #: Requests from networks the access policy refuses.
+    denied: int = 0
+    #: Replies not sent because they would exceed a reply budget.
+    limited: int = 0
 
 
 @lru_cache(maxsize=65536)
@@ -76,7 +82,8 @@ class ResolutionResponder(DatagramProtocol):
 
     def __init__(
         self, registry: IRegistry, clock: IReactorTime, stats: ResponderStats | None = None,
-        cluster: ClusterHandler | None = None,
+        cluster: ClusterHandler | None = None, access: AccessPolicy | None = None,
+        limiter: ReplyLimiter | None = None,
     ) -> None:
         self.registry = registry
         self.clock = clock
@@ -84,6 +91,9 @@ class ResolutionResponder(DatagramProtocol):
         #: Where cluster messages (opcodes 0xA0-0xAF) go; without it they are
         #: malformed requests like any other unknown type.
         self.cluster = cluster
+        self.access = access if access is not None else AccessPolicy()
+        self.limiter = limiter
+        self._lastLimitedLog = float("-inf")
         self._enumeration: tuple[int, bytes | None] = (-1, None)
         #: Replies to instance and DAC requests, by the request's exact bytes,
         #: for the registry generation in C{_repliesGeneration}.
@@ -93,6 +103,11 @@ class ResolutionResponder(DatagramProtocol):
         self._malformedUnlogged = 0
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if (not self.access.clients.open and not self.access.clients.permits(addr[0])
+                and (self.cluster is None or not isClusterMessage(datagram))):
+            # Cluster messages have an access list of their own.
+            self.stats.denied += 1
+            return
         if self._repliesGeneration != self.registry.generation:
             self._replies.clear()
             self._repliesGeneration = self.registry.generation
@@ -106,6 +121,10 @@ class ResolutionResponder(DatagramProtocol):
             except WireError as error:
                 self._malformed(error, addr)
                 return
+            if isinstance(request, (BroadcastRequest, EnumerateRequest)) and (
+                    not self.access.mayEnumerate(addr[0])):
+                self.stats.denied += 1
+                return
             reply = self.replyTo(request)
             if reply is None:
                 self.stats.ignored += 1
@@ -114,6 +133,9 @@ class ResolutionResponder(DatagramProtocol):
                 if len(self._replies) >= MAX_CACHED_REPLIES:
                     self._replies.clear()
                 self._replies[datagram] = reply
+        if self.limiter is not None and not self.limiter.allow(addr[0], len(reply)):
+            self._limited(addr)
+            return
         try:
             self.transport.write(reply, addr)  # type: ignore[union-attr]
         except OSError as error:
@@ -153,6 +175,15 @@ class ResolutionResponder(DatagramProtocol):
                 reply = frameResponseData(data)
             self._enumeration = (self.registry.generation, reply)
         return reply
+
+    def _limited(self, addr: tuple[str, int]) -> None:
+        self.stats.limited += 1
+        now = self.clock.seconds()
+        if now - self._lastLimitedLog >= MALFORMED_LOG_INTERVAL * 10:
+            self._lastLimitedLog = now
+            self.log.warn("Reply budget exceeded (last: {host}); {count} replies withheld "
+                          "so far: a flood, or raise [limits] in the configuration",
+                          host=addr[0], count=self.stats.limited)
 
     def _malformed(self, error: WireError, addr: tuple[str, int]) -> None:
         self.stats.malformed += 1

@@ -1,0 +1,104 @@
+"""
+Reply budgets: how many bytes a node sends, to one source and in all, per second.
+
+UDP 1434 replies are larger than the requests that ask for them, so a
+spoofed flood could use a node as an amplifier.  Token buckets bound the
+reply bandwidth per source address and overall; a normal client, asking a
+few times a second, never meets them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from attrs import define, field, frozen
+from twisted.internet.interfaces import IReactorTime
+
+
+@frozen
+class Budget:
+    """A rate in bytes per second and a burst in bytes; a rate of 0 means no limit."""
+
+    rate: float
+    burst: float
+
+    @property
+    def unlimited(self) -> bool:
+        """Whether this budget limits nothing."""
+        return self.rate <= 0
+
+
+#: Per source address: about 2,500 single-instance replies a second.
+DEFAULT_PER_SOURCE = Budget(rate=256 * 1024, burst=512 * 1024)
+#: All sources together.
+DEFAULT_GLOBAL = Budget(rate=8 * 1024 * 1024, burst=16 * 1024 * 1024)
+#: How many sources' buckets are kept (the least recently used go first).
+MAX_SOURCES = 65536
+
+
+@define
+class TokenBucket:
+    """Tokens (bytes) that refill at C{budget.rate} a second, up to C{budget.burst}."""
+
+    budget: Budget
+    tokens: float
+    stamp: float
+
+    def take(self, now: float, amount: int) -> bool:
+        """Spend C{amount} tokens if there are enough; say whether there were."""
+        self.tokens = min(self.budget.burst, self.tokens + (now - self.stamp) * self.budget.rate)
+        self.stamp = now
+        if self.tokens < amount:
+            return False
+        self.tokens -= amount
+        return True
+
+
+@define
+class ReplyLimiter:
+    """The per-source and global reply budgets of a node."""
+
+    clock: IReactorTime
+    perSource: Budget = DEFAULT_PER_SOURCE
+    overall: Budget = DEFAULT_GLOBAL
+    maxSources: int = MAX_SOURCES
+    _sources: OrderedDict[str, TokenBucket] = field(factory=OrderedDict, init=False)
+    _everyone: TokenBucket | None = field(default=None, init=False)
+
+    def allow(self, source: str, size: int) -> bool:
+        """Whether a reply of C{size} bytes to C{source} fits both budgets now (and spend it)."""
+        now = self.clock.seconds()
+        if not self.perSource.unlimited:
+            bucket = self._sources.get(source)
+            if bucket is None:
+                bucket = self._sources[source] = TokenBucket(self.perSource,
+                                                             self.perSource.burst, now)
+                if len(self._sources) > self.maxSources:
+                    self._sources.popitem(last=False)
+            else:
+                self._sources.move_to_end(source)
+            if not bucket.take(now, size):
+                return False
+        if not self.overall.unlimited:
+            if self._everyone is None:
+                self._everyone = TokenBucket(self.overall, self.overall.burst, now)
+            if not self._everyone.take(now, size):
+                return False
+        return True
+
+    def __len__(self) -> int:
+        """How many sources' buckets are kept."""
+        return len(self._sources)
+
+
+@frozen
+class StateBounds:
+    """
+    How much cluster state a node keeps, whatever it is sent.
+
+    Past a bound the node refuses the rest, logs it and counts it.
+    """
+
+    maxRegistrationsPerNode: int = 1024
+    maxInstances: int = 65536
+    maxPassives: int = 4096
