@@ -200,12 +200,18 @@ class NodeProcess:
 
 
 def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any]],
-                    port: int = 1434, serverName: str = "SRPTEST") -> Path:
-    """Write a node configuration file (TOML) for L{NodeProcess}; return its path."""
+                    port: int = 1434, serverName: str = "SRPTEST",
+                    tables: dict[str, dict[str, Any]] | None = None) -> Path:
+    """
+    Write a node configuration file (TOML) for L{NodeProcess}; return its path.
+
+    @param tables: more tables, such as C{{"cluster": {"name": "c"}}} or
+        C{{"limits": {"reply_rate_per_source": 0}}}.
+    """
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
-        if isinstance(v, int):
+        if isinstance(v, (int, float)):
             return str(v)
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
@@ -213,6 +219,8 @@ def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any
 
     lines = ["[node]", f"listen = {value(listen)}", f"port = {port}",
              f"server_name = {value(serverName)}"]
+    for name, table in (tables or {}).items():
+        lines += ["", f"[{name}]", *(f"{k} = {value(v)}" for k, v in table.items())]
     for instance in instances:
         lines += ["", "[[instances]]", *(f"{k} = {value(v)}" for k, v in instance.items())]
     path.write_text("\n".join(lines) + "\n")
