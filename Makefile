@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: demo test check install system-deps bench docs lint typecheck clean
+.PHONY: demo test check install system-deps bench fuzz docs lint typecheck clean
 
 # The virtualenv with every dependency; rebuilt when the metadata changes.
 $(STAMP): setup.cfg pyproject.toml
@@ -40,7 +40,7 @@ test: install system-deps
 	$(MAKE) --no-print-directory lint typecheck docs
 
 lint: $(STAMP)
-	$(BIN)/ruff check srp tests bench twisted examples docs/conf.py
+	$(BIN)/ruff check srp tests bench fuzz twisted examples docs/conf.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -50,6 +50,16 @@ docs: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# Every fuzz target for FUZZ_SECONDS each (docs/security.md records a run).
+FUZZ_SECONDS ?= 60
+fuzz: install
+	for target in $$($(BIN)/python -m fuzz.targets --list | sed 's/^targets: //; s/,//g'); do \
+	  $(BIN)/python -m fuzz.targets $$target -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=fuzz/ -print_final_stats=1 > fuzz/$$target.log 2>&1 \
+	    || { tail -40 fuzz/$$target.log; exit 1; }; \
+	  grep -E "^Done" fuzz/$$target.log | sed "s/^/$$target: /"; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build

@@ -35,6 +35,7 @@ from srp.server.limits import ReplyLimiter, StateBounds
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.wire.cluster import (
+    MAX_EPOCH,
     Activate,
     ActivateAck,
     ClusterMessage,
@@ -290,7 +291,7 @@ class Membership:
 
     def becomeActive(self) -> None:
         """Now active: raise the epoch, load own registrations, announce to the passives."""
-        self.epoch += 1
+        self.epoch = min(self.epoch + 1, MAX_EPOCH)
         self.counters["activations"] += 1
         self.role = "active"
         self.active = None

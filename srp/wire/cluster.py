@@ -31,6 +31,8 @@ from srp.wire.instances import (
 T = TypeVar("T")
 
 VERSION = 1
+#: The largest epoch the header can carry.
+MAX_EPOCH = 0xFFFFFFFF
 FIRST_OPCODE = 0xA0
 LAST_OPCODE = 0xAF
 TAG_SIZE = 32
@@ -406,8 +408,11 @@ class Envelope:
         if len(payload) > MAX_PAYLOAD:
             raise WireError(f"{type(self.message).__name__} payload of {len(payload)} bytes "
                             f"exceeds {MAX_PAYLOAD}")
-        body = _HEADER.pack(self.message.opcode, self.version, 0, self.cluster, self.sender,
-                            self.epoch, self.sequence, len(payload)) + payload
+        try:
+            body = _HEADER.pack(self.message.opcode, self.version, 0, self.cluster,
+                                self.sender, self.epoch, self.sequence, len(payload)) + payload
+        except struct.error as e:
+            raise WireError(f"header field out of range: {e}") from None
         return body + hmac.digest(key, body, hashlib.sha256)
 
 

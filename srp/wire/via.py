@@ -16,7 +16,6 @@ L{ViaWireError}, a L{WireError}.
 from __future__ import annotations
 
 import struct
-from typing import Union
 
 from attrs import field, frozen
 
@@ -154,7 +153,7 @@ class Close:
 
 
 #: Anything that follows the handshake.
-Frame = Union[Data, Credit, Close]
+Frame = Data | Credit | Close
 
 
 def dataHeader(length: int) -> bytes:
