@@ -392,15 +392,18 @@ class RequestStream:
     tests and benchmarks, run in the calling thread.
 
     Each request in flight has a socket of its own, so every reply is
-    matched to its request although [MC-SQLR] replies carry no id.
+    matched to its request although [MC-SQLR] replies carry no id.  With
+    C{resend}, an unanswered request is sent again every C{resend} seconds
+    until its timeout, as FreeTDS and tedious do.
     """
 
     def __init__(self, target: tuple[str, int], request: bytes, rate: float = 100.0,
-                 timeout: float = 0.25) -> None:
+                 timeout: float = 0.25, resend: float | None = None) -> None:
         self.target = target
         self.request = request
         self.rate = rate
         self.timeout = timeout
+        self.resend = resend
         self.exchanges: list[Exchange] = []
 
     def run(self, duration: float,
@@ -412,6 +415,7 @@ class RequestStream:
         pending = sorted(at, key=lambda item: item[0])
         idle: list[socket.socket] = []
         inFlight: dict[socket.socket, float] = {}
+        resent: dict[socket.socket, int] = {}
         selector = selectors.DefaultSelector()
         start = time.monotonic()
         nextSend = start
@@ -434,8 +438,14 @@ class RequestStream:
                         inFlight[sock] = now
                     nextSend += 1.0 / self.rate
                 for sock, sentAt in list(inFlight.items()):
+                    if self.resend is not None and (now - sentAt) // self.resend > (
+                            resent.get(sock, 0)):
+                        resent[sock] = resent.get(sock, 0) + 1
+                        with contextlib.suppress(OSError):
+                            sock.sendto(self.request, self.target)
                     if now - sentAt > self.timeout:
                         del inFlight[sock]
+                        resent.pop(sock, None)
                         self.exchanges.append(Exchange(sentAt, None, None))
                         selector.unregister(sock)
                         sock.close()
@@ -448,6 +458,7 @@ class RequestStream:
                         continue
                     if sock in inFlight:
                         sentAt = inFlight.pop(sock)
+                        resent.pop(sock, None)
                         self.exchanges.append(Exchange(sentAt, time.monotonic(), reply))
                         idle.append(sock)
         finally:

@@ -150,3 +150,16 @@ def test_cluster_messages_from_denied_networks_are_dropped() -> None:
         Registration(InstanceInfo("X", "EVIL", tcp=1), nodeId=5),)), 1), harness.active)
     assert set(harness.active.registry.registrations()) == before
     assert harness.active.membership.counters["denied"] == 1
+
+
+def test_quiet_sources_are_answered_from_the_reserve_during_a_flood() -> None:
+    clock = Clock()
+    limiter = ReplyLimiter(clock, perSource=Budget(10_000, 20_000),
+                           overall=Budget(1000, 2000), reserve=Budget(1000, 2000))
+    busy = [f"10.2.0.{n}" for n in range(50)]
+    for _ in range(20):
+        for source in busy:
+            limiter.allow(source, 500)
+        clock.advance(0.1)
+        assert limiter.allow("10.3.0.1", 100), "the quiet client is answered"
+    assert not limiter.allow(busy[0], 500), "busy sources share the spent global budget"

@@ -18,7 +18,13 @@ from attrs import field, frozen
 
 from srp.records import Registration
 from srp.server.access import AccessPolicy, NetworkACL, networks
-from srp.server.limits import DEFAULT_GLOBAL, DEFAULT_PER_SOURCE, Budget, StateBounds
+from srp.server.limits import (
+    DEFAULT_GLOBAL,
+    DEFAULT_PER_SOURCE,
+    DEFAULT_RESERVE,
+    Budget,
+    StateBounds,
+)
 from srp.server.membership import DEFAULT_INTERVAL, DEFAULT_MISSES
 from srp.wire import InstanceInfo, ViaInfo, WireError
 from srp.wire.instances import checkPort
@@ -33,6 +39,7 @@ _INSTANCE_KEYS = {
 }
 _TOP_KEYS = {"node", "cluster", "instances", "limits", "access"}
 _LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", "reply_burst",
+               "reserved_rate", "reserved_burst",
                "max_registrations_per_node", "max_instances", "max_passives"}
 _ACCESS_KEYS = {"clients_allow", "clients_deny", "enumeration", "enumeration_allow",
                 "cluster_allow", "cluster_deny"}
@@ -87,6 +94,7 @@ class NodeConfig:
     access: AccessPolicy = field(factory=AccessPolicy)
     perSource: Budget = DEFAULT_PER_SOURCE
     overall: Budget = DEFAULT_GLOBAL
+    reserve: Budget = DEFAULT_RESERVE
     bounds: StateBounds = field(factory=StateBounds)
 
 
@@ -212,7 +220,8 @@ def _cluster(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -
                          commands["on_active"], commands["on_passive"])
 
 
-def _limits(where: str, table: Mapping[str, Any]) -> tuple[Budget, Budget, StateBounds]:
+def _limits(where: str,
+            table: Mapping[str, Any]) -> tuple[Budget, Budget, Budget, StateBounds]:
     _unknownKeys(where, table, _LIMIT_KEYS)
 
     def number(key: str, default: float, minimum: float = 0) -> Any:
@@ -225,12 +234,14 @@ def _limits(where: str, table: Mapping[str, Any]) -> tuple[Budget, Budget, State
                        number("reply_burst_per_source", DEFAULT_PER_SOURCE.burst, 1500))
     overall = Budget(number("reply_rate", DEFAULT_GLOBAL.rate),
                      number("reply_burst", DEFAULT_GLOBAL.burst, 1500))
+    reserve = Budget(number("reserved_rate", DEFAULT_RESERVE.rate),
+                     number("reserved_burst", DEFAULT_RESERVE.burst, 1500))
     defaults = StateBounds()
     bounds = StateBounds(
         int(number("max_registrations_per_node", defaults.maxRegistrationsPerNode, 1)),
         int(number("max_instances", defaults.maxInstances, 1)),
         int(number("max_passives", defaults.maxPassives, 1)))
-    return perSource, overall, bounds
+    return perSource, overall, reserve, bounds
 
 
 def _access(where: str, table: Mapping[str, Any]) -> AccessPolicy:
@@ -309,14 +320,14 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
         if not extensions:
             raise ConfigError(f"{source} [node]: extensions = false leaves no way for the "
                               "nodes of a [cluster] to talk; remove one of them")
-    perSource, overall, bounds = _limits(
+    perSource, overall, reserve, bounds = _limits(
         f"{source} [limits]", _typed(source, "[limits]", document.get("limits", {}), dict,
                                      "a table"))
     access = _access(f"{source} [access]", _typed(source, "[access]",
                                                   document.get("access", {}), dict, "a table"))
     return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster,
                       extensions=extensions, access=access, perSource=perSource,
-                      overall=overall, bounds=bounds)
+                      overall=overall, reserve=reserve, bounds=bounds)
 
 
 def loadConfig(path: str | Path) -> NodeConfig:

@@ -32,6 +32,9 @@ class Budget:
 DEFAULT_PER_SOURCE = Budget(rate=256 * 1024, burst=512 * 1024)
 #: All sources together.
 DEFAULT_GLOBAL = Budget(rate=8 * 1024 * 1024, burst=16 * 1024 * 1024)
+#: Kept for quiet sources (those that used less than half their burst), so
+#: that a flood from busy sources cannot starve a normal client.
+DEFAULT_RESERVE = Budget(rate=1024 * 1024, burst=2 * 1024 * 1024)
 #: How many sources' buckets are kept (the least recently used go first).
 MAX_SOURCES = 65536
 
@@ -61,13 +64,36 @@ class ReplyLimiter:
     clock: IReactorTime
     perSource: Budget = DEFAULT_PER_SOURCE
     overall: Budget = DEFAULT_GLOBAL
+    reserve: Budget = DEFAULT_RESERVE
     maxSources: int = MAX_SOURCES
     _sources: OrderedDict[str, TokenBucket] = field(factory=OrderedDict, init=False)
     _everyone: TokenBucket | None = field(default=None, init=False)
+    _quiet: TokenBucket | None = field(default=None, init=False)
+    _blockedUntil: dict[str, float] = field(factory=dict, init=False)
+
+    def blocked(self, source: str) -> bool:
+        """
+        Whether C{source} spent its budget and has not earned a reply back yet:
+        its datagrams can be dropped before any other work.
+        """
+        until = self._blockedUntil.get(source)
+        if until is None:
+            return False
+        if self.clock.seconds() < until:
+            return True
+        del self._blockedUntil[source]
+        return False
 
     def allow(self, source: str, size: int) -> bool:
-        """Whether a reply of C{size} bytes to C{source} fits both budgets now (and spend it)."""
+        """
+        Whether a reply of C{size} bytes to C{source} fits the budgets now (and spend it).
+
+        Every source has its own budget.  A quiet source, one that used less
+        than half its burst, is answered from the reserve while it lasts;
+        the others share the global budget.
+        """
         now = self.clock.seconds()
+        quiet = False
         if not self.perSource.unlimited:
             bucket = self._sources.get(source)
             if bucket is None:
@@ -78,7 +104,16 @@ class ReplyLimiter:
             else:
                 self._sources.move_to_end(source)
             if not bucket.take(now, size):
+                if len(self._blockedUntil) >= self.maxSources:
+                    self._blockedUntil.clear()
+                self._blockedUntil[source] = now + (size - bucket.tokens) / self.perSource.rate
                 return False
+            quiet = bucket.tokens >= self.perSource.burst / 2
+        if quiet and not self.reserve.unlimited:
+            if self._quiet is None:
+                self._quiet = TokenBucket(self.reserve, self.reserve.burst, now)
+            if self._quiet.take(now, size):
+                return True
         if not self.overall.unlimited:
             if self._everyone is None:
                 self._everyone = TokenBucket(self.overall, self.overall.burst, now)

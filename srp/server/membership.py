@@ -705,7 +705,9 @@ class Membership:
             "counters": dict(self.counters) | {
                 f"rejected_{k}": v for k, v in self.auth.rejected.items()} | {
                 "answered": self.stats.answered, "ignored": self.stats.ignored,
-                "malformed": self.stats.malformed},
+                "malformed": self.stats.malformed, "denied": self.stats.denied,
+                "limited": self.stats.limited, "omitted": self.stats.omitted,
+                "unsent": self.stats.unsent},
         }
 
 

@@ -53,7 +53,7 @@ class NodeService(Service):
             port=config.port, name=cluster.name, interval=cluster.interval,
             misses=cluster.misses, key=cluster.key, extensions=config.extensions,
         )
-        self.limiter = ReplyLimiter(reactor, config.perSource, config.overall)
+        self.limiter = ReplyLimiter(reactor, config.perSource, config.overall, config.reserve)
         self.membership = Membership(reactor, settings, self.registry, config.instances,
                                      self.stats, nodeId, onRole=self._roleChanged,
                                      access=config.access, limiter=self.limiter,

@@ -103,6 +103,9 @@ class ResolutionResponder(DatagramProtocol):
         self._malformedUnlogged = 0
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if self.limiter is not None and self.limiter.blocked(addr[0]):
+            self.stats.limited += 1
+            return
         if (not self.access.clients.open and not self.access.clients.permits(addr[0])
                 and (self.cluster is None or not isClusterMessage(datagram))):
             # Cluster messages have an access list of their own.
