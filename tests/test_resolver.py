@@ -14,6 +14,7 @@ from srp.client.resolver import (
     ClusterSilent,
     MalformedReply,
     Resolution,
+    TooManyResolves,
     UnknownInstance,
 )
 from srp.records import InstanceInfo, Registration
@@ -148,3 +149,14 @@ def test_extended_reply_lists_primary_then_standbys_with_their_hosts() -> None:
                         cluster.network)
     assert [(c.host, c.priority, c.info.tcp) for c in resolution.candidates] == [
         ("10.0.0.1", 0, 30000), ("10.0.0.3", 2, 30002)]
+
+
+def test_pending_resolves_are_bounded(network: FakeNetwork) -> None:
+    client = resolver(network, maxPending=3)
+    waiting = [client.resolve("c", f"I{n}", ["127.0.0.9"]) for n in range(3)]
+    with pytest.raises(TooManyResolves, match="3 names are being resolved already"):
+        result(client.resolve("c", "I9", ["127.0.0.9"]), network)
+    assert client.resolve("c", "I0", ["127.0.0.9"]) is not None, "a shared name still joins"
+    for d in waiting:
+        with pytest.raises(ClusterSilent):
+            result(d, network)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from attrs import evolve, frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IResolutionReceiver
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -47,6 +47,10 @@ class UnknownInstance(ResolveError):
 
 class MalformedReply(ResolveError):
     """Only malformed replies came back."""
+
+
+class TooManyResolves(ResolveError):
+    """More distinct names are being resolved at once than the resolver allows."""
 
 
 @frozen
@@ -239,7 +243,8 @@ class ClusterResolver:
     def __init__(self, reactor: Any, port: int = BROWSER_PORT, timeout: float = 2.0,
                  ttl: float = 30.0, key: bytes = b"", clusterName: str = "srp",
                  firstRetry: float = 0.1, maxRetry: float = 0.8,
-                 extendedGrace: float = 0.05) -> None:
+                 extendedGrace: float = 0.05, maxPending: int = 4096,
+                 maxCached: int = 65536) -> None:
         self.reactor = reactor
         self.port = port
         self.timeout = timeout
@@ -247,6 +252,8 @@ class ClusterResolver:
         self.firstRetry = firstRetry
         self.maxRetry = maxRetry
         self.extendedGrace = extendedGrace
+        self.maxPending = maxPending
+        self.maxCached = maxCached
         self.auth = ClusterAuthenticator(reactor, clusterId(clusterName), randomNodeId(), key)
         #: Datagrams sent, for those who count them.
         self.sent = 0
@@ -266,6 +273,9 @@ class ClusterResolver:
         if waiting is not None:
             waiting.append(waiter)
             return waiter
+        if len(self._inflight) >= self.maxPending:
+            return fail(TooManyResolves(
+                f"{len(self._inflight)} names are being resolved already; try again later"))
         self._inflight[key] = [waiter]
         self._start(key, cluster, instance, addresses)
         return waiter
@@ -289,6 +299,8 @@ class ClusterResolver:
 
         def deliver(result: Resolution | Any) -> None:
             if isinstance(result, Resolution):
+                if len(self._cache) >= self.maxCached:
+                    self._cache.clear()
                 self._cache[key] = (result, self.reactor.seconds() + self.ttl)
             for waiter in self._inflight.pop(key, []):
                 waiter.callback(result) if isinstance(result, Resolution) else waiter.errback(
