@@ -14,12 +14,12 @@ from typing import Any
 from twisted.internet.interfaces import IStreamClientEndpoint
 
 from srp.records import InstanceInfo
-from srp.transports import tcp
+from srp.transports import np, tcp, via
 
 #: The default preference: VIA, then TCP, then named pipes (DESIGN.md).
 DEFAULT_PREFERENCE = ("via", "tcp", "np")
-#: Transports this version can build endpoints for.
-BUILDERS = {"tcp": tcp.endpointFor}
+#: The endpoint builder of each transport.
+BUILDERS = {"tcp": tcp.endpointFor, "np": np.endpointFor, "via": via.endpointFor}
 
 
 def endpointsFor(reactor: Any, host: str, info: InstanceInfo, prefer: Sequence[str],

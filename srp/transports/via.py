@@ -234,13 +234,13 @@ class VIAConnection(Protocol):
         if producer is not None:
             producer.stopProducing()
         why = self._lossReason(reason)
+        if self.client and not self.accepted.called:
+            error = why.value
+            if not isinstance(error, ConnectError):
+                error = VIAConnectError(string="the connection closed before the VIA "
+                                        f"handshake completed ({error})")
+            self.accepted.errback(error)
         if self.app is None:
-            if self.client and not self.accepted.called:
-                error = why.value
-                if not isinstance(error, ConnectError):
-                    error = VIAConnectError(string="the connection closed before the VIA "
-                                            f"handshake completed ({error})")
-                self.accepted.errback(error)
             return
         if self._error is not None or self._aborted:
             self._received.clear()
@@ -289,7 +289,7 @@ class VIAConnection(Protocol):
         elif isinstance(frame, Credit):
             self.credits += frame.count
             self._flush()
-        elif self.app is None:
+        elif self.app is None and self.client:
             self._error = VIAConnectError(string="the VIA server refused the connection: "
                                           f"{frame.reason or 'no reason given'}")
             self._tcp.loseConnection()

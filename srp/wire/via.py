@@ -203,16 +203,12 @@ class FrameDecoder:
             return None
         kind, value = _HEADER.unpack_from(self._buffer, self._offset)
         if kind == DATA:
-            if self.expectHandshake:
-                raise ViaWireError("a DATA frame came before the handshake")
             if value > self.maxData:
                 raise ViaWireError(f"a DATA frame of {value} bytes exceeds the "
                                    f"{self.maxData}-byte receive buffers posted")
             payload = self._take(value)
             return None if payload is None else Data(payload)
         if kind == CREDIT:
-            if self.expectHandshake:
-                raise ViaWireError("a CREDIT frame came before the handshake")
             self._offset += HEADER_SIZE
             return Credit(value)
         if kind == CLOSE:
@@ -228,7 +224,8 @@ class FrameDecoder:
         if len(self._buffer) - start < length:
             return None
         self._offset = start + length
-        return bytes(self._buffer[start:self._offset])
+        with memoryview(self._buffer) as view:
+            return bytes(view[start:self._offset])
 
     def _handshake(self) -> Handshake | None:
         have = bytes(self._buffer[self._offset:self._offset + HANDSHAKE_SIZE])

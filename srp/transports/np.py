@@ -1,0 +1,134 @@
+"""
+Named pipes on POSIX: AF_UNIX stream sockets standing in for Windows pipes.
+
+An [MC-SQLR] pipe name, C{\\\\HOST\\pipe\\NAME}, maps to the socket
+C{DIRECTORY/NAME} (NAME percent-encoded, so C{MSSQL$SALES\\sql\\query}
+becomes one file name).  Pipes do not cross hosts on POSIX: a pipe of
+another host is refused with an error that says so.  Windows named pipes
+are not supported.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from zope.interface import implementer
+
+from srp.records import InstanceInfo
+
+#: Longest AF_UNIX socket path Linux accepts.
+MAX_PATH = 107
+#: The socket files' mode: the node's user and group may connect.
+DEFAULT_MODE = 0o660
+
+
+def defaultDirectory() -> Path:
+    """
+    Where pipe sockets live: C{$SRP_PIPE_DIRECTORY}, else C{/run/srp/pipes}
+    for root and C{$XDG_RUNTIME_DIR/srp/pipes} (or C{/tmp/srp-UID/pipes}) for others.
+    """
+    configured = os.environ.get("SRP_PIPE_DIRECTORY")
+    if configured:
+        return Path(configured)
+    if os.geteuid() == 0:
+        return Path("/run/srp/pipes")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime, "srp", "pipes") if runtime else Path(f"/tmp/srp-{os.geteuid()}/pipes")
+
+
+def splitPipeName(pipe: str) -> tuple[str, str]:
+    """
+    C{\\\\HOST\\pipe\\NAME} as (HOST, NAME).
+
+    @raise ValueError: if C{pipe} is not in that form.
+    """
+    parts = pipe.split("\\")
+    if len(parts) < 5 or parts[0] or parts[1] or parts[3].lower() != "pipe" or not parts[4]:
+        raise ValueError(f"{pipe!r} is not a pipe name like \\\\HOST\\pipe\\NAME")
+    return parts[2], "\\".join(parts[4:])
+
+
+def pipeName(server: str, name: str) -> str:
+    """The [MC-SQLR] form of pipe C{name} on C{server}."""
+    return f"\\\\{server}\\pipe\\{name}"
+
+
+def socketPath(name: str, directory: Path | None = None) -> Path:
+    """
+    The socket standing in for pipe C{name}.
+
+    @raise ValueError: if the path is too long for AF_UNIX.
+    """
+    path = (directory or defaultDirectory()) / quote(name, safe="")
+    if len(os.fsencode(path)) > MAX_PATH:
+        raise ValueError(f"the socket path for pipe {name!r} is longer than {MAX_PATH} bytes: "
+                         "use a shorter pipe directory")
+    return path
+
+
+def isThisHost(server: str, address: str) -> bool:
+    """Whether a pipe on C{server}, reached through C{address}, is on this host."""
+    try:
+        if ipaddress.ip_address(address.split("%")[0]).is_loopback:
+            return True
+    except ValueError:
+        pass
+    local = {".", "localhost", "(local)", socket.gethostname().split(".")[0].lower()}
+    return server.lower() in local
+
+
+@implementer(IStreamClientEndpoint)
+class RemotePipeEndpoint:
+    """An endpoint that refuses, saying why: named pipes do not cross hosts on POSIX."""
+
+    def __init__(self, pipe: str, address: str) -> None:
+        self.pipe = pipe
+        self.address = address
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Fail with an error that names the pipe and its host."""
+        return fail(ConnectError(string=f"pipe {self.pipe} is on another host ({self.address}): "
+                                 "named pipes do not cross hosts on POSIX; use tcp or via"))
+
+
+def endpointFor(reactor: Any, host: str, info: InstanceInfo,
+                timeout: float) -> IStreamClientEndpoint | None:
+    """An endpoint to C{info}'s pipe, or L{None} if it has none."""
+    if info.np is None:
+        return None
+    try:
+        server, name = splitPipeName(info.np)
+        path = socketPath(name)
+    except ValueError as e:
+        return RemotePipeEndpoint(info.np, f"{host}; {e}")
+    if not isThisHost(server, host):
+        return RemotePipeEndpoint(info.np, host)
+    return UNIXClientEndpoint(reactor, str(path), timeout=timeout)
+
+
+def listenPipe(reactor: Any, name: str, factory: IProtocolFactory,
+               directory: Path | None = None, mode: int = DEFAULT_MODE) -> IListeningPort:
+    """
+    Listen on pipe C{name}: create the directory (mode 0750) and the socket (C{mode}).
+
+    @raise OSError: if the directory cannot be made.
+    @raise twisted.internet.error.CannotListenError: if the socket cannot be bound.
+    """
+    path = socketPath(name, directory)
+    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    port: IListeningPort = reactor.listenUNIX(str(path), factory, mode=mode, wantPID=True)
+    return port

@@ -1,0 +1,3 @@
+from srp.transports.via import VIAClientParser, VIAServerParser
+
+viaClientParser, viaServerParser = VIAClientParser(), VIAServerParser()
