@@ -80,7 +80,7 @@ async def main(reactor: Any, scratch: Path) -> None:
         print("\nTimeline (a request every 10 ms through srp:"
               f"{address}/ECHO, resent if unanswered after 200 ms):", flush=True)
         await client.connect()
-        log(f"connected to {client.peer}")
+        log(f"connected to {client.peer} over {endpoint.connectedTo[0]}")
         await deferLater(reactor, 1.0, lambda: None)
         log(f"answers so far from {', '.join(requester.servers())}")
 
@@ -91,7 +91,8 @@ async def main(reactor: Any, scratch: Path) -> None:
             for (lostAt, gap), (_, peer) in list(zip(client.gaps, requester.failovers,
                                                      strict=False))[seen:]:
                 log("connection lost", lostAt)
-                log(f"failed over to {peer}: a gap of {gap * 1000:.0f} ms", lostAt + gap)
+                log(f"failed over to {peer} over {endpoint.connectedTo[0]}: "
+                    f"a gap of {gap * 1000:.0f} ms", lostAt + gap)
                 seen += 1
 
         os.kill(nodes["A"].pid, signal.SIGKILL)

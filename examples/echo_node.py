@@ -3,11 +3,12 @@ An srp node that also serves an instance: an echo-like line server, embedded.
 
     python examples/echo_node.py --listen 127.0.0.2 --instance ECHO --priority 0 --name A
 
-It listens on an ephemeral TCP port behind srp's hello wrapper, registers
-the instance with that port (and its priority: 0 for the primary, higher
-for standbys) in a cluster node sharing the address, and answers each line
-``N`` with ``NAME N``, so a client can tell which server answered.  This is
-what `make demo` and the fail-over tests run.
+The node serves the instance itself (`NodeService.serve`) on VIA (emulated),
+TCP and a named pipe, each on whatever port the system gives it, behind
+srp's hello wrapper, and registers them with the instance's priority (0 for
+the primary, higher for standbys) in a cluster node sharing the address.
+Each line ``N`` is answered with ``NAME N``, so a client can tell which
+server answered.  This is what `make demo` and the fail-over tests run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from twisted.python import usage
 
 from srp.records import InstanceInfo, Registration
 from srp.server.config import ClusterConfig, NodeConfig
-from srp.server.hello import HelloFactory
 from srp.server.node import NodeService
 
 
@@ -54,6 +54,7 @@ class Options(usage.Options):
         ["priority", None, 0, "0 for the primary, higher for standbys.", int],
         ["name", None, "A", "Name put in every answer."],
         ["cluster", None, "demo", "Cluster name."],
+        ["transports", None, "via,tcp,np", "Transports to serve the instance on."],
     ]
 
 
@@ -61,14 +62,13 @@ async def main(reactor: Any, argv: list[str]) -> None:
     options = Options()
     options.parseOptions(argv)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    echo = EchoFactory(options["name"].encode())
-    port = reactor.listenTCP(0, HelloFactory(echo, [options["instance"]], reactor),
-                             interface=options["listen"])
-    registration = Registration(
-        InstanceInfo(f"HOST{options['name']}", options["instance"], tcp=port.getHost().port),
-        priority=options["priority"])
+    registration = Registration(InstanceInfo(f"HOST{options['name']}", options["instance"]),
+                                priority=options["priority"])
     node = NodeService(NodeConfig(listen=(options["listen"],), instances=(registration,),
                                   cluster=ClusterConfig(name=options["cluster"])), reactor)
+    node.serve(options["instance"], EchoFactory(options["name"].encode()),
+               options["transports"].split(","))
+    node.privilegedStartService()
     node.startService()
     reactor.addSystemEventTrigger("before", "shutdown", node.stopService)
     await Deferred()  # until SIGTERM or SIGINT

@@ -32,10 +32,10 @@ from srp.wire.instances import checkPort
 #: The [MC-SQLR] port.
 DEFAULT_PORT = 1434
 
-_NODE_KEYS = {"listen", "port", "server_name", "extensions"}
+_NODE_KEYS = {"listen", "port", "server_name", "extensions", "pipe_directory"}
 _INSTANCE_KEYS = {
     "name", "server_name", "version", "clustered", "tcp", "np", "via", "hidden", "dac_port",
-    "priority",
+    "priority", "relay", "serve",
 }
 _TOP_KEYS = {"node", "cluster", "instances", "limits", "access"}
 _LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", "reply_burst",
@@ -96,6 +96,11 @@ class NodeConfig:
     overall: Budget = DEFAULT_GLOBAL
     reserve: Budget = DEFAULT_RESERVE
     bounds: StateBounds = field(factory=StateBounds)
+    #: Instances whose connections the node relays: instance key to
+    #: ((backend host, port), transports to listen on).
+    relays: dict[str, tuple[tuple[str, int], tuple[str, ...]]] = field(factory=dict)
+    #: Where pipe sockets go (None: the default, see L{srp.transports.np}).
+    pipeDirectory: Path | None = None
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -122,6 +127,20 @@ def _address(where: str, value: Any) -> str:
         except OSError:
             pass
     raise ConfigError(f"{where}: listen address {value!r} is not an IPv4 or IPv6 address")
+
+
+def _relay(where: str, table: Mapping[str, Any]) -> tuple[tuple[str, int], tuple[str, ...]]:
+    relay = _typed(where, "relay", table["relay"], str, 'a "HOST:PORT" string')
+    host, sep, port = relay.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f'{where}: relay {relay!r} is not "HOST:PORT"')
+    transports = _typed(where, "serve", table.get("serve", ["via", "tcp", "np"]), list,
+                        "a list of transports")
+    unknown = sorted(set(transports) - {"via", "tcp", "np"})
+    if unknown or not transports:
+        raise ConfigError(f"{where}: serve must list some of via, tcp, np, not "
+                          f"{unknown or transports}")
+    return (host.strip("[]"), int(port)), tuple(transports)
 
 
 def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registration:
@@ -299,6 +318,7 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
     tables = _typed(source, "[[instances]]", document.get("instances", []), list,
                     "an array of tables")
     records: list[Registration] = []
+    relays: dict[str, tuple[tuple[str, int], tuple[str, ...]]] = {}
     seen: dict[str, int] = {}
     for number, table in enumerate(tables, 1):
         where = f"{source} [[instances]] #{number}"
@@ -311,8 +331,15 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
             )
         seen[record.key] = number
         records.append(record)
+        if "relay" in table:
+            relays[record.key] = _relay(f"{where} ({record.name})", table)
+        elif "serve" in table:
+            raise ConfigError(f"{where} ({record.name}): serve needs a relay: the address "
+                              "where the instance really listens")
     extensions = _typed(f"{source} [node]", "extensions", node.get("extensions", True), bool,
                         "true or false")
+    pipeDirectory = (Path(_typed(f"{source} [node]", "pipe_directory", node["pipe_directory"],
+                                 str, "a directory")) if "pipe_directory" in node else None)
     cluster = None
     if "cluster" in document:
         table = _typed(source, "[cluster]", document["cluster"], dict, "a table")
@@ -327,7 +354,8 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
                                                   document.get("access", {}), dict, "a table"))
     return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster,
                       extensions=extensions, access=access, perSource=perSource,
-                      overall=overall, reserve=reserve, bounds=bounds)
+                      overall=overall, reserve=reserve, bounds=bounds, relays=relays,
+                      pipeDirectory=pipeDirectory)
 
 
 def loadConfig(path: str | Path) -> NodeConfig:

@@ -159,8 +159,7 @@ class Membership:
         self.registry = registry
         self.stats = stats
         self.nodeId = randomNodeId() if nodeId is None else nodeId
-        self.own = tuple(Registration(r.info, r.hidden, r.dacPort, r.priority, self.nodeId)
-                         for r in own)
+        self.setOwn(own)
         self.auth = ClusterAuthenticator(reactor, clusterId(settings.name), self.nodeId,
                                          settings.key)
         self.onRole = onRole
@@ -194,6 +193,11 @@ class Membership:
         self._handoverTargets: list[Member] = []
         self._stopped: Deferred[None] | None = None
         self.machine: RoleInputs = _machineFactory(self)
+
+    def setOwn(self, own: Sequence[Registration]) -> None:
+        """The instances this node registers (before it starts: its listeners' ports)."""
+        self.own = tuple(Registration(r.info, r.hidden, r.dacPort, r.priority, self.nodeId)
+                         for r in own)
 
     # -- helpers the role machine calls ---------------------------------
 

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from attrs import evolve
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger
+from twisted.protocols.portforward import ProxyFactory
 
+from srp.records import InstanceInfo, ViaAddress, ViaInfo, instanceKey
 from srp.server.config import ClusterConfig, NodeConfig
+from srp.server.hello import HelloFactory
 from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
+from srp.transports import np, via
+
+#: The transports a node can serve an instance on.
+TRANSPORTS = ("via", "tcp", "np")
 
 
 class NodeStartError(Exception):
@@ -54,10 +64,82 @@ class NodeService(Service):
             misses=cluster.misses, key=cluster.key, extensions=config.extensions,
         )
         self.limiter = ReplyLimiter(reactor, config.perSource, config.overall, config.reserve)
+        self._served: dict[str, tuple[IProtocolFactory, tuple[str, ...]]] = {}
+        self._listeners: list[IListeningPort] = []
+        for name, ((backendHost, backendPort), transports) in config.relays.items():
+            self.serve(name, ProxyFactory(backendHost, backendPort), transports)
         self.membership = Membership(reactor, settings, self.registry, config.instances,
                                      self.stats, nodeId, onRole=self._roleChanged,
                                      access=config.access, limiter=self.limiter,
                                      bounds=config.bounds)
+
+    def serve(self, instance: str, factory: IProtocolFactory,
+              transports: Sequence[str] = TRANSPORTS) -> None:
+        """
+        Serve C{instance}'s connections with C{factory} on C{transports}.
+
+        The node opens the listeners when it starts (an ephemeral port unless
+        the instance's registration names one), behind srp's hello wrapper,
+        and registers what they bound: C{tcp;PORT}, C{np;} and the pipe name
+        (the registration's, or C{MSSQL$NAME\\srp-NODE\\sql\\query}), and
+        C{via;SERVER,NIC:PORT}.  Call it before the node starts.
+
+        @raise ValueError: if the node has no such instance, or a transport is unknown.
+        """
+        if not any(r.key == instanceKey(instance) for r in self.config.instances):
+            raise ValueError(f"this node has no instance {instance!r} to serve")
+        unknown = set(transports) - set(TRANSPORTS)
+        if unknown:
+            raise ValueError(f"unknown transport {sorted(unknown)[0]!r}; choose from "
+                             f"{', '.join(TRANSPORTS)}")
+        self._served[instanceKey(instance)] = (factory, tuple(transports))
+
+    def _openListeners(self) -> None:
+        own = []
+        host = self.config.listen[0]
+        for registration in self.config.instances:
+            served = self._served.get(registration.key)
+            if served is None:
+                own.append(registration)
+                continue
+            factory, transports = served
+            wrapped = HelloFactory(factory, [registration.name], self.reactor)
+            info = registration.info
+            for transport in transports:
+                try:
+                    info = self._listen(transport, info, wrapped, host)
+                except (CannotListenError, OSError, ValueError) as e:
+                    self._closeListeners()
+                    raise NodeStartError(f"instance {registration.name}: cannot listen on "
+                                         f"{transport}: {e}") from None
+            own.append(evolve(registration, info=info))
+        self.membership.setOwn(own)
+
+    def _listen(self, transport: str, info: InstanceInfo, factory: IProtocolFactory,
+                host: str) -> InstanceInfo:
+        if transport == "tcp":
+            port = self.reactor.listenTCP(info.tcp or 0, factory, interface=host)
+            self._listeners.append(port)
+            return evolve(info, tcp=port.getHost().port)
+        if transport == "np":
+            # Several nodes of one host may serve the same instance (primary and
+            # standbys): the default pipe name carries the node id.
+            name = (np.splitPipeName(info.np)[1] if info.np else
+                    rf"MSSQL${info.instanceName}\srp-{self.membership.nodeId:016x}\sql\query")
+            self._listeners.append(np.listenPipe(self.reactor, name, factory,
+                                                 self.config.pipeDirectory))
+            return evolve(info, np=np.pipeName(info.serverName, name))
+        nic = "0" if host in ("0.0.0.0", "::") or ":" in host else host
+        wanted = info.via.addresses[0].port if info.via else 0
+        port = via.defaultProvider().listen(self.reactor, wanted, factory, host)
+        self._listeners.append(port)
+        return evolve(info, via=ViaInfo(info.serverName, (
+            ViaAddress(nic, port.getHost().port),)))
+
+    def _closeListeners(self) -> None:
+        for port in self._listeners:
+            port.stopListening()
+        self._listeners = []
 
     @property
     def role(self) -> str:
@@ -71,6 +153,8 @@ class NodeService(Service):
         @raise NodeStartError: if the port is in use or cannot be bound.
         """
         super().privilegedStartService()
+        if not self._listeners:
+            self._openListeners()
         if self.config.cluster is not None:
             return
         try:
@@ -93,6 +177,8 @@ class NodeService(Service):
                 self.privilegedStartService()
             self.membership.machine.portBound()
         else:
+            if not self._listeners:
+                self._openListeners()
             if not cluster.key:
                 self.log.warn("Cluster {cluster} has no key: its messages are not "
                               "authenticated and are accepted from loopback sources only",
@@ -109,7 +195,14 @@ class NodeService(Service):
     def stopService(self) -> Deferred[None]:
         """Leave (as a passive) or hand over (as the active), then release everything."""
         super().stopService()
-        return self.membership.machine.stop()
+        stopped = self.membership.machine.stop()
+
+        def closeListeners(result: object) -> object:
+            self._closeListeners()
+            return result
+
+        stopped.addBoth(closeListeners)
+        return stopped
 
     def _roleChanged(self, role: str, epoch: int) -> None:
         cluster = self.config.cluster
