@@ -116,7 +116,7 @@ class TransportTests(TestCase):
         self.assertNotEqual(place["tcp"], portOf(backend), "srp listens on a port of its own")
         self.assertIn("\\pipe\\MSSQL$SALES\\srp-", place["np"])
         self.assertEqual(place["via"]["addresses"][0]["nic"], self.address)
-        endpoint, app = await self.connect("SALES", prefer=("via",))
+        _endpoint, app = await self.connect("SALES", prefer=("via",))
         self.assertEqual(await self.roundTrip(app, b"relayed"), b"relayed")
 
 
