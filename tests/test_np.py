@@ -73,3 +73,15 @@ class PipeTests(TestCase):
         app.transport.write(b"over a pipe")  # type: ignore[attr-defined]
         self.assertEqual(await app.arrived, b"over a pipe")  # type: ignore[attr-defined]
         close(app)
+
+
+def test_np_endpoint_strings(tmp_path: Path) -> None:
+    from twisted.internet.endpoints import UNIXClientEndpoint, clientFromString
+
+    endpoint = clientFromString(reactor, f"np:MSSQL$SALES\\\\sql\\\\query:directory={tmp_path}")
+    assert isinstance(endpoint, UNIXClientEndpoint)
+    assert endpoint._path == str(tmp_path / "MSSQL%24SALES%5Csql%5Cquery")
+    remote = clientFromString(reactor, "np:\\\\\\\\FARAWAY\\\\pipe\\\\sql\\\\query")
+    assert isinstance(remote, np.RemotePipeEndpoint)
+    with pytest.raises(ValueError, match="no option 'mode'"):
+        clientFromString(reactor, "np:x:mode=1")

@@ -25,7 +25,9 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
+    IStreamClientEndpointStringParserWithReactor,
 )
+from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from srp.records import InstanceInfo
@@ -132,3 +134,32 @@ def listenPipe(reactor: Any, name: str, factory: IProtocolFactory,
     path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     port: IListeningPort = reactor.listenUNIX(str(path), factory, mode=mode, wantPID=True)
     return port
+
+
+@implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
+class PipeClientParser:
+    """
+    Parses C{np:NAME[:directory=DIR][:timeout=SECONDS]} into an endpoint to pipe NAME.
+
+    NAME is a pipe name, C{\\\\\\\\HOST\\\\pipe\\\\NAME} or just its NAME
+    (escape backslashes and colons in endpoint strings); a pipe of another
+    host is refused: named pipes do not cross hosts on POSIX.
+    """
+
+    prefix = "np"
+
+    def parseStreamClient(self, reactor: Any, *args: object,
+                          **kwargs: object) -> IStreamClientEndpoint:
+        unknown = set(kwargs) - {"directory", "timeout"}
+        if unknown:
+            raise ValueError(f"np endpoint has no option {sorted(unknown)[0]!r}; "
+                             "known: directory, timeout")
+        if len(args) != 1 or not str(args[0]):
+            raise ValueError("np endpoint needs a pipe name: np:NAME or np:\\\\HOST\\pipe\\NAME")
+        pipe = str(args[0])
+        server, name = splitPipeName(pipe) if pipe.startswith("\\\\") else (".", pipe)
+        if not isThisHost(server, "0.0.0.0"):
+            return RemotePipeEndpoint(pipe, server)
+        directory = Path(str(kwargs["directory"])) if "directory" in kwargs else None
+        return UNIXClientEndpoint(reactor, str(socketPath(name, directory)),
+                                  timeout=float(str(kwargs.get("timeout", 30))))

@@ -1,0 +1,3 @@
+from srp.transports.np import PipeClientParser
+
+npClientParser = PipeClientParser()
