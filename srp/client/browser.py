@@ -8,6 +8,7 @@ enumerate} and C{srp browse}; they work against any [MC-SQLR] server.
 from __future__ import annotations
 
 import ipaddress
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,12 +115,25 @@ class _Query(DatagramProtocol):
             self.done.callback(None)
 
 
-async def _exchange(
-    reactor: Any, request: Request, targets: Sequence[tuple[str, int]], timeout: float,
-    attempts: int, collect: bool, broadcast: bool = False,
-) -> list[Answer]:
-    query = _Query(request.encode(), targets, collect)
-    ipv6 = any(_isIPv6(host) for host, _ in targets)
+class RepeatedQuery(typing.Protocol):
+    """A datagram query that L{repeatUntilDone} can drive."""
+
+    done: Deferred[None]
+
+    def send(self) -> None:
+        """Send the request (again) to every target."""
+
+    def finish(self) -> None:
+        """Stop waiting; fire C{done}."""
+
+
+async def repeatUntilDone(reactor: Any, query: RepeatedQuery, hosts: Sequence[str],
+                          timeout: float, attempts: int, broadcast: bool = False) -> None:
+    """
+    Listen on an ephemeral port with C{query}, send its request C{attempts}
+    times within C{timeout} seconds, and return when it is done or the time is up.
+    """
+    ipv6 = any(_isIPv6(host) for host in hosts)
     port = reactor.listenUDP(0, query, interface="::" if ipv6 else "",
                              maxPacketSize=MAX_DATAGRAM)
     if broadcast:
@@ -136,6 +150,15 @@ async def _exchange(
         if sender.running:
             sender.stop()
         await port.stopListening()
+
+
+async def _exchange(
+    reactor: Any, request: Request, targets: Sequence[tuple[str, int]], timeout: float,
+    attempts: int, collect: bool, broadcast: bool = False,
+) -> list[Answer]:
+    query = _Query(request.encode(), targets, collect)
+    await repeatUntilDone(reactor, query, [host for host, _ in targets], timeout, attempts,
+                          broadcast)
     if query.sendError is not None and not query.answers:
         where = ", ".join(host for host, _ in targets)
         raise QueryFailed(f"cannot send to {where} port {targets[0][1]}: "

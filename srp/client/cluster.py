@@ -12,12 +12,16 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.task import LoopingCall
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
-from srp.client.browser import BROWSER_PORT, NoAnswer, QueryFailed, hostAddress
+from srp.client.browser import (
+    BROWSER_PORT,
+    NoAnswer,
+    QueryFailed,
+    hostAddress,
+    repeatUntilDone,
+)
 from srp.wire.cluster import ClusterMessage, Envelope, clusterId
-from srp.wire.mcsqlr import MAX_DATAGRAM
 
 
 class _ClusterQuery(DatagramProtocol):
@@ -29,7 +33,8 @@ class _ClusterQuery(DatagramProtocol):
         self.request = request
         self.targets = targets
         self.expected = expected
-        self.done: Deferred[Envelope | None] = Deferred()
+        self.done: Deferred[None] = Deferred()
+        self.envelope: Envelope | None = None
         self.error: Exception | None = None
 
     def send(self) -> None:
@@ -47,11 +52,12 @@ class _ClusterQuery(DatagramProtocol):
             self.error = e
             return
         if isinstance(envelope.message, self.expected):
-            self.finish(envelope)
+            self.envelope = envelope
+            self.finish()
 
-    def finish(self, envelope: Envelope | None) -> None:
+    def finish(self) -> None:
         if not self.done.called:
-            self.done.callback(envelope)
+            self.done.callback(None)
 
 
 async def clusterQuery(
@@ -69,20 +75,8 @@ async def clusterQuery(
     hosts = list(addresses) or [await hostAddress(reactor, host)]
     auth = ClusterAuthenticator(reactor, clusterId(cluster), randomNodeId(), key)
     query = _ClusterQuery(auth, request, [(h, port) for h in hosts], expected)
-    listening = reactor.listenUDP(0, query, interface="::" if any(":" in h for h in hosts)
-                                  else "", maxPacketSize=MAX_DATAGRAM)
-    sender = LoopingCall(query.send)
-    sender.clock = reactor
-    sender.start(timeout / attempts)
-    timer = reactor.callLater(timeout, query.finish, None)
-    try:
-        envelope = await query.done
-    finally:
-        if timer.active():
-            timer.cancel()
-        if sender.running:
-            sender.stop()
-        await listening.stopListening()
+    await repeatUntilDone(reactor, query, hosts, timeout, attempts)
+    envelope = query.envelope
     if envelope is None:
         if isinstance(query.error, OSError):
             raise QueryFailed(f"cannot send to {host} port {port}: {query.error.strerror}")
