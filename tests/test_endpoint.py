@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol
@@ -59,6 +61,10 @@ class EndpointTests(TestCase):
         await connectProtocol(endpoint, client)
         client.transport.write(b"hello")  # type: ignore[union-attr]
         self.assertEqual(await client.done, b"hello")
+        handle = client.transport.getHandle()  # type: ignore[union-attr]
+        self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+        self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), 3000)
+        self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 1)
         client.transport.loseConnection()  # type: ignore[union-attr]
 
     async def test_unknown_instance_is_a_resolution_error(self) -> None:
