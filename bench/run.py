@@ -1,23 +1,29 @@
 """
 C{make bench}: run every benchmark in L{BENCHMARKS} and print a table for each.
 
-    python -m bench.run                    # all of them, default settings
+    python -m bench.run                    # all of them, default settings (about 4 minutes)
     python -m bench.run --rounds 5 --seconds 10 --no-pin
     python -m bench.run --only resolve_throughput
+    python -m bench.run --only takeover --only handover --trials 30
+    python -m bench.run --quick            # a smoke run of all of them, under a minute
 
 Each benchmark is a function taking the L{Settings}; it prints its own small
 aligned table and returns a JSON-able summary, which is also written to
-C{bench/results/NAME.json}.  docs/benchmarks.md says what they measure and
-holds the figures measured.
+C{bench/results/NAME.json}.  This module is the orchestrator and holds
+C{resolve_throughput}; the others live in their own modules:
+L{bench.takeover} (C{takeover}, C{handover}), L{bench.cluster_cost},
+L{bench.client} (C{cached_resolve}, C{failover_gap}, C{cold_resolves}, run
+in L{bench.client_worker} processes).  docs/benchmarks.md says what they
+measure and holds the figures measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
-import signal
 import socket
 import statistics
 import subprocess
@@ -25,66 +31,30 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 import twisted
 from bench.bare_responder import CANNED_REPLY, READY
+from bench.client import cached_resolve, cold_resolves, failover_gap
+from bench.cluster_cost import cluster_cost
+from bench.common import QUICK, RESULTS, ROOT, Benchmark, Settings, pinTo, stopPid
 from bench.loadgen import instanceName, instanceRequest
+from bench.takeover import handover, takeover
 from srp.cli import formatTable
 from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire import InstancesResponse, decodeResponse
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+__all__ = ["BENCHMARKS", "Benchmark", "Settings", "main", "resolve_throughput"]
+
 PORT = 1434
 #: The target of resolve_throughput: srp's median at least this share of the bare one's.
 TARGET_RATIO = 0.8
+#: The [limits] table of the srp node of resolve_throughput: no reply budgets.
+UNLIMITED = {"limits": {"reply_rate_per_source": 0, "reply_rate": 0}}
 #: A process that used this share of a CPU or more limited the rate.
 SATURATED = 0.9
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How long and how hard the benchmarks run."""
-
-    #: Rounds per server; the servers alternate within each round.
-    rounds: int = 5
-    #: Measured seconds of each load-generator run (after the warm-up).
-    seconds: float = 4.0
-    warmup: float = 0.5
-    #: Outstanding requests the load generator keeps in flight.
-    window: int = 64
-    #: Registered instances (srp) and distinct names asked for.
-    instances: int = 10_000
-    #: Pin each server to CPU 0 and the load generator to CPU 1.
-    pin: bool = True
-    #: Runs repeated at most, in all, because other load on the machine
-    #: slowed them (neither process had a whole CPU).
-    retries: int = 5
-
-
-Benchmark = Callable[[Settings], dict[str, Any]]
-
-
-def pinTo(pid: int, cpu: int | None) -> None:
-    """Restrict process C{pid} to CPU C{cpu}; do nothing if C{cpu} is None or unavailable."""
-    if cpu is None or cpu not in os.sched_getaffinity(0):
-        return
-    os.sched_setaffinity(pid, {cpu})
-
-
-def stopPid(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """End C{process} by its PID: SIGTERM, then SIGKILL after C{timeout} seconds."""
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 class BareProcess:
@@ -205,9 +175,11 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
             directory = Path(scratch)
 
             def node(host: str) -> NodeProcess:
+                # No reply budgets: one load generator is one source, and this
+                # measures what a reply costs, not the flood protection.
                 config = writeNodeConfig(directory / "node.toml", [host],
                                          nodeInstances(settings.instances), port=PORT,
-                                         serverName="SRPBENCH")
+                                         serverName="SRPBENCH", tables=UNLIMITED)
                 return NodeProcess(config, directory / "node.log").start(timeout=120)
 
             hosts: dict[str, str] = {}
@@ -312,7 +284,8 @@ def saturated(row: dict[str, Any]) -> str:
 
 
 #: Every benchmark C{make bench} runs, in order.
-BENCHMARKS: list[Benchmark] = [resolve_throughput]
+BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, handover, cluster_cost,
+                               cached_resolve, failover_gap, cold_resolves]
 
 
 def machine() -> dict[str, Any]:
@@ -338,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--rounds", type=int, default=defaults.rounds,
-                        help="rounds per server (they alternate)")
+                        help="rounds per server (resolve_throughput, they alternate), per "
+                        "endpoint (cached_resolve), per dialect (cold_resolves, at most 5)")
     parser.add_argument("--seconds", type=float, default=defaults.seconds,
                         help="measured seconds of each run")
     parser.add_argument("--warmup", type=float, default=defaults.warmup,
@@ -348,19 +322,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=defaults.instances,
                         help="instances registered and asked for")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=defaults.pin,
-                        help="pin the server to CPU 0 and the load generator to CPU 1")
+                        help="pin the servers to CPU 0 and the load generator or client "
+                        "to CPU 1")
     parser.add_argument("--retries", type=int, default=defaults.retries,
                         help="runs repeated at most because other load slowed them")
+    parser.add_argument("--trials", type=int, default=defaults.trials,
+                        help="faults injected per kind (takeover, failover_gap)")
+    parser.add_argument("--handovers", type=int, default=defaults.handovers,
+                        help="graceful stops of the active (handover)")
+    parser.add_argument("--connects", type=int, default=defaults.connects,
+                        help="sequential connections per endpoint and round (cached_resolve)")
+    parser.add_argument("--passives", type=lambda text: tuple(int(n) for n in text.split(",")),
+                        default=defaults.passives,
+                        help="comma-separated passive counts (cluster_cost)")
+    parser.add_argument("--keepalives", type=int, default=defaults.keepalives,
+                        help="KeepAlives measured per passive count (cluster_cost)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: far fewer rounds, trials and connections, "
+                        "no figures to quote; overrides the options above")
     parser.add_argument("--only", action="append", default=[],
                         choices=[b.__name__ for b in BENCHMARKS], help="run only this one")
     options = parser.parse_args(argv)
     settings = Settings(options.rounds, options.seconds, options.warmup, options.window,
                         options.instances, options.pin and len(os.sched_getaffinity(0)) >= 2,
-                        options.retries)
+                        options.retries, options.trials, options.handovers, options.connects,
+                        options.passives, options.keepalives)
+    if options.quick:
+        settings = dataclasses.replace(settings, **QUICK)  # type: ignore[arg-type]
     info = machine()
     print(f"{info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
           f"Twisted {info['twisted']}; {settings}")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
     for benchmark in BENCHMARKS:
         if options.only and benchmark.__name__ not in options.only:
             continue
@@ -370,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "settings": asdict(settings), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
         (RESULTS / f"{benchmark.__name__}.json").write_text(
             json.dumps(record | summary, indent=2) + "\n")
+    print(f"\n(all run in {time.monotonic() - began:.0f} s)")
     return 0
 
 
