@@ -461,6 +461,8 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
 def main(argv: Sequence[str] | None = None) -> None:
     """The C{srp} console script."""
     arguments = sys.argv[1:] if argv is None else list(argv)
-    # Like other command-line tools, end quietly when the reader goes (| head).
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if arguments[:1] != ["serve"]:
+        # Like other command-line tools, end quietly when the reader goes
+        # (| head).  Never for a node: a peer closing a socket must not kill it.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     react(lambda reactor: run(reactor, arguments, sys.stdout, sys.stderr))

@@ -219,3 +219,18 @@ def test_status_table_and_wrong_cluster(node: NodeProcess) -> None:
     wrong = srp("status", "--cluster", "other", "--timeout", "0.5", node.address)
     assert wrong.returncode == 1
     assert "the cluster name or key differ" in wrong.stderr
+
+
+def test_serve_survives_sigpipe(tmp_path: Path) -> None:
+    """A node must not die when a peer closes a socket it writes to (EPIPE)."""
+    import os
+    import signal
+    import time
+
+    config = writeNodeConfig(tmp_path / "node.toml", [freeLoopbackAddress()],
+                             [{"name": "A", "tcp": 1}])
+    process = NodeProcess(config, tmp_path / "node.log", str(BIN / "srp")).start()
+    os.kill(process.pid, signal.SIGPIPE)
+    time.sleep(0.2)
+    assert process.process is not None and process.process.poll() is None
+    assert process.stop() == 0

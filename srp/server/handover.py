@@ -124,7 +124,8 @@ class _Taker(Protocol):
         else:
             self.fds = []
             self.done.callback(handed)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        # The old active may have closed its end already: do not write again.
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = _CLOSED) -> None:
         self._fail(reason)
