@@ -31,6 +31,9 @@ class IRegistry(Interface):
     def registrations() -> Sequence[Registration]:
         """Every registration of every instance."""
 
+    def countOf(nodeId: int) -> int:
+        """How many registrations node C{nodeId} holds."""
+
     def register(registration: Registration) -> None:
         """Add C{registration}, replacing the same node's registration of that instance."""
 

@@ -72,8 +72,9 @@ clusterMessages = st.one_of(
     st.just(Probe()), st.just(Leave()), st.just(ReJoin()), st.just(ActivateAck()),
     st.just(StatusQuery()),
     st.builds(Join, st.lists(registrations, max_size=4).map(tuple)),
-    st.builds(KeepAlive, st.integers(0, 0xFFFF)),
-    st.builds(KeepAliveAck, st.lists(members, max_size=6).map(tuple)),
+    st.builds(KeepAlive, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1)),
+    st.builds(KeepAliveAck, st.lists(members, max_size=6).map(tuple),
+              st.integers(0, 2**32 - 1)),
     st.lists(members, max_size=4).flatmap(lambda passives: st.builds(
         Activate, st.just(tuple(passives)), st.lists(registrations, max_size=4).map(tuple),
         st.lists(st.integers(0, 2**32 - 1), min_size=len(passives),

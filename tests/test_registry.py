@@ -48,3 +48,14 @@ def test_unregister_one_node() -> None:
     registry.unregister("a", 2)
     assert registry.lookup("A") is None
     assert registry.registrations() == []
+
+
+def test_count_of_each_node() -> None:
+    registry = Registry([reg("A", 1), reg("B", 1), reg("A", 2)])
+    assert (registry.countOf(1), registry.countOf(2), registry.countOf(3)) == (2, 1, 0)
+    registry.register(reg("A", 1, tcp=5))
+    assert registry.countOf(1) == 2, "re-registering replaces"
+    registry.unregister("B", 1)
+    assert registry.countOf(1) == 1
+    registry.removeNode(1)
+    assert registry.countOf(1) == 0

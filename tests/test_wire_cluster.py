@@ -67,8 +67,8 @@ def _envelope(**kw: object) -> Envelope:
 
 def test_header_layout() -> None:
     datagram = _envelope().encode(b"")
-    assert struct.unpack_from("<BBHIQIQH", datagram) == (0xA3, 1, 0, clusterId("c"), 1, 2, 3, 2)
-    assert len(datagram) == HEADER_SIZE + 2 + TAG_SIZE == 30 + 2 + 32
+    assert struct.unpack_from("<BBHIQIQH", datagram) == (0xA3, 1, 0, clusterId("c"), 1, 2, 3, 6)
+    assert len(datagram) == HEADER_SIZE + 6 + TAG_SIZE == 30 + 6 + 32
 
 
 @pytest.mark.parametrize(

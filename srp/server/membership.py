@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.wire.cluster import (
     MAX_EPOCH,
+    NO_LIST_VERSION,
     Activate,
     ActivateAck,
     ClusterMessage,
@@ -174,6 +176,9 @@ class Membership:
         #: The passives in join order (as the active keeps it, or as the last
         #: KeepAliveAck told this passive).
         self.passives: list[Member] = []
+        #: The version of the passive list: the active changes it with the
+        #: list; a passive keeps the one its list came with.
+        self.listVersion = NO_LIST_VERSION
         self.lastSeen: dict[int, float] = {}
         self.unanswered = 0
         self.counters: Counter[str] = Counter()
@@ -301,6 +306,8 @@ class Membership:
         self.active = None
         self.activeNode = self.nodeId
         self.passives = [p for p in self.passives if p.nodeId != self.nodeId]
+        # A fresh, unlikely-to-collide version: passives must take this list.
+        self.listVersion = random.SystemRandom().randrange(NO_LIST_VERSION)
         now = self.reactor.seconds()
         self.lastSeen = {p.nodeId: now - self._ages.get(p.nodeId, 0.0) for p in self.passives}
         self._ages = {}
@@ -464,7 +471,7 @@ class Membership:
 
     def _onProbe(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
         if self.role == "active":
-            self.send(KeepAliveAck(tuple(self.passives)), source, via)
+            self._ack(source, via)
 
     def _onJoin(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
         if self.role != "active":
@@ -496,10 +503,19 @@ class Membership:
         member = Member(sender, source[0], source[1])
         if not known:
             self.passives.append(member)
+            self._passivesChanged()
         elif known[0] != member:
             self.passives = [member if p.nodeId == sender else p for p in self.passives]
+            self._passivesChanged()
         self.lastSeen[sender] = self.reactor.seconds()
-        self.send(KeepAliveAck(tuple(self.passives)), source, via)
+        self._ack(source, via)
+
+    def _passivesChanged(self) -> None:
+        self.listVersion = (self.listVersion + 1) % NO_LIST_VERSION
+
+    def _ack(self, to: Address, via: DatagramProtocol | None, full: bool = True) -> None:
+        passives = tuple(self.passives) if full else ()
+        self.send(KeepAliveAck(passives, self.listVersion), to, via)
 
     def _refuse(self, counter: str, message: str, **fields: object) -> None:
         self.counters[counter] += 1
@@ -517,13 +533,13 @@ class Membership:
             return
         message = envelope.message
         assert isinstance(message, KeepAlive)
-        held = sum(1 for r in self.registry.registrations() if r.nodeId == envelope.sender)
+        held = self.registry.countOf(envelope.sender)
         if envelope.sender not in self.lastSeen or held != message.registrations:
             self.counters["rejoins_asked"] += 1
             self.send(ReJoin(), source, via)
             return
         self.lastSeen[envelope.sender] = self.reactor.seconds()
-        self.send(KeepAliveAck(tuple(self.passives)), source, via)
+        self._ack(source, via, full=message.listVersion != self.listVersion)
 
     def _onAck(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
         message = envelope.message
@@ -541,10 +557,14 @@ class Membership:
             self.counters["stale_epoch"] += 1
             return
         followingAnother = self.role == "passive" and envelope.sender != self.activeNode
+        if envelope.sender != self.activeNode:
+            self.listVersion = NO_LIST_VERSION
         self.epoch = envelope.epoch
         self.active = source
         self.activeNode = envelope.sender
-        self.passives = list(message.passives)
+        if message.passives:
+            self.passives = list(message.passives)
+            self.listVersion = message.listVersion
         self.unanswered = 0
         self.machine.activeFound()
         if followingAnother:
@@ -647,13 +667,22 @@ class Membership:
     # -- periodic work -------------------------------------------------------
 
     def _tick(self) -> None:
+        try:
+            self._periodic()
+        except Exception:
+            # The ticker must outlive any bug: a stopped LoopingCall would
+            # silently end KeepAlives and expiry.
+            self.counters["tick_errors"] += 1
+            self.log.failure("Error in the periodic cluster work")
+
+    def _periodic(self) -> None:
         if self.role == "passive":
             if self.unanswered >= self.settings.misses:
                 self.machine.activeLost()
                 return
             self.unanswered += 1
             assert self.active is not None
-            self.send(KeepAlive(len(self.own)), self.active)
+            self.send(KeepAlive(len(self.own), self.listVersion), self.active)
         elif self.role == "active":
             self._expire()
             for host in self.settings.addresses:
@@ -672,12 +701,15 @@ class Membership:
     def _forget(self, nodeId: int) -> None:
         self.registry.removeNode(nodeId)
         self.lastSeen.pop(nodeId, None)
-        self.passives = [p for p in self.passives if p.nodeId != nodeId]
+        remaining = [p for p in self.passives if p.nodeId != nodeId]
+        if len(remaining) != len(self.passives):
+            self.passives = remaining
+            self._passivesChanged()
 
     def _announce(self) -> None:
         via = self._clusterProtocol()
         for passive in self.passives:
-            self.send(KeepAliveAck(tuple(self.passives)), (passive.host, passive.port), via)
+            self._ack((passive.host, passive.port), via)
 
     def _clusterProtocol(self) -> DatagramProtocol | None:
         return self.responders[0] if self.responders else None

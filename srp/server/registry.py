@@ -23,6 +23,7 @@ class Registry:
     def __init__(self, registrations: Iterable[Registration] = ()) -> None:
         self.generation = 0
         self._byKey: dict[str, list[Registration]] = {}
+        self._perNode: dict[int, int] = {}
         self._visible: list[Registration] | None = None
         for registration in registrations:
             self.register(registration)
@@ -47,13 +48,18 @@ class Registry:
             ]
         return self._visible
 
+    def countOf(self, nodeId: int) -> int:
+        """How many registrations node C{nodeId} holds here."""
+        return self._perNode.get(nodeId, 0)
+
     def registrations(self) -> Sequence[Registration]:
         return [r for candidates in self._byKey.values() for r in candidates]
 
     def register(self, registration: Registration) -> None:
-        candidates = [
-            r for r in self._byKey.get(registration.key, ()) if r.nodeId != registration.nodeId
-        ]
+        previous = self._byKey.get(registration.key, [])
+        candidates = [r for r in previous if r.nodeId != registration.nodeId]
+        if len(candidates) == len(previous):
+            self._count(registration.nodeId, 1)
         position = next(
             (n for n, r in enumerate(candidates) if r.priority > registration.priority),
             len(candidates),
@@ -68,6 +74,7 @@ class Registry:
         remaining = [r for r in candidates if r.nodeId != nodeId]
         if len(remaining) != len(candidates):
             self._set(key, remaining)
+            self._count(nodeId, -1)
             self._changed()
 
     def removeNode(self, nodeId: int) -> int:
@@ -78,8 +85,16 @@ class Registry:
                 removed += len(candidates) - len(remaining)
                 self._set(key, remaining)
         if removed:
+            self._perNode.pop(nodeId, None)
             self._changed()
         return removed
+
+    def _count(self, nodeId: int, change: int) -> None:
+        count = self._perNode.get(nodeId, 0) + change
+        if count:
+            self._perNode[nodeId] = count
+        else:
+            self._perNode.pop(nodeId, None)
 
     def _set(self, key: str, candidates: list[Registration]) -> None:
         if candidates:

@@ -33,6 +33,8 @@ T = TypeVar("T")
 VERSION = 1
 #: The largest epoch the header can carry.
 MAX_EPOCH = 0xFFFFFFFF
+#: The passive-list version meaning "no list yet" (an active never uses it).
+NO_LIST_VERSION = 0xFFFFFFFF
 FIRST_OPCODE = 0xA0
 LAST_OPCODE = 0xAF
 TAG_SIZE = 32
@@ -197,24 +199,34 @@ class Leave:
 
 @frozen
 class KeepAlive:
-    """A passive is alive, and holds C{registrations} registrations."""
+    """
+    A passive is alive, holds C{registrations} registrations, and knows the
+    passive list at C{listVersion}.
+    """
 
     opcode = 0xA3
     registrations: int
+    listVersion: int = 0
 
     def payload(self) -> bytes:
-        return struct.pack("<H", self.registrations)
+        return struct.pack("<HI", self.registrations, self.listVersion)
 
 
 @frozen
 class KeepAliveAck:
-    """The active answers: its epoch (in the header) and the passives in join order."""
+    """
+    The active answers: its epoch (in the header), the version of its passive
+    list and the passives in join order.  The list is left out (empty) when
+    the KeepAlive showed the passive already knows this version, so that a
+    KeepAlive costs the same however large the cluster.
+    """
 
     opcode = 0xA4
     passives: tuple[Member, ...]
+    listVersion: int = 0
 
     def payload(self) -> bytes:
-        return _encodeList(self.passives, Member.encode)
+        return struct.pack("<I", self.listVersion) + _encodeList(self.passives, Member.encode)
 
 
 @frozen
@@ -355,9 +367,11 @@ def _decodePayload(opcode: int, payload: bytes) -> ClusterMessage:
     elif opcode == Leave.opcode:
         message = Leave()
     elif opcode == KeepAlive.opcode:
-        message = KeepAlive(reader.unpack("<H")[0])
+        count, version = reader.unpack("<HI")
+        message = KeepAlive(count, version)
     elif opcode == KeepAliveAck.opcode:
-        message = KeepAliveAck(_readMembers(reader))
+        (version,) = reader.unpack("<I")
+        message = KeepAliveAck(_readMembers(reader), version)
     elif opcode == ReJoin.opcode:
         message = ReJoin()
     elif opcode == Activate.opcode:
@@ -404,7 +418,10 @@ class Envelope:
 
         @raise WireError: if the payload does not fit in one datagram.
         """
-        payload = self.message.payload()
+        try:
+            payload = self.message.payload()
+        except struct.error as e:
+            raise WireError(f"{type(self.message).__name__} field out of range: {e}") from None
         if len(payload) > MAX_PAYLOAD:
             raise WireError(f"{type(self.message).__name__} payload of {len(payload)} bytes "
                             f"exceeds {MAX_PAYLOAD}")
