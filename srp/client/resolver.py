@@ -267,7 +267,7 @@ class ClusterResolver:
         key = (cluster.lower(), instanceKey(instance))
         cached = self._cache.get(key)
         if cached is not None and self.reactor.seconds() < cached[1]:
-            return succeed(evolve(cached[0], cached=True))
+            return succeed(cached[0])
         waiter: Deferred[Resolution] = Deferred()
         waiting = self._inflight.get(key)
         if waiting is not None:
@@ -301,7 +301,8 @@ class ClusterResolver:
             if isinstance(result, Resolution):
                 if len(self._cache) >= self.maxCached:
                     self._cache.clear()
-                self._cache[key] = (result, self.reactor.seconds() + self.ttl)
+                self._cache[key] = (evolve(result, cached=True),
+                                    self.reactor.seconds() + self.ttl)
             for waiter in self._inflight.pop(key, []):
                 waiter.callback(result) if isinstance(result, Resolution) else waiter.errback(
                     result)

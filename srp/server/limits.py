@@ -136,4 +136,5 @@ class StateBounds:
 
     maxRegistrationsPerNode: int = 1024
     maxInstances: int = 65536
-    maxPassives: int = 4096
+    #: A KeepAliveAck lists every passive in one datagram: about 3,000 fit.
+    maxPassives: int = 2048
