@@ -201,12 +201,14 @@ class NodeProcess:
 
 def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any]],
                     port: int = 1434, serverName: str = "SRPTEST",
-                    tables: dict[str, dict[str, Any]] | None = None) -> Path:
+                    tables: dict[str, dict[str, Any]] | None = None,
+                    node: dict[str, Any] | None = None) -> Path:
     """
     Write a node configuration file (TOML) for L{NodeProcess}; return its path.
 
     @param tables: more tables, such as C{{"cluster": {"name": "c"}}} or
         C{{"limits": {"reply_rate_per_source": 0}}}.
+    @param node: more keys of the C{[node]} table, such as C{{"extensions": False}}.
     """
     def value(v: Any) -> str:
         if isinstance(v, bool):
@@ -218,7 +220,8 @@ def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any
         return "'" + str(v) + "'"
 
     lines = ["[node]", f"listen = {value(listen)}", f"port = {port}",
-             f"server_name = {value(serverName)}"]
+             f"server_name = {value(serverName)}",
+             *(f"{k} = {value(v)}" for k, v in (node or {}).items())]
     for name, table in (tables or {}).items():
         lines += ["", f"[{name}]", *(f"{k} = {value(v)}" for k, v in table.items())]
     for instance in instances:

@@ -79,8 +79,7 @@ def test_resolve_hidden_or_unknown_is_said_plainly(node: NodeProcess, instance: 
 
 def test_resolve_from_a_plain_browser_times_out_plainly(tmp_path: Path) -> None:
     config = writeNodeConfig(tmp_path / "node.toml", [freeLoopbackAddress()],
-                             [{"name": "SALES", "tcp": 1433}])
-    config.write_text(config.read_text().replace("[node]", "[node]\nextensions = false"))
+                             [{"name": "SALES", "tcp": 1433}], node={"extensions": False})
     with NodeProcess(config, tmp_path / "node.log") as plain:
         found = srp("resolve", "--json", f"{plain.address}\\sales")
         missing = srp("resolve", "--timeout", "0.5", f"{plain.address}\\NOSUCH")

@@ -41,11 +41,11 @@ def test_one_active_across_hosts_and_takeover_after_kill_9(tmp_path: Path) -> No
         nodes = []
         try:
             for index, host in enumerate(servers):
-                config = writeNodeConfig(tmp_path / f"node{index}.toml", [host.address], [
-                    {"name": "SALES", "tcp": 50000 + index, "priority": index}])
-                with config.open("a") as f:
-                    f.write(f'\n[cluster]\nname = "lan"\naddresses = {json.dumps(addresses)}\n'
-                            f'key_file = "{keyFile}"\n')
+                config = writeNodeConfig(
+                    tmp_path / f"node{index}.toml", [host.address],
+                    [{"name": "SALES", "tcp": 50000 + index, "priority": index}],
+                    tables={"cluster": {"name": "lan", "addresses": addresses,
+                                        "key_file": str(keyFile)}})
                 nodes.append(NodeProcess(config, tmp_path / f"node{index}.log",
                                          prefix=host.command()).start())
             deadline = time.monotonic() + 10

@@ -23,13 +23,10 @@ SIZE = 3
 
 
 def clusterConfig(directory: Path, address: str, index: int) -> Path:
-    path = writeNodeConfig(directory / f"node{index}.toml", [address], [
+    return writeNodeConfig(directory / f"node{index}.toml", [address], [
         {"name": "SALES", "tcp": 50000 + index, "priority": index},
         {"name": f"N{index}", "tcp": 60000 + index},
-    ], serverName=f"H{index}")
-    with path.open("a") as config:
-        config.write('\n[cluster]\nname = "proc"\n')
-    return path
+    ], serverName=f"H{index}", tables={"cluster": {"name": "proc"}})
 
 
 def waitFor(predicate: object, timeout: float = 10.0) -> None:
@@ -133,12 +130,11 @@ def test_role_commands_follow_the_roles(tmp_path: Path) -> None:
     nodes = []
     try:
         for index in range(2):
+            command = f"echo {index} $SRP_ROLE $SRP_EPOCH >> {record}"
             path = writeNodeConfig(tmp_path / f"node{index}.toml", [address],
-                                   [{"name": f"N{index}", "tcp": 60000 + index}])
-            with path.open("a") as config:
-                config.write(f'\n[cluster]\nname = "roles"\n'
-                             f"on_active = 'echo {index} $SRP_ROLE $SRP_EPOCH >> {record}'\n"
-                             f"on_passive = 'echo {index} $SRP_ROLE $SRP_EPOCH >> {record}'\n")
+                                   [{"name": f"N{index}", "tcp": 60000 + index}],
+                                   tables={"cluster": {"name": "roles", "on_active": command,
+                                                       "on_passive": command}})
             nodes.append(NodeProcess(path, tmp_path / f"node{index}.log").start())
             waitFor(lambda n=index: record.exists() and len(record.read_text().splitlines()) > n)
         assert record.read_text().splitlines() == ["0 active 1", "1 passive 1"]

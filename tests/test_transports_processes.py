@@ -104,13 +104,11 @@ class TransportTests(TestCase):
     async def test_relays_declared_in_the_configuration(self) -> None:
         backend = reactor.listenTCP(0, echoFactory(), interface="127.0.0.1")
         self.addCleanup(backend.stopListening)
-        config = writeNodeConfig(self.directory / "node.toml", [self.address], [
-            {"name": "SALES", "relay": f"127.0.0.1:{portOf(backend)}",
-             "serve": ["via", "tcp", "np"]}])
         pipes = tempfile.mkdtemp(prefix="srp")  # short: AF_UNIX paths are short
         self.addCleanup(shutil.rmtree, pipes, True)
-        config.write_text(config.read_text().replace(
-            "[node]", f"[node]\npipe_directory = '{pipes}'"))
+        config = writeNodeConfig(self.directory / "node.toml", [self.address], [
+            {"name": "SALES", "relay": f"127.0.0.1:{portOf(backend)}",
+             "serve": ["via", "tcp", "np"]}], node={"pipe_directory": pipes})
         self.start(NodeProcess(config, self.directory / "node.log"))
         [place] = json.loads(srp("resolve", "--json", f"{self.address}\\SALES").stdout)
         self.assertNotEqual(place["tcp"], portOf(backend), "srp listens on a port of its own")
@@ -124,9 +122,8 @@ def test_a_listener_that_cannot_start_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     config = writeNodeConfig(tmp_path / "node.toml", [freeLoopbackAddress()], [
-        {"name": "SALES", "relay": "127.0.0.1:1433", "serve": ["np"]}])
-    config.write_text(config.read_text().replace(
-        "[node]", f"[node]\npipe_directory = '{blocker / 'pipes'}'"))
+        {"name": "SALES", "relay": "127.0.0.1:1433", "serve": ["np"]}],
+        node={"pipe_directory": str(blocker / "pipes")})
     result = srp("serve", "--config", str(config))
     assert result.returncode == 1
     assert result.stderr.startswith("srp: instance SALES: cannot listen on np: ")
