@@ -233,3 +233,21 @@ def test_serve_survives_sigpipe(tmp_path: Path) -> None:
     time.sleep(0.2)
     assert process.process is not None and process.process.poll() is None
     assert process.stop() == 0
+
+
+def test_a_node_on_ipv6_and_ipv4_at_once(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    address = freeLoopbackAddress(port)
+    config = writeNodeConfig(tmp_path / "node.toml", ["::1", address],
+                             [{"name": "SALES", "tcp": 1433}], port=port)
+    with NodeProcess(config, tmp_path / "node.log"):
+        for target in ("[::1]\\SALES", "::1/SALES", f"{address}\\SALES"):
+            result = srp("resolve", "--json", "--port", str(port), target)
+            assert result.returncode == 0, (target, result.stderr)
+            assert json.loads(result.stdout)[0]["tcp"] == 1433
+        listed = srp("enumerate", "--json", "--port", str(port), "::1")
+        assert [i["instance"] for i in json.loads(listed.stdout)] == ["SALES"]
