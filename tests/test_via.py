@@ -17,10 +17,16 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol, serverFromString
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IListeningPort, IPullProducer, IPushProducer
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IPullProducer,
+    IPushProducer,
+    IReactorUNIX,
+)
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -39,11 +45,15 @@ from srp.transports.via import (
     VIAClientParser,
     VIAConnectError,
     VIAConnection,
+    VIAListeningPort,
     VIAProtocolError,
     VIARemoteError,
     VIAServerEndpoint,
     VIAServerParser,
     endpointFor,
+    isLocalAddress,
+    localName,
+    localNames,
     parsePaths,
     pathsFor,
 )
@@ -340,6 +350,32 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(server.messages, [b"0", b"1", b"2", b"3", b"4"])
         self.assertEqual(pair.client.credits, 2)
 
+    def test_credits_return_in_batches_of_half_the_receives(self) -> None:
+        client, server = Peer(), MessagePeer()
+        pair = Pair(client, server, serverProvider=EmulatedVIProvider(8, 100))
+        self.assertEqual(pair.server.creditBatch, 4)
+        for n in range(3):
+            client.via.sendMessage(b"%d" % n)
+        pair.pump()
+        self.assertEqual(server.messages, [b"0", b"1", b"2"])
+        self.assertEqual(pair.client.credits, 5, "three consumed, none returned yet")
+        client.via.sendMessage(b"3")
+        pair.pump()
+        self.assertEqual(pair.client.credits, 8, "four consumed: four returned in one CREDIT")
+
+    def test_a_write_the_credits_cover_goes_out_in_one_piece(self) -> None:
+        client, server = Peer(), MessagePeer()
+        pair = Pair(client, server, serverProvider=EmulatedVIProvider(4, 100))
+        pair.clientWire.clear()
+        client.via.write(bytes(range(250)) + b"x" * 300)  # 6 messages: 4 now, 2 queued
+        self.assertEqual(pair.clientWire.value(), b"".join(
+            dataHeader(100) + (bytes(range(250)) + b"x" * 300)[n:n + 100]
+            for n in range(0, 400, 100)))
+        self.assertEqual((pair.client.credits, pair.client.queuedBytes), (0, 150))
+        pair.pump()
+        self.assertEqual(b"".join(server.messages), bytes(range(250)) + b"x" * 300)
+        self.assertEqual([len(m) for m in server.messages], [100] * 5 + [50])
+
     def test_queued_stream_writes_share_messages(self) -> None:
         client, server = Peer(), MessagePeer(pause=True)
         pair = Pair(client, server, serverProvider=EmulatedVIProvider(1, 10))
@@ -493,6 +529,31 @@ class ViolationTests(SynchronousTestCase):
                       "its credits", str(client.reason.value))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=40), st.lists(st.integers(0, 20000),
+                                                                 max_size=12),
+       st.booleans())
+def test_frames_in_any_chunks_arrive_whole(payloads: list[bytes], cuts: list[int],
+                                           close: bool) -> None:
+    app = MessagePeer()
+    server = VIAConnection(EmulatedVIProvider(64, 300), Clock(), Given(app), None,
+                           client=False)
+    wire = StringTransport()
+    server.makeConnection(wire)
+    stream = (Handshake(CONNECT, 2, 100).encode()
+              + b"".join(Data(payload).encode() for payload in payloads)
+              + (Close().encode() if close else b""))
+    for piece in chunked(stream, cuts):
+        server.dataReceived(piece)
+    assert app.messages == payloads
+    assert not wire.disconnecting or close
+    if close:
+        server.connectionLost(Failure(ConnectionDone()))
+        assert app.reason is not None and app.reason.check(ConnectionDone)
+    else:
+        assert app.reason is None
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400), st.sampled_from(["server", "connected server", "client"]),
        st.booleans(), st.lists(st.integers(0, 400), max_size=5))
@@ -589,6 +650,8 @@ class LoopbackTests(TestCase):
     """Real sockets on 127.0.0.1."""
 
     provider = EmulatedVIProvider(receives=4, bufferSize=16 * 1024, sendQueue=64 * 1024)
+    tcpOnly = EmulatedVIProvider(receives=4, bufferSize=16 * 1024, sendQueue=64 * 1024,
+                                 local=False)
 
     async def listen(self, factory: Factory, provider: EmulatedVIProvider | None = None,
                      ) -> int:
@@ -607,7 +670,7 @@ class LoopbackTests(TestCase):
         port = await self.listen(Factory.forProtocol(Echo))
         client = Peer()
         endpoint = VIAClientEndpoint(reactor, [("127.0.0.1", port)], timeout=2,
-                                     provider=self.provider)
+                                     provider=self.tcpOnly)
         await connectProtocol(endpoint, client)
         data = random.Random(2).randbytes(200_000)
         client.via.write(data)
@@ -615,8 +678,128 @@ class LoopbackTests(TestCase):
         self.assertEqual(cast(IPv4Address, client.via.getPeer()).port, port)
         detectDeadPeers(client.via)  # reaches the socket underneath
         handle = client.via.getHandle()
+        self.assertEqual(handle.family, socket.AF_INET)
         self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
         await self.close(client)
+
+    async def test_one_host_takes_the_local_path(self) -> None:
+        port = await self.listen(Factory.forProtocol(Echo))
+        client = Peer()
+        await VIAClientEndpoint(reactor, [("127.0.0.1", port)], timeout=2,
+                                provider=self.provider).connect(Given(client))
+        self.assertEqual(client.via.getHandle().family, socket.AF_UNIX)
+        self.assertTrue(client.via.local)
+        # The addresses are those of the VIA path, as on TCP.
+        self.assertEqual(client.via.getPeer(), IPv4Address("TCP", "127.0.0.1", port))
+        data = random.Random(3).randbytes(300_000)  # many times the credit window
+        client.via.write(data)
+        self.assertEqual(await client.received(len(data)), data)
+        # The same frames and credits: the peer's buffers cut the stream.
+        self.assertEqual(client.via.maxMessageSize, self.provider.bufferSize)
+        detectDeadPeers(client.via)  # TCP options do not apply, and do no harm
+        await self.close(client)
+
+    async def test_a_write_reaches_the_kernel_at_once(self) -> None:
+        port = await self.listen(Factory.forProtocol(Echo))
+        for provider in (self.provider, self.tcpOnly):
+            client = Peer()
+            await VIAClientEndpoint(reactor, [("127.0.0.1", port)], timeout=2,
+                                    provider=provider).connect(Given(client))
+            client.via.write(b"at once")
+            # Not left in Twisted's buffer for the reactor's next turn.
+            underneath: Any = client.via.transport
+            self.assertEqual((underneath.dataBuffer, underneath._tempDataLen), (b"", 0))
+            self.assertEqual(await client.received(7), b"at once")
+            await self.close(client)
+
+    async def test_the_server_side_of_the_local_path(self) -> None:
+        server = Peer()
+        port = await self.listen(Given(server))
+        client = MessagePeer()
+        await VIAClientEndpoint(reactor, [("127.0.0.1", port)], timeout=2,
+                                provider=self.provider).connect(Given(client))
+        self.assertTrue(server.via.local)
+        self.assertEqual(server.via.getHandle().family, socket.AF_UNIX)
+        self.assertEqual(server.via.getHost(), IPv4Address("TCP", "127.0.0.1", port))
+        server.via.write(b"from the server")
+        self.assertEqual(await client.received(15), b"from the server")
+        await self.close(client, server)
+
+    async def test_the_local_path_turned_off_on_the_client_takes_tcp(self) -> None:
+        port = await self.listen(Factory.forProtocol(Echo))
+        for endpoint in [
+            VIAClientEndpoint(reactor, [("127.0.0.1", port)], timeout=2, provider=self.tcpOnly),
+            clientFromString(reactor, f"via:127.0.0.1:{port}:local=no:timeout=2"),
+        ]:
+            client = Peer()
+            await connectProtocol(endpoint, client)
+            self.assertFalse(client.via.local)
+            self.assertEqual(client.via.getHandle().family, socket.AF_INET)
+            client.via.write(b"over tcp")
+            self.assertEqual(await client.received(8), b"over tcp")
+            await self.close(client)
+
+    async def test_a_listener_without_a_local_path_is_reached_over_tcp(self) -> None:
+        listening = await serverFromString(
+            reactor, "via:0:interface=127.0.0.1:local=no").listen(Factory.forProtocol(Echo))
+        self.addCleanup(listening.stopListening)
+        assert isinstance(listening, VIAListeningPort)
+        self.assertIsNone(listening.local)
+        client = Peer()
+        await connectProtocol(VIAClientEndpoint(reactor, [("127.0.0.1", portOf(listening))],
+                                                timeout=2), client)
+        self.assertEqual(client.via.getHandle().family, socket.AF_INET)
+        client.via.write(b"silently tcp")
+        self.assertEqual(await client.received(12), b"silently tcp")
+        await self.close(client)
+
+    async def test_a_local_path_that_hangs_up_falls_back_to_tcp(self) -> None:
+        # Something else holds the abstract name and hangs up at once.
+        via = self.tcpOnly.listen(reactor, 0, Factory.forProtocol(Echo), "127.0.0.1")
+        self.addCleanup(via.stopListening)
+        port = portOf(via)
+
+        class HangUp(Protocol):
+            def connectionMade(self) -> None:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+        squatter = cast(IReactorUNIX, reactor).listenUNIX(
+            localName("127.0.0.1", port), Factory.forProtocol(HangUp))
+        self.addCleanup(squatter.stopListening)
+        client = Peer()
+        await VIAClientEndpoint(reactor, [("127.0.0.1", port)], timeout=2).connect(
+            Given(client))
+        self.assertEqual(client.via.getHandle().family, socket.AF_INET)
+        client.via.write(b"fell back")
+        self.assertEqual(await client.received(9), b"fell back")
+        await self.close(client)
+
+    async def test_a_refusal_on_the_local_path_is_not_retried_over_tcp(self) -> None:
+        refusing = Given()
+        built: list[IAddress | None] = []
+        original = refusing.buildProtocol
+
+        def counting(addr: IAddress | None) -> Protocol | None:
+            built.append(addr)
+            return original(addr)
+
+        refusing.buildProtocol = counting  # type: ignore[method-assign]
+        port = await self.listen(refusing)
+        with self.assertRaises(VIAConnectError) as caught:
+            await VIAClientEndpoint(reactor, [("127.0.0.1", port)], timeout=2).connect(
+                Given(Peer()))
+        self.assertIn("refused the connection", str(caught.exception))
+        self.assertEqual(len(built), 1)
+
+    async def test_stopping_the_listener_closes_its_local_path(self) -> None:
+        listening = await VIAServerEndpoint(reactor, 0, "127.0.0.1", self.provider).listen(
+            Factory.forProtocol(Echo))
+        assert isinstance(listening, VIAListeningPort)
+        self.assertIsNotNone(listening.local)
+        name = localName("127.0.0.1", portOf(listening))
+        await listening.stopListening()
+        with socket.socket(socket.AF_UNIX) as probe, self.assertRaises(ConnectionRefusedError):
+            probe.connect(name)
 
     async def test_message_boundaries(self) -> None:
         port = await self.listen(Factory.forProtocol(MessageEcho))
@@ -825,6 +1008,79 @@ class EndpointTests(SynchronousTestCase):
     def test_parse_paths(self) -> None:
         self.assertEqual(parsePaths("a:1, b:2"), [("a", 1), ("b", 2)])
         self.assertRaises(ValueError, parsePaths, "a:70000")
+
+    def test_local_addresses(self) -> None:
+        for host in ("127.0.0.1", "127.0.0.2", "::1"):
+            self.assertTrue(isLocalAddress(host), host)
+        for host in ("192.0.2.1", "2001:db8::1", "db.example.com", "localhost"):
+            self.assertFalse(isLocalAddress(host), host)  # names are never resolved
+        self.assertEqual(localNames("127.0.0.2", 1433), ["\0srp-via-127.0.0.2-1433",
+                                                        "\0srp-via-0.0.0.0-1433",
+                                                        "\0srp-via-::-1433"])
+        self.assertEqual(localNames("::1", 1433), ["\0srp-via-::1-1433", "\0srp-via-::-1433"])
+        self.assertEqual(localNames("192.0.2.1", 1433), [])
+
+    def test_a_remote_looking_path_goes_straight_to_tcp(self) -> None:
+        memory = MemoryReactorClock()
+        VIAClientEndpoint(memory, [("192.0.2.1", 1433)]).connect(Given(Peer()))
+        self.assertEqual(memory.unixClients, [])
+        self.assertEqual([(host, port) for host, port, *_ in memory.tcpClients],
+                         [("192.0.2.1", 1433)])
+
+    def test_a_local_path_is_tried_first(self) -> None:
+        memory = MemoryReactorClock()
+        VIAClientEndpoint(memory, [("127.0.0.1", 1433)]).connect(Given(Peer()))
+        self.assertEqual([address for address, *_ in memory.unixClients],
+                         ["\0srp-via-127.0.0.1-1433"])
+        self.assertEqual(memory.tcpClients, [])
+        turnedOff = MemoryReactorClock()
+        VIAClientEndpoint(turnedOff, [("127.0.0.1", 1433)],
+                          provider=EmulatedVIProvider(local=False)).connect(Given(Peer()))
+        self.assertEqual(turnedOff.unixClients, [])
+        self.assertEqual(len(turnedOff.tcpClients), 1)
+
+    def test_a_listener_listens_on_its_local_path(self) -> None:
+        memory = MemoryReactorClock()
+        listening = EmulatedVIProvider().listen(memory, 1433, Factory(), "127.0.0.2")
+        assert isinstance(listening, VIAListeningPort)
+        self.assertTrue(verifyObject(IListeningPort, listening))
+        bound = cast(IPv4Address, listening.tcp.getHost())  # the memory reactor's: 0.0.0.0
+        self.assertEqual(listening.getHost(), bound)
+        self.assertEqual([address for address, *_ in memory.unixServers],
+                         [f"\0srp-via-{bound.host}-1433"])
+        EmulatedVIProvider(local=False).listen(memory, 1434, Factory(), "127.0.0.2")
+        self.assertEqual(len(memory.unixServers), 1)
+
+    def test_a_local_peer_of_another_user_is_refused(self) -> None:
+        # A StringTransport has no socket, so no SO_PEERCRED: its user is unknown.
+        for client in (True, False):
+            app = Peer()
+            connection = VIAConnection(EmulatedVIProvider(), Clock(), Given(app), None,
+                                       client=client, local=True)
+            errors: list[Failure] = []
+            connection.accepted.addErrback(errors.append)
+            wire = StringTransport()
+            connection.makeConnection(wire)
+            self.assertEqual(wire.value(), b"", "no handshake is sent")
+            self.assertTrue(wire.disconnected)
+            connection.connectionLost(Failure(ConnectionDone()))
+            self.assertIsNone(app.transport)
+            self.assertFalse(connection.answered)
+            if client:
+                [failure] = errors
+                self.assertTrue(failure.check(VIAConnectError))
+                self.assertIn("the local VIA peer is a process of user None", str(failure.value))
+
+    def test_the_local_option(self) -> None:
+        endpoint = clientFromString(reactor, "via:10.0.0.1:1433:local=no")
+        assert isinstance(endpoint, VIAClientEndpoint)
+        self.assertFalse(cast(EmulatedVIProvider, endpoint.provider).local)
+        server = serverFromString(reactor, "via:1433:local=yes:receives=3")
+        assert isinstance(server, VIAServerEndpoint)
+        self.assertTrue(cast(EmulatedVIProvider, server.provider).local)
+        with self.assertRaises(ValueError) as caught:
+            clientFromString(reactor, "via:10.0.0.1:1433:local=maybe")
+        self.assertIn("neither yes nor no", str(caught.exception))
 
     def test_abandoned_connect_is_cancelled(self) -> None:
         clock = Clock()
