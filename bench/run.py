@@ -283,9 +283,25 @@ def saturated(row: dict[str, Any]) -> str:
     return {0: "none", 1: busy[0] if busy else "none", 2: "both"}[len(busy)]
 
 
+def transports(settings: Settings) -> dict[str, Any]:
+    """
+    Round-trip latency and bulk throughput of tcp, np and via (L{bench.transports}),
+    in a process of its own: it runs a reactor.
+    """
+    output = RESULTS / "transports.json"
+    argv = [sys.executable, "-m", "bench.transports", "--json", str(output)]
+    argv += ["--quick"] if settings.quick else []
+    argv += [] if settings.pin else ["--no-pin"]
+    result = subprocess.run(argv, cwd=ROOT, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"bench.transports exited with {result.returncode}")
+    summary: dict[str, Any] = json.loads(output.read_text())
+    return summary
+
+
 #: Every benchmark C{make bench} runs, in order.
 BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, handover, cluster_cost,
-                               cached_resolve, failover_gap, cold_resolves]
+                               cached_resolve, failover_gap, cold_resolves, transports]
 
 
 def machine() -> dict[str, Any]:
