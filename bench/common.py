@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import statistics
 import subprocess
 import time
@@ -15,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from srp.testing import stopProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -68,14 +69,7 @@ def pinTo(pid: int, cpu: int | None) -> None:
 
 def stopPid(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
     """End C{process} by its PID: SIGTERM, then SIGKILL after C{timeout} seconds."""
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+    stopProcess(process, timeout)
 
 
 def percentile(values: Sequence[float], share: float) -> float:

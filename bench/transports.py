@@ -48,7 +48,6 @@ import json
 import math
 import os
 import selectors
-import signal
 import socket
 import statistics
 import subprocess
@@ -66,6 +65,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from bench.common import stopPid
 from srp.cli import formatTable
 from srp.transports.np import socketPath
 from srp.transports.tcp import detectDeadPeers
@@ -331,16 +331,6 @@ def runOnReactor(start: Callable[[Any], Coroutine[Any, Any, T]], limit: float) -
 # The server process.
 
 
-def stopPid(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """End C{process} by its PID: SIGTERM, then SIGKILL after C{timeout} seconds."""
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def pinTo(pid: int, cpu: int) -> bool:

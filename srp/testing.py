@@ -122,6 +122,18 @@ def freeLoopbackAddress(port: int = 1434, first: int = 2, last: int = 254) -> st
     raise RuntimeError(f"every address 127.0.0.{first}-{last} has UDP port {port} in use")
 
 
+def stopProcess(process: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """End C{process} by its PID: SIGTERM, then SIGKILL after C{timeout}; its exit code."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
 class NodeProcess:
     """
     A real C{srp serve} process, for tests, demos and benchmarks.
@@ -183,14 +195,7 @@ class NodeProcess:
         """End the node (SIGTERM, then SIGKILL after C{timeout}); return its exit code."""
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+        return stopProcess(self.process, timeout)
 
     def __enter__(self) -> NodeProcess:
         return self.start()
