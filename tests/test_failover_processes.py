@@ -60,7 +60,8 @@ class FailoverTests(TestCase):
                                      verifier=HelloVerifier(reactor), timeout=0.5)
         requester = LineRequester(reactor, rate=50)
         client = FailoverClient(reactor, endpoint, requester, deadline=deadline)
-        await client.connect()
+        self.assertIs(await client.connect(), requester)
+        self.assertIsNotNone(endpoint.connectedTo, "connect fires after the endpoint's own")
         self.addCleanup(client.close)
         return client, requester
 

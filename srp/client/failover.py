@@ -146,6 +146,8 @@ class FailoverClient:
         self._answerTimer: IDelayedCall | None = None
         self._closing = False
         self._connected: Deferred[IProtocol] = Deferred()
+        self._everConnected = False
+        self._ended = False
         self.service = ClientService(endpoint, Factory.forProtocol(lambda: _Link(self)),
                                      retryPolicy=retryPolicy, clock=reactor)
 
@@ -153,7 +155,14 @@ class FailoverClient:
         """Start; the L{Deferred} fires with the application's protocol once it is connected."""
         self.service.startService()
         self._startDeadline()
+        # Fire once ClientService saw the endpoint's connect complete, so that
+        # the endpoint's bookkeeping (connectedTo) is done by then.
+        self.service.whenConnected().addCallbacks(self._firstConnection, lambda _: None)
         return self._connected
+
+    def _firstConnection(self, _: object) -> None:
+        if not self._connected.called:
+            self._connected.callback(self.app)
 
     def close(self) -> Deferred[None]:
         """End the logical connection: the application gets C{connectionLost} (done)."""
@@ -189,10 +198,9 @@ class FailoverClient:
             link.transport.getHost()
         if self._deadlineTimer is not None and self._deadlineTimer.active():
             self._deadlineTimer.cancel()
-        first = not self._connected.called
-        if first:
+        if not self._everConnected:
+            self._everConnected = True
             self.app.makeConnection(self.transport)
-            self._connected.callback(self.app)
         else:
             self.failovers += 1
             assert self._downSince is not None
@@ -256,14 +264,15 @@ class FailoverClient:
         reason = FailoverExhausted(
             f"no server of {self.endpoint.cluster}/{self.endpoint.instance} could be "
             f"reached for {self.deadline:g} s")
-        if not self._connected.called:
-            self._connected.errback(reason)
+        if not self._everConnected:
+            if not self._connected.called:
+                self._connected.errback(reason)
             return
         self._end(Failure(reason))
 
     def _end(self, reason: Failure) -> None:
         if self._deadlineTimer is not None and self._deadlineTimer.active():
             self._deadlineTimer.cancel()
-        if self._connected.called and not getattr(self, "_ended", False):
+        if self._everConnected and not self._ended:
             self._ended = True
             self.app.connectionLost(reason)
