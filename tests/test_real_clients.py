@@ -108,6 +108,18 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         process.stop()
 
 
+def assertVisibleListing(instances: dict[str, dict[str, str]]) -> None:
+    """A client's listing holds exactly the visible instances, each with its fields."""
+    assert set(instances) == VISIBLE
+    assert instances[SALES] == {
+        "ServerName": SERVER, "InstanceName": SALES, "IsClustered": "No",
+        "Version": "16.0.1000.6", "tcp": str(SALES_PORT), "np": SALES_PIPE,
+    }
+    assert instances[REPORTS]["tcp"] == str(REPORTS_PORT)
+    assert instances[REPORTS]["Version"] == REPORTS_VERSION
+    assert "tcp" not in instances[PIPES]
+
+
 def tsqlPath() -> str:
     """Where FreeTDS's tsql is; fails (not skips) the test if it is missing."""
     path = shutil.which("tsql")
@@ -199,14 +211,7 @@ def test_pytds_lists_visible_instances(node: Node) -> None:
     """
     instances = tds7_get_instances(node.host, CLIENT_TIMEOUT)
     assert instances is not None
-    assert set(instances) == VISIBLE
-    assert instances[SALES] == {
-        "ServerName": SERVER, "InstanceName": SALES, "IsClustered": "No",
-        "Version": "16.0.1000.6", "tcp": str(SALES_PORT), "np": SALES_PIPE,
-    }
-    assert instances[REPORTS]["tcp"] == str(REPORTS_PORT)
-    assert instances[REPORTS]["Version"] == REPORTS_VERSION
-    assert "tcp" not in instances[PIPES]
+    assertVisibleListing(instances)
     assert instances[PIPES]["np"] == PIPES_PIPE
     node.assertAllWellFormed()
 
@@ -390,14 +395,7 @@ def test_tsql_lists_visible_instances(node: Node) -> None:
     assert completed.returncode == 0
     assert completed.stdout == ""
     instances = parseTsqlListing(completed.stderr)
-    assert set(instances) == VISIBLE
-    assert instances[SALES] == {
-        "ServerName": SERVER, "InstanceName": SALES, "IsClustered": "No",
-        "Version": "16.0.1000.6", "tcp": str(SALES_PORT), "np": SALES_PIPE,
-    }
-    assert instances[REPORTS]["tcp"] == str(REPORTS_PORT)
-    assert instances[REPORTS]["Version"] == REPORTS_VERSION
-    assert "tcp" not in instances[PIPES]
+    assertVisibleListing(instances)
     assert HIDDEN not in completed.stderr
     assert str(HIDDEN_PORT) not in completed.stderr
     node.assertAllWellFormed()
