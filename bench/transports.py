@@ -60,14 +60,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from bench.common import stopPid
 from srp.cli import formatTable
-from srp.transports.np import socketPath
+from srp.transports.np import PipeEndpoint, socketPath
 from srp.transports.tcp import detectDeadPeers
 from srp.transports.via import EmulatedVIProvider, VIAClientEndpoint, VIAConnection
 
@@ -221,7 +221,7 @@ def endpointFor(reactor: Any, server: dict[str, Any], transport: str,
         return TCP4ClientEndpoint(reactor, address, server["tcp"][role], timeout=5)
     if transport == "np":
         path = socketPath(server["np"][role], Path(server["np"]["directory"]))
-        return UNIXClientEndpoint(reactor, str(path), timeout=5)
+        return PipeEndpoint(reactor, path, timeout=5)
     provider = EmulatedVIProvider(local=False) if transport == "via-tcp" else None
     return VIAClientEndpoint(reactor, [(address, server["via"][role])], timeout=5,
                              provider=provider)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import stat
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from srp.server.hello import HelloFactory
 from srp.server.node import NodeService
 from srp.testing import freeLoopbackAddress
 from srp.transports import np
+from srp.transports.writethrough import WriteThroughProtocol
 from tests.test_verifiers import Recorder, close, echoFactory
 
 
@@ -72,15 +74,19 @@ class PipeTests(TestCase):
         self.assertEqual(endpoint.connectedTo[0], "np")
         app.transport.write(b"over a pipe")  # type: ignore[attr-defined]
         self.assertEqual(await app.arrived, b"over a pipe")  # type: ignore[attr-defined]
+        transport = app.transport  # type: ignore[attr-defined]
+        self.assertIsInstance(transport, WriteThroughProtocol, "writes go through at once")
+        self.assertGreaterEqual(transport.getHandle().getsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF), np.SEND_BUFFER)
         close(app)
 
 
 def test_np_endpoint_strings(tmp_path: Path) -> None:
-    from twisted.internet.endpoints import UNIXClientEndpoint, clientFromString
+    from twisted.internet.endpoints import clientFromString
 
     endpoint = clientFromString(reactor, f"np:MSSQL$SALES\\\\sql\\\\query:directory={tmp_path}")
-    assert isinstance(endpoint, UNIXClientEndpoint)
-    assert endpoint._path == str(tmp_path / "MSSQL%24SALES%5Csql%5Cquery")
+    assert isinstance(endpoint, np.PipeEndpoint)
+    assert endpoint.path == tmp_path / "MSSQL%24SALES%5Csql%5Cquery"
     remote = clientFromString(reactor, "np:\\\\\\\\FARAWAY\\\\pipe\\\\sql\\\\query")
     assert isinstance(remote, np.RemotePipeEndpoint)
     with pytest.raises(ValueError, match="no option 'mode'"):

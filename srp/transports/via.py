@@ -87,6 +87,7 @@ from zope.interface import Attribute, Interface, implementer
 from srp.interfaces import IVIProvider
 from srp.records import InstanceInfo
 from srp.server.handover import peerUser
+from srp.transports.writethrough import directSocket, writeThrough
 from srp.wire.errors import WireError
 from srp.wire.instances import ViaInfo
 from srp.wire.via import (
@@ -266,10 +267,7 @@ class VIAConnection(Protocol):
         self._tcp = self.transport
         if self.local and hasattr(self._tcp, "bufferSize"):
             self._tcp.bufferSize = LOCAL_READ_SIZE
-        handle = getattr(self._tcp, "getHandle", lambda: None)()
-        if (isinstance(handle, socket.socket) and hasattr(self._tcp, "dataBuffer")
-                and hasattr(self._tcp, "_tempDataLen")):
-            self._socket = handle
+        self._socket = directSocket(self._tcp)
         if self.local:
             # Abstract sockets have no file mode: anyone on the host may
             # connect, or bind the name first.  Only a process of this
@@ -596,26 +594,9 @@ class VIAConnection(Protocol):
         What the socket does not take goes through the transport's C{write},
         which sends it in order (and finds out about a broken connection).
         """
-        tcp = self._tcp
         if self._aborted:
             return
-        if (self._socket is not None and not tcp.dataBuffer and not tcp._tempDataLen
-                and tcp.connected and not tcp.disconnecting):
-            try:
-                sent = self._socket.sendmsg(parts)
-            except OSError:
-                sent = 0  # full (EAGAIN), or broken: the transport finds out
-            rest: list[bytes | bytearray | memoryview] = []
-            for part in parts:
-                if sent >= len(part):
-                    sent -= len(part)
-                else:
-                    rest.append(memoryview(part)[sent:] if sent else part)
-                    sent = 0
-            if not rest:
-                return
-            parts = rest
-        tcp.write(b"".join(parts))
+        writeThrough(self._tcp, self._socket, parts)
 
     def _writable(self) -> bool:
         return self.peer is not None and not self.disconnecting and not self._stopped()
