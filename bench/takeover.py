@@ -242,20 +242,26 @@ def takeoverTrial(cluster: ProcessCluster, rng: random.Random) -> dict[str, Any]
             "answered_port": tcpOf(after[0].reply) if after else None}
 
 
-def takeover(settings: Settings) -> dict[str, Any]:
-    """Time from kill -9 of the active to the next answer, 3 srp serve nodes, RequestStream."""
+def runTrials(name: str, count: int,
+              trial: Callable[[ProcessCluster], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Start a L{ProcessCluster}, run C{trial} on it C{count} times, stop it; the rows."""
     rows: list[dict[str, Any]] = []
-    rng = random.Random(3)
-    with tempfile.TemporaryDirectory(prefix="srp-bench-takeover-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"srp-bench-{name}-") as scratch:
         cluster = ProcessCluster(Path(scratch))
         try:
             cluster.start()
-            for number in range(1, settings.trials + 1):
-                print(f"takeover: trial {number}/{settings.trials} ...", file=sys.stderr,
-                      flush=True)
-                rows.append({"trial": number} | takeoverTrial(cluster, rng))
+            for number in range(1, count + 1):
+                print(f"{name}: trial {number}/{count} ...", file=sys.stderr, flush=True)
+                rows.append({"trial": number} | trial(cluster))
         finally:
             cluster.stop()
+    return rows
+
+
+def takeover(settings: Settings) -> dict[str, Any]:
+    """Time from kill -9 of the active to the next answer, 3 srp serve nodes, RequestStream."""
+    rng = random.Random(3)
+    rows = runTrials("takeover", settings.trials, lambda cluster: takeoverTrial(cluster, rng))
     print(formatTable(
         ["TRIAL", "KILLED NODE", "NEW ACTIVE", "KILL → NEXT ANSWER (ms)", "REQUESTS SENT",
          "UNANSWERED BEFORE KILL", "OTHERS DIED (EXIT)"],
@@ -313,17 +319,7 @@ def handoverTrial(cluster: ProcessCluster) -> dict[str, Any]:
 
 def handover(settings: Settings) -> dict[str, Any]:
     """Requests lost when the active of 3 srp serve nodes stops gracefully under 1,000 req/s."""
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="srp-bench-handover-") as scratch:
-        cluster = ProcessCluster(Path(scratch))
-        try:
-            cluster.start()
-            for number in range(1, settings.handovers + 1):
-                print(f"handover: trial {number}/{settings.handovers} ...", file=sys.stderr,
-                      flush=True)
-                rows.append({"trial": number} | handoverTrial(cluster))
-        finally:
-            cluster.stop()
+    rows = runTrials("handover", settings.handovers, handoverTrial)
     print(formatTable(
         ["TRIAL", "STOPPED NODE", "EXIT", "REQUESTS", "REQUESTS/S", "UNANSWERED",
          "ANSWERED BY OLD", "ANSWERED BY NEW", "SOCKETS HANDED OVER", "OTHERS DIED (EXIT)"],
