@@ -1,8 +1,9 @@
 """
 A spoofed-looking flood on loopback: CLNT_BCAST_EX from many 127.x.y.z
-source addresses, as fast as one process can, for a bounded time.
+source addresses, at a given rate (or as fast as one process can), for a
+bounded time.
 
-    python -m tests.flood TARGET_ADDRESS SECONDS SOURCES
+    python -m tests.flood TARGET_ADDRESS SECONDS SOURCES [RATE]
 
 Prints JSON: datagrams and bytes sent.  Replies are not read: a reflection
 attack's victim would not ask for them either.
@@ -16,8 +17,11 @@ import sys
 import time
 
 
-def flood(target: str, seconds: float, sources: int) -> dict[str, float]:
-    """Send CLNT_BCAST_EX from C{sources} addresses for C{seconds}; return what was sent."""
+def flood(target: str, seconds: float, sources: int, rate: float = 0) -> dict[str, float]:
+    """
+    Send CLNT_BCAST_EX from C{sources} addresses for C{seconds}, C{rate}
+    datagrams a second at most (0: no limit); return what was sent.
+    """
     sockets = []
     for n in range(sources):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -30,7 +34,10 @@ def flood(target: str, seconds: float, sources: int) -> dict[str, float]:
     start = time.monotonic()
     deadline = start + seconds
     try:
-        while time.monotonic() < deadline:
+        while (now := time.monotonic()) < deadline:
+            if rate and sent > (now - start) * rate:
+                time.sleep(0.0005)
+                continue
             for sock in sockets:
                 try:
                     sock.sendto(request, (target, 1434))
@@ -45,4 +52,5 @@ def flood(target: str, seconds: float, sources: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(flood(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))))
+    rate = float(sys.argv[4]) if len(sys.argv) > 4 else 0
+    print(json.dumps(flood(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), rate)))

@@ -1,13 +1,20 @@
 """
 A reflection flood on loopback: many spoofed-looking 127.x.y.z sources send
-CLNT_BCAST_EX as fast as one process can for five seconds, while a normal
-client asks 10 times a second.  The node's reply bandwidth stays within its
-budgets, the normal client is answered, and the node's memory stays bounded.
+CLNT_BCAST_EX for five seconds, while a normal client asks 10 times a
+second.  The node's reply bandwidth stays within its budgets, the normal
+client is answered, and the node's memory stays bounded.
+
+The flood is paced at L{RATE}: forty times the requests the reply budgets
+answer, but below what one node process reads on a loaded two-core machine.
+A flood that saturates the node's CPU makes the kernel drop datagrams at
+random, a normal client's among them, before srp sees any: that is out of
+srp's reach (docs/security.md, "Threat model").
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +26,8 @@ from tests.conftest import srp
 
 SECONDS = 5.0
 SOURCES = 256
+#: Flood datagrams a second.
+RATE = int(os.environ.get("SRP_FLOOD_RATE", "100000"))
 
 
 def rss(pid: int) -> int:
@@ -40,7 +49,8 @@ def test_flood_is_held_to_the_budget_and_a_normal_client_is_answered(tmp_path: P
         assert enumeration > 1000
         before = rss(node.pid)
         flooder = subprocess.Popen(
-            [sys.executable, "-m", "tests.flood", node.address, str(SECONDS), str(SOURCES)],
+            [sys.executable, "-m", "tests.flood", node.address, str(SECONDS), str(SOURCES),
+             str(RATE)],
             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
         try:
             # A normal client, which resends an unanswered request every 200 ms
@@ -67,7 +77,8 @@ def test_flood_is_held_to_the_budget_and_a_normal_client_is_answered(tmp_path: P
           f"(budget {budget / 2**20:.2f} MiB/s); amplification {amplification:.2f}x; "
           f"normal client {answered}/{len(normal)} answered; "
           f"node memory {before / 2**20:.1f} -> {after / 2**20:.1f} MiB; "
-          f"limited {counters.get('limited', '?')}")
+          f"limited {counters.get('limited', '?')}; node read "
+          f"{(counters['answered'] + counters['limited']) / flood['datagrams']:.0%} of the flood")
     assert flood["datagrams"] > 10 * floodReplies, "the flood was not a flood"
     assert replyRate <= budget * 1.05
     assert answered >= 0.99 * len(normal)
