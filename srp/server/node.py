@@ -8,11 +8,11 @@ from typing import Any
 from attrs import evolve
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger
-from twisted.protocols.portforward import ProxyFactory
 
 from srp.records import InstanceInfo, ViaAddress, ViaInfo, instanceKey
 from srp.server.config import ClusterConfig, NodeConfig
@@ -22,6 +22,7 @@ from srp.server.membership import ClusterSettings, Membership
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
 from srp.transports import np, via
+from srp.transports.splice import relayFactory
 
 #: The transports a node can serve an instance on.
 TRANSPORTS = ("via", "tcp", "np")
@@ -67,7 +68,8 @@ class NodeService(Service):
         self._served: dict[str, tuple[IProtocolFactory, tuple[str, ...]]] = {}
         self._listeners: list[IListeningPort] = []
         for name, ((backendHost, backendPort), transports) in config.relays.items():
-            self.serve(name, ProxyFactory(backendHost, backendPort), transports)
+            backend = HostnameEndpoint(reactor, backendHost, backendPort)
+            self.serve(name, relayFactory(backend, f"relay of {name}"), transports)
         self.membership = Membership(reactor, settings, self.registry, config.instances,
                                      self.stats, nodeId, onRole=self._roleChanged,
                                      access=config.access, limiter=self.limiter,

@@ -1,0 +1,160 @@
+"""
+Splicing: join an accepted connection to one this side opens, bytes both ways.
+
+What a relay (a node serving an instance that listens elsewhere) and a
+fail-over proxy do.  Unlike L{twisted.protocols.portforward}, bytes that the
+client sends before the backend connection is up (every TDS client speaks
+first: PRELOGIN) are held, up to L{MAX_HELD} bytes, and delivered in order
+once it is; a backend that cannot be reached closes the client's connection
+with a log line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import define
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IProtocol, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+#: Bytes a client may send before the backend connection is up.
+MAX_HELD = 256 * 1024
+
+
+@define
+class SpliceStats:
+    """Counters of a splicing listener."""
+
+    #: Client connections accepted.
+    accepted: int = 0
+    #: Client connections whose backend connection came up.
+    spliced: int = 0
+    #: Client connections closed because the backend could not be reached.
+    failed: int = 0
+    #: Client connections closed for sending more than L{MAX_HELD} bytes early.
+    overflowed: int = 0
+    #: Bytes carried from clients to backends, and back.
+    bytesUp: int = 0
+    bytesDown: int = 0
+
+
+class _BackendSide(Protocol):
+    """The connection to the backend: what arrives goes to the client."""
+
+    def __init__(self, client: SplicedClient) -> None:
+        self.client = client
+
+    def dataReceived(self, data: bytes) -> None:
+        self.client.factory.stats.bytesDown += len(data)
+        self.client.transport.write(data)  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.client.backendLost()
+
+
+class SplicedClient(Protocol):
+    """
+    An accepted connection, spliced to a backend connection opened for it.
+    """
+
+    log = Logger()
+    factory: SpliceFactory
+
+    def __init__(self) -> None:
+        self.backend: _BackendSide | None = None
+        self._held: list[bytes] = []
+        self._heldSize = 0
+        self._connecting: Deferred[IProtocol] | None = None
+        self._closed = False
+
+    def connectionMade(self) -> None:
+        self.factory.stats.accepted += 1
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        endpoint = self.factory.backendFor(peer)
+        self._connecting = endpoint.connect(Factory.forProtocol(lambda: _BackendSide(self)))
+        self._connecting.addCallbacks(self._backendUp, self._backendFailed)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.backend is not None:
+            self.factory.stats.bytesUp += len(data)
+            self.backend.transport.write(data)  # type: ignore[union-attr]
+            return
+        self._heldSize += len(data)
+        if self._heldSize > MAX_HELD:
+            self.factory.stats.overflowed += 1
+            self.log.warn("{name}: a client sent {size} bytes before the backend connection "
+                          "was up (at most {limit} are held); closed it",
+                          name=self.factory.name, size=self._heldSize, limit=MAX_HELD)
+            self._held = []
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self._held.append(data)
+
+    def _backendUp(self, backend: IProtocol) -> None:
+        self._connecting = None
+        assert isinstance(backend, _BackendSide)
+        if self._closed:
+            backend.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.backend = backend
+        self.factory.stats.spliced += 1
+        held, self._held, self._heldSize = b"".join(self._held), [], 0
+        if held:
+            self.factory.stats.bytesUp += len(held)
+            backend.transport.write(held)  # type: ignore[union-attr]
+        # Each side throttles the other: a slow reader pauses the fast writer.
+        self.transport.registerProducer(backend.transport, True)  # type: ignore[union-attr]
+        backend.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
+
+    def _backendFailed(self, reason: Failure) -> None:
+        self._connecting = None
+        if self._closed:
+            return
+        self.factory.stats.failed += 1
+        self.log.warn("{name}: cannot reach the backend for {client}: {error}; closed the "
+                      "client's connection", name=self.factory.name,
+                      client=str(self.transport.getPeer()),  # type: ignore[union-attr]
+                      error=reason.getErrorMessage())
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def backendLost(self) -> None:
+        """The backend closed: close the client's side once its writes are out."""
+        self.backend = None
+        if not self._closed:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._closed = True
+        self._held = []
+        if self._connecting is not None:
+            self._connecting.cancel()
+        elif self.backend is not None:
+            self.backend.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class SpliceFactory(ServerFactory[SplicedClient]):
+    """
+    Accepts connections and splices each to a backend connection made
+    through the endpoint that C{backendFor} returns for the client's address.
+    """
+
+    noisy = False
+
+    def __init__(self, backendFor: Callable[[IAddress], IStreamClientEndpoint],
+                 name: str = "relay") -> None:
+        self.backendFor = backendFor
+        self.name = name
+        self.stats = SpliceStats()
+
+    def buildProtocol(self, addr: IAddress | None) -> SplicedClient:
+        client = SplicedClient()
+        client.factory = self
+        return client
+
+
+def relayFactory(endpoint: IStreamClientEndpoint, name: str = "relay") -> SpliceFactory:
+    """A L{SpliceFactory} that splices every connection to the one C{endpoint}."""
+    return SpliceFactory(lambda peer: endpoint, name)

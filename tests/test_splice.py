@@ -1,0 +1,122 @@
+"""
+L{srp.transports.splice}: client-first bytes are held until the backend is
+up, then both directions flow; failures close the other side with a log line.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from srp.transports.splice import MAX_HELD, SplicedClient, SpliceFactory, relayFactory
+
+CLIENT = IPv4Address("TCP", "127.0.0.1", 50000)
+
+
+@implementer(IStreamClientEndpoint)
+class ControlledEndpoint:
+    """An endpoint whose connections complete when the test says so."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[IProtocolFactory, Deferred[IProtocol]]] = []
+        self.cancelled = 0
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        def cancel(d: Deferred[IProtocol]) -> None:
+            self.cancelled += 1
+
+        d: Deferred[IProtocol] = Deferred(cancel)
+        self.pending.append((factory, d))
+        return d
+
+    def succeed(self) -> StringTransport:
+        """Complete the oldest connection; return the backend's transport."""
+        factory, d = self.pending.pop(0)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1433))
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        d.callback(protocol)
+        return transport
+
+    def fail(self) -> None:
+        """Fail the oldest connection as a refused TCP connect does."""
+        _, d = self.pending.pop(0)
+        d.errback(Failure(ConnectionRefusedError("refused")))
+
+
+class SpliceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.endpoint = ControlledEndpoint()
+        self.factory: SpliceFactory = relayFactory(self.endpoint, "relay of SALES")
+        self.client: SplicedClient = self.factory.buildProtocol(CLIENT)
+        self.clientTransport = StringTransport(peerAddress=CLIENT)
+        self.client.makeConnection(self.clientTransport)
+
+    def test_bytes_before_the_backend_is_up_are_delivered_in_order(self) -> None:
+        self.client.dataReceived(b"\x12\x01\x00\x2f")
+        self.client.dataReceived(b"PRELOGIN-REST")
+        backend = self.endpoint.succeed()
+        self.assertEqual(backend.value(), b"\x12\x01\x00\x2fPRELOGIN-REST")
+        self.client.dataReceived(b"LOGIN7")
+        self.assertEqual(backend.value(), b"\x12\x01\x00\x2fPRELOGIN-RESTLOGIN7")
+        self.assertEqual(self.factory.stats.bytesUp, 23)
+        self.assertEqual(self.factory.stats.spliced, 1)
+
+    def test_backend_bytes_reach_the_client(self) -> None:
+        self.endpoint.succeed()
+        backendSide = self.client.backend
+        assert backendSide is not None
+        backendSide.dataReceived(b"\x04\x01answer")
+        self.assertEqual(self.clientTransport.value(), b"\x04\x01answer")
+        self.assertEqual(self.factory.stats.bytesDown, 8)
+
+    def test_each_side_is_the_producer_of_the_other(self) -> None:
+        backend = self.endpoint.succeed()
+        self.assertIs(self.clientTransport.producer, backend)
+        self.assertIs(backend.producer, self.clientTransport)
+
+    def test_a_refused_backend_closes_the_client_with_a_log_line(self) -> None:
+        self.client.dataReceived(b"PRELOGIN")
+        with capturedLogs() as events:
+            self.endpoint.fail()
+        self.assertTrue(self.clientTransport.disconnecting)
+        self.assertEqual(self.factory.stats.failed, 1)
+        [event] = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(event["name"], "relay of SALES")
+        self.assertIn("refused", event["error"])
+
+    def test_too_many_early_bytes_close_the_client(self) -> None:
+        with capturedLogs() as events:
+            self.client.dataReceived(b"x" * MAX_HELD)
+            self.assertFalse(self.clientTransport.disconnecting)
+            self.client.dataReceived(b"x")
+        self.assertTrue(self.clientTransport.disconnecting)
+        self.assertEqual(self.factory.stats.overflowed, 1)
+        self.assertEqual(len([e for e in events if e["log_level"] == LogLevel.warn]), 1)
+
+    def test_client_gone_before_the_backend_cancels_the_connect(self) -> None:
+        self.client.dataReceived(b"PRELOGIN")
+        with capturedLogs() as events:
+            self.client.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual(self.endpoint.cancelled, 1)
+        self.assertEqual(self.factory.stats.failed, 0)
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+
+    def test_client_gone_closes_the_backend(self) -> None:
+        backend = self.endpoint.succeed()
+        self.client.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertTrue(backend.disconnecting)
+
+    def test_backend_gone_closes_the_client(self) -> None:
+        self.endpoint.succeed()
+        assert self.client.backend is not None
+        self.client.backend.connectionLost(None)
+        self.assertTrue(self.clientTransport.disconnecting)
