@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from srp.records import Registration
+from srp.records import InstanceInfo, Registration
 
 
 class IRegistry(Interface):
@@ -113,4 +113,22 @@ class IVIProvider(Interface):
         @return: the L{IListeningPort
             <twisted.internet.interfaces.IListeningPort>}.
         @raise twisted.internet.error.CannotListenError: if the port is taken.
+        """
+
+
+class IHealthCheck(Interface):
+    """
+    Tells whether the server behind an instance's registration is alive
+    (C{check = "NAME"} in a node's configuration).
+    """
+
+    name = Attribute("The check's name in the configuration: none, tcp, tds, ...")
+
+    def check(reactor: Any, host: str, info: InstanceInfo, timeout: float) -> Deferred[None]:
+        """
+        Check the instance C{info} describes, at C{host}.
+
+        @return: a L{Deferred} that fires with L{None} if the instance is
+            alive, or fails (with a message saying why) if it is not or
+            does not answer within C{timeout} seconds.
         """
