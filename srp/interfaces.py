@@ -20,13 +20,17 @@ class IRegistry(Interface):
     )
 
     def lookup(name: str) -> Registration | None:
-        """The best registration of the instance C{name} (any case), or L{None}."""
+        """
+        The registration of the instance C{name} (any case) that clients are
+        told about: the best live one; with none live, the best one unless it
+        is hidden when down; L{None} if there is none.
+        """
 
     def candidates(name: str) -> Sequence[Registration]:
         """Every registration of the instance C{name}, best first."""
 
     def visible() -> Sequence[Registration]:
-        """The best registration of every instance whose best is not hidden, by name."""
+        """What L{lookup} answers for every instance, by name, leaving out hidden ones."""
 
     def registrations() -> Sequence[Registration]:
         """Every registration of every instance."""

@@ -59,6 +59,8 @@ registrations = st.builds(
     dacPort=st.none() | ports,
     priority=st.integers(0, 0xFFFF),
     nodeId=st.integers(0, 2**64 - 1),
+    down=st.booleans(),
+    hideWhenDown=st.booleans(),
 )
 
 members = st.builds(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from attrs import evolve
+
 from srp.records import InstanceInfo, Registration
 from srp.server.registry import Registry
 
@@ -59,3 +61,35 @@ def test_count_of_each_node() -> None:
     assert registry.countOf(1) == 1
     registry.removeNode(1)
     assert registry.countOf(1) == 0
+
+
+def test_lookup_skips_registrations_that_are_down() -> None:
+    primary = Registration(InstanceInfo("A", "SALES", tcp=1), priority=0, nodeId=1, down=True)
+    standby = Registration(InstanceInfo("B", "SALES", tcp=2), priority=1, nodeId=2)
+    registry = Registry([primary, standby])
+    assert registry.lookup("sales") == standby
+    assert registry.visible() == [standby]
+    assert registry.candidates("SALES") == (primary, standby)
+
+
+def test_all_down_answers_the_best_unless_hidden_when_down() -> None:
+    primary = Registration(InstanceInfo("A", "SALES", tcp=1), priority=0, nodeId=1, down=True)
+    standby = Registration(InstanceInfo("B", "SALES", tcp=2), priority=1, nodeId=2, down=True)
+    assert Registry([primary, standby]).lookup("SALES") == primary
+    hiding = Registration(primary.info, nodeId=1, down=True, hideWhenDown=True)
+    registry = Registry([hiding])
+    assert registry.lookup("SALES") is None
+    assert registry.visible() == []
+
+
+def test_a_registration_that_comes_back_up_answers_again() -> None:
+    registry = Registry()
+    primary = Registration(InstanceInfo("A", "SALES", tcp=1), priority=0, nodeId=1)
+    standby = Registration(InstanceInfo("B", "SALES", tcp=2), priority=1, nodeId=2)
+    registry.register(standby)
+    registry.register(evolve(primary, down=True))
+    generation = registry.generation
+    assert registry.lookup("SALES") == standby
+    registry.register(primary)
+    assert registry.generation > generation
+    assert registry.lookup("SALES") == primary

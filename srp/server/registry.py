@@ -17,7 +17,7 @@ class Registry:
 
     Each instance may have several registrations, one per node, kept in
     order of priority (lowest first) and, among equals, of arrival: the
-    first is the one [MC-SQLR] clients are told about.
+    first that is not down is the one [MC-SQLR] clients are told about.
     """
 
     def __init__(self, registrations: Iterable[Registration] = ()) -> None:
@@ -34,18 +34,15 @@ class Registry:
 
     def lookup(self, name: str) -> Registration | None:
         candidates = self._byKey.get(instanceKey(name))
-        return candidates[0] if candidates else None
+        return _answering(candidates) if candidates else None
 
     def candidates(self, name: str) -> Sequence[Registration]:
         return tuple(self._byKey.get(instanceKey(name), ()))
 
     def visible(self) -> Sequence[Registration]:
         if self._visible is None:
-            self._visible = [
-                candidates[0]
-                for _, candidates in sorted(self._byKey.items())
-                if not candidates[0].hidden
-            ]
+            answering = (_answering(c) for _, c in sorted(self._byKey.items()))
+            self._visible = [r for r in answering if r is not None and not r.hidden]
         return self._visible
 
     def countOf(self, nodeId: int) -> int:
@@ -105,3 +102,16 @@ class Registry:
     def _changed(self) -> None:
         self.generation += 1
         self._visible = None
+
+
+def _answering(candidates: Sequence[Registration]) -> Registration | None:
+    """
+    The registration clients are told about: the best one that is not down;
+    with all down, the best one (the driver then fails at the right place),
+    unless it asks to be hidden when down.
+    """
+    for registration in candidates:
+        if not registration.down:
+            return registration
+    best = candidates[0]
+    return None if best.hideWhenDown else best

@@ -135,7 +135,8 @@ class Member:
 
 
 def _encodeRegistration(registration: Registration) -> bytes:
-    flags = (1 if registration.hidden else 0) | (2 if registration.dacPort is not None else 0)
+    flags = ((1 if registration.hidden else 0) | (2 if registration.dacPort is not None else 0)
+             | (4 if registration.down else 0) | (8 if registration.hideWhenDown else 0))
     return struct.pack(
         "<QHBH", registration.nodeId, registration.priority, flags, registration.dacPort or 0
     ) + _short(encodeInstance(registration.info, limit=0xFFFF))
@@ -147,7 +148,8 @@ def _readRegistration(reader: _Reader) -> Registration:
     if len(infos) != 1:
         raise ClusterWireError("malformed", f"registration describes {len(infos)} instances")
     return Registration(infos[0], hidden=bool(flags & 1),
-                        dacPort=dacPort if flags & 2 else None, priority=priority, nodeId=nodeId)
+                        dacPort=dacPort if flags & 2 else None, priority=priority, nodeId=nodeId,
+                        down=bool(flags & 4), hideWhenDown=bool(flags & 8))
 
 
 def _encodeList(items: Sequence[T], encodeOne: Callable[[T], bytes]) -> bytes:

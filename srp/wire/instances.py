@@ -340,6 +340,9 @@ class Registration:
     port of its dedicated administrator connection, if any.  Several nodes
     may register one instance: the one with the lowest C{priority} is the
     primary, the others standbys.  C{nodeId} names the registering node.
+    C{down} says that the node's health checks find the instance dead:
+    clients are then told about the best registration that is not down,
+    or, when all are, about the best one unless it says C{hideWhenDown}.
     """
 
     info: InstanceInfo
@@ -347,6 +350,8 @@ class Registration:
     dacPort: int | None = field(default=None, validator=_optionalDACPort)
     priority: int = field(default=0, validator=_priority)
     nodeId: int = 0
+    down: bool = False
+    hideWhenDown: bool = False
 
     @property
     def name(self) -> str:
