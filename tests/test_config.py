@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from srp.server.config import ConfigError, loadConfig, parseConfig
+from srp.server.health import HealthSettings
 from srp.wire import ViaAddress, ViaInfo
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "node.toml"
@@ -69,3 +70,29 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("[node\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         loadConfig(bad)
+
+
+def test_health_check_settings() -> None:
+    config = parseConfig({"instances": [
+        {"name": "A", "tcp": 1},
+        {"name": "B", "tcp": 2, "check": "none", "check_interval": 1, "check_timeout": 0.2,
+         "fall": 5, "rise": 4, "hide_when_down": True}]})
+    assert config.health["A"] == HealthSettings()
+    assert config.health["B"] == HealthSettings("none", 1, 5, 4, 0.2)
+    assert not config.instances[0].hideWhenDown
+    assert config.instances[1].hideWhenDown
+
+
+@pytest.mark.parametrize(("table", "complaint"), [
+    ({"check": "ping"}, "unknown check 'ping'; choose from none, tcp"),
+    ({"check": 3}, "check must be the name of a health check (none, tcp), not 3"),
+    ({"fall": 0}, "fall and rise at least 1"),
+    ({"check_interval": 0}, "check_interval and check_timeout must be more than 0"),
+    ({"rise": "2"}, "rise must be a count, not '2'"),
+    ({"hide_when_down": "yes"}, "hide_when_down must be true or false, not 'yes'"),
+])
+def test_bad_health_check_settings(table: dict[str, object], complaint: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parseConfig({"instances": [{"name": "A", "tcp": 1, **table}]}, "node.toml")
+    assert str(error.value).startswith("node.toml [[instances]] #1 (A): ")
+    assert complaint in str(error.value)

@@ -68,3 +68,21 @@ class ConnectCheck:
             return reason
 
         return connected.addCallbacks(close, timedOut)
+
+
+#: The built-in checks, by name.
+BUILT_IN_CHECKS: dict[str, IHealthCheck] = {"none": NoCheck(), "tcp": ConnectCheck()}
+
+
+def checkNames() -> set[str]:
+    """The names C{check = "NAME"} may give."""
+    return set(BUILT_IN_CHECKS)
+
+
+def checkNamed(name: str) -> IHealthCheck:
+    """
+    The health check called C{name}.
+
+    @raise KeyError: if there is none.
+    """
+    return BUILT_IN_CHECKS[name]

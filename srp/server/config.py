@@ -18,6 +18,8 @@ from attrs import field, frozen
 
 from srp.records import Registration
 from srp.server.access import AccessPolicy, NetworkACL, networks
+from srp.server.checks import checkNames
+from srp.server.health import HealthSettings
 from srp.server.limits import (
     DEFAULT_GLOBAL,
     DEFAULT_PER_SOURCE,
@@ -35,7 +37,8 @@ DEFAULT_PORT = 1434
 _NODE_KEYS = {"listen", "port", "server_name", "extensions", "pipe_directory"}
 _INSTANCE_KEYS = {
     "name", "server_name", "version", "clustered", "tcp", "np", "via", "hidden", "dac_port",
-    "priority", "relay", "serve",
+    "priority", "relay", "serve", "check", "check_interval", "check_timeout", "fall", "rise",
+    "hide_when_down",
 }
 _TOP_KEYS = {"node", "cluster", "instances", "limits", "access"}
 _LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", "reply_burst",
@@ -101,6 +104,8 @@ class NodeConfig:
     relays: dict[str, tuple[tuple[str, int], tuple[str, ...]]] = field(factory=dict)
     #: Where pipe sockets go (None: the default, see L{srp.transports.np}).
     pipeDirectory: Path | None = None
+    #: How each instance is health-checked, by instance key.
+    health: dict[str, HealthSettings] = field(factory=dict)
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -171,9 +176,34 @@ def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registra
                            "a port number"),
             priority=_typed(where, "priority", table.get("priority", 0), int,
                             "a number, 0 (primary) to 65535"),
+            hideWhenDown=_typed(where, "hide_when_down", table.get("hide_when_down", False),
+                                bool, "true or false"),
         )
     except WireError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _health(where: str, table: Mapping[str, Any]) -> HealthSettings:
+    default = HealthSettings()
+    check = _typed(where, "check", table.get("check", default.check), str,
+                   f"the name of a health check ({', '.join(sorted(checkNames()))})")
+    if check not in checkNames():
+        raise ConfigError(f"{where}: unknown check {check!r}; choose from "
+                          f"{', '.join(sorted(checkNames()))}")
+    seconds = (int, float)
+    settings = HealthSettings(
+        check=check,
+        interval=_typed(where, "check_interval", table.get("check_interval", default.interval),
+                        seconds, "a number of seconds"),
+        timeout=_typed(where, "check_timeout", table.get("check_timeout", default.timeout),
+                       seconds, "a number of seconds"),
+        fall=_typed(where, "fall", table.get("fall", default.fall), int, "a count"),
+        rise=_typed(where, "rise", table.get("rise", default.rise), int, "a count"),
+    )
+    if min(settings.interval, settings.timeout) <= 0 or min(settings.fall, settings.rise) < 1:
+        raise ConfigError(f"{where}: check_interval and check_timeout must be more than 0 "
+                          "seconds, fall and rise at least 1")
+    return settings
 
 
 def loadKey(path: str | Path) -> bytes:
@@ -319,6 +349,7 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
                     "an array of tables")
     records: list[Registration] = []
     relays: dict[str, tuple[tuple[str, int], tuple[str, ...]]] = {}
+    health: dict[str, HealthSettings] = {}
     seen: dict[str, int] = {}
     for number, table in enumerate(tables, 1):
         where = f"{source} [[instances]] #{number}"
@@ -331,6 +362,7 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
             )
         seen[record.key] = number
         records.append(record)
+        health[record.key] = _health(f"{where} ({record.name})", table)
         if "relay" in table:
             relays[record.key] = _relay(f"{where} ({record.name})", table)
         elif "serve" in table:
@@ -355,7 +387,7 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
     return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster,
                       extensions=extensions, access=access, perSource=perSource,
                       overall=overall, reserve=reserve, bounds=bounds, relays=relays,
-                      pipeDirectory=pipeDirectory)
+                      pipeDirectory=pipeDirectory, health=health)
 
 
 def loadConfig(path: str | Path) -> NodeConfig:
