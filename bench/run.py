@@ -43,7 +43,7 @@ from bench.common import QUICK, RESULTS, ROOT, Benchmark, Settings, pinTo, stopP
 from bench.loadgen import instanceName, instanceRequest
 from bench.takeover import handover, takeover
 from srp.cli import formatTable
-from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire import InstancesResponse, decodeResponse
 
 __all__ = ["BENCHMARKS", "Benchmark", "Settings", "main", "resolve_throughput"]

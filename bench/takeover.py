@@ -31,13 +31,8 @@ from zope.interface import implementer
 from bench.common import Settings, ms, summary, verdict, waitUntil
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.cli import formatTable
-from srp.testing import (
-    Exchange,
-    NodeProcess,
-    RequestStream,
-    freeLoopbackAddress,
-    writeNodeConfig,
-)
+from srp.testing.load import Exchange, RequestStream
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire import InstanceRequest, InstancesResponse, decodeResponse
 from srp.wire.cluster import StatusQuery, StatusReply, clusterId
 
