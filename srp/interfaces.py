@@ -44,7 +44,7 @@ class IRegistry(Interface):
         """Remove every registration of node C{nodeId}; return how many there were."""
 
 
-class IResolver(Interface):
+class IInstanceResolver(Interface):
     """Resolves C{cluster/instance} names to the places an instance can be reached."""
 
     def resolve(cluster: str, instance: str, addresses: Sequence[str] = ()) -> Deferred[Any]:
@@ -60,9 +60,7 @@ class IResolver(Interface):
 
 
 class IInstanceVerifier(Interface):
-    """
-    Confirms that a connection reached the instance it was meant for (figure 3, step 315).
-    """
+    """Confirms that a connection reached the instance it was meant for."""
 
     name = Attribute("The verifier's name in endpoint strings: none, tds, hello.")
 

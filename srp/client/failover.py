@@ -1,6 +1,6 @@
 """
-Transparent fail-over (figure 3, step 321): one logical connection to an
-instance, whatever happens to the servers behind it.
+Transparent fail-over: one logical connection to an instance, whatever
+happens to the servers behind it.
 
 L{FailoverClient} keeps a physical connection up with Twisted's
 L{ClientService} over an L{SRPClientEndpoint}: when it is lost, the
