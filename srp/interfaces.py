@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
 from zope.interface import Attribute, Interface
 
 from srp.records import Registration
@@ -57,6 +58,35 @@ class IInstanceResolver(Interface):
 
     def purge(cluster: str, instance: str) -> None:
         """Forget the cached resolution of C{instance} on C{cluster}."""
+
+
+class IFailoverEndpoint(Interface):
+    """
+    Optional, for a client endpoint that L{srp.client.failover.FailoverClient}
+    connects through: what helps it fail over beyond reconnecting.
+
+    L{srp.client.endpoint.SRPClientEndpoint} provides it; with any other
+    L{IStreamClientEndpoint <twisted.internet.interfaces.IStreamClientEndpoint>}
+    the client still reconnects, it only cannot say which place went silent.
+    """
+
+    target = Attribute("What the endpoint connects to, for messages: C{cluster/instance}.")
+
+    def suspectCurrent() -> None:
+        """
+        The place connected last went silent: try it after the others, and
+        not from the cache, for a while.
+        """
+
+
+class IFailoverAware(Interface):
+    """Optional: a protocol that wants to know when its connection failed over."""
+
+    def failedOver(previous: IAddress | None, current: IAddress) -> None:
+        """
+        The connection now goes to C{current}, another place than C{previous}
+        (a reconnection to the same place is not a fail-over).
+        """
 
 
 class IInstanceVerifier(Interface):

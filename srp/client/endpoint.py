@@ -31,7 +31,7 @@ from zope.interface import implementer
 from srp.client.resolver import Candidate, ClusterResolver, ResolveError
 from srp.client.verifiers import NoVerifier, WrongInstance, verifierNamed
 from srp.clusterkey import BadKey, loadKey
-from srp.interfaces import IInstanceResolver, IInstanceVerifier
+from srp.interfaces import IFailoverEndpoint, IInstanceResolver, IInstanceVerifier
 from srp.transports import DEFAULT_PREFERENCE, endpointsFor
 from srp.transports.tcp import detectDeadPeers
 from srp.wire import InstanceRequest, WireError
@@ -58,7 +58,7 @@ def sharedResolver(reactor: Any, port: int = BROWSER_PORT, clusterName: str = "s
     return _resolvers[index]
 
 
-@implementer(IStreamClientEndpoint)
+@implementer(IStreamClientEndpoint, IFailoverEndpoint)
 class SRPClientEndpoint:
     """
     Connects to the instance C{instance} of cluster C{cluster}, wherever it is.
@@ -88,6 +88,11 @@ class SRPClientEndpoint:
         self.suspects: dict[tuple[str, int | None], float] = {}
         #: Where the last connection went: (transport, candidate).
         self.connectedTo: tuple[str, Candidate] | None = None
+
+    @property
+    def target(self) -> str:
+        """C{cluster/instance}, for messages."""
+        return f"{self.cluster}/{self.instance}"
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """Resolve, connect, verify; on a stale or dead place, purge and resolve again."""

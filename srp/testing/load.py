@@ -24,7 +24,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from srp.client.failover import IFailoverAware
+from srp.interfaces import IFailoverAware
 
 
 @frozen
