@@ -140,9 +140,10 @@ class FailoverClient:
                  retryPolicy: Callable[[int], float] = failoverRetryPolicy) -> None:
         self.reactor = reactor
         self.endpoint = endpoint
-        self.helper = IFailoverEndpoint(endpoint, None)
+        self.failoverEndpoint = IFailoverEndpoint(endpoint, None)
         #: What the endpoint connects to, for messages.
-        self.target = self.helper.target if self.helper is not None else repr(endpoint)
+        self.target = (self.failoverEndpoint.target if self.failoverEndpoint is not None
+                       else repr(endpoint))
         self.app = protocol
         self.deadline = deadline
         self.bufferLimit = bufferLimit
@@ -272,8 +273,8 @@ class FailoverClient:
         if link is not None and link.transport is not None:
             self.log.warn("{peer} sent nothing for {timeout} s after a write: presumed dead",
                           peer=self.peer, timeout=self.answerTimeout)
-            if self.helper is not None:
-                self.helper.suspectCurrent()
+            if self.failoverEndpoint is not None:
+                self.failoverEndpoint.suspectCurrent()
             link.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _startDeadline(self) -> None:
