@@ -38,7 +38,8 @@ from srp.client.endpoint import SRPClientEndpoint
 from srp.client.failover import FailoverClient
 from srp.client.resolver import ClusterResolver, Resolution
 from srp.client.verifiers import HelloVerifier, NoVerifier
-from srp.testing import LineRequester, NodeProcess, freeLoopbackAddress
+from srp.testing.load import LineRequester
+from srp.testing.processes import NodeProcess, freeLoopbackAddress
 
 ECHO_NODE = ROOT / "examples" / "echo_node.py"
 #: Every node this process started, ended by PID when it exits.

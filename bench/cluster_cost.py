@@ -42,9 +42,9 @@ from srp.server.config import ClusterConfig, NodeConfig
 from srp.server.node import NodeService
 from srp.testing import FakeNetwork
 from srp.wire.cluster import HEADER_SIZE, TAG_SIZE, KeepAlive, KeepAliveAck
+from srp.wire.mcsqlr import BROWSER_PORT
 
 HOST = "127.0.0.1"
-PORT = 1434
 INTERVAL = 0.25
 MISSES = 3
 #: Simulated seconds given to N passives to start and join, at most.
@@ -166,7 +166,7 @@ def registrationsFor(index: int) -> tuple[Registration, ...]:
 
 def node(network: FakeNetwork, index: int) -> NodeService:
     """A node of the simulated cluster (not started)."""
-    config = NodeConfig(listen=(HOST,), port=PORT, instances=registrationsFor(index),
+    config = NodeConfig(listen=(HOST,), port=BROWSER_PORT, instances=registrationsFor(index),
                         cluster=ClusterConfig(name="sim", interval=INTERVAL, misses=MISSES))
     return NodeService(config, network.reactor(HOST), nodeId=network.random.getrandbits(64) | 1)
 
@@ -178,7 +178,7 @@ def simulate(passives: int, seconds: float, seed: int = 1,
     (and profile the active's work then, into C{profile}).
     """
     clock = HeapClock()
-    network = CountingNetwork((HOST, PORT), clock=clock, seed=seed)
+    network = CountingNetwork((HOST, BROWSER_PORT), clock=clock, seed=seed)
     stopwatch = Stopwatch(profile)
     active = node(network, 0)
     membership = active.membership

@@ -43,12 +43,12 @@ from bench.common import QUICK, RESULTS, ROOT, Benchmark, Settings, pinTo, stopP
 from bench.loadgen import instanceName, instanceRequest
 from bench.takeover import handover, takeover
 from srp.cli import formatTable
-from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire import InstancesResponse, decodeResponse
+from srp.wire.mcsqlr import BROWSER_PORT
 
 __all__ = ["BENCHMARKS", "Benchmark", "Settings", "main", "resolve_throughput"]
 
-PORT = 1434
 #: The target of resolve_throughput: srp's median at least this share of the bare one's.
 TARGET_RATIO = 0.8
 #: The [limits] table of the srp node of resolve_throughput: no reply budgets.
@@ -106,7 +106,7 @@ def startOnFreeAddress(start: Callable[[str], Server], attempts: int = 3) -> tup
     another one then.
     """
     for attempt in range(attempts):
-        host = freeLoopbackAddress(PORT)
+        host = freeLoopbackAddress(BROWSER_PORT)
         try:
             server = start(host)
         except RuntimeError:
@@ -128,7 +128,7 @@ def probe(host: str, port: int, datagram: bytes, timeout: float = 2.0) -> bytes:
 def runLoad(host: str, serverPid: int, settings: Settings, seed: int) -> dict[str, Any]:
     """Run L{bench.loadgen} against C{host} once, in its own process; return its JSON."""
     command = [
-        sys.executable, "-m", "bench.loadgen", "--target", f"{host}:{PORT}",
+        sys.executable, "-m", "bench.loadgen", "--target", f"{host}:{BROWSER_PORT}",
         "--instances", str(settings.instances), "--window", str(settings.window),
         "--seconds", str(settings.seconds), "--warmup", str(settings.warmup),
         "--seed", str(seed), "--server-pid", str(serverPid),
@@ -178,20 +178,20 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
                 # No reply budgets: one load generator is one source, and this
                 # measures what a reply costs, not the flood protection.
                 config = writeNodeConfig(directory / "node.toml", [host],
-                                         nodeInstances(settings.instances), port=PORT,
+                                         nodeInstances(settings.instances), port=BROWSER_PORT,
                                          serverName="SRPBENCH", tables=UNLIMITED)
                 return NodeProcess(config, directory / "node.log").start(timeout=120)
 
             hosts: dict[str, str] = {}
             hosts["srp"], servers["srp"] = startOnFreeAddress(node)
             hosts["bare"], servers["bare"] = startOnFreeAddress(
-                lambda host: BareProcess(host, PORT, directory / "bare.log").start())
+                lambda host: BareProcess(host, BROWSER_PORT, directory / "bare.log").start())
             for server in servers.values():
                 pinTo(server.pid, 0 if settings.pin else None)
 
             # Both answer the first instance with the same datagram.
             first = instanceRequest(instanceName(1))
-            srpReply = probe(hosts["srp"], PORT, first)
+            srpReply = probe(hosts["srp"], BROWSER_PORT, first)
             reply = decodeResponse(srpReply)
             if not (isinstance(reply, InstancesResponse)
                     and [(i.instanceName, i.tcp) for i in reply.instances]
@@ -200,7 +200,7 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
             if srpReply != CANNED_REPLY:
                 print(f"note: srp replies {len(srpReply)} bytes, "
                       f"the bare responder {len(CANNED_REPLY)}")
-            probe(hosts["bare"], PORT, first)
+            probe(hosts["bare"], BROWSER_PORT, first)
 
             rows: list[dict[str, Any]] = []
             retries = settings.retries

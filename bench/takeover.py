@@ -31,17 +31,12 @@ from zope.interface import implementer
 from bench.common import Settings, ms, summary, verdict, waitUntil
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.cli import formatTable
-from srp.testing import (
-    Exchange,
-    NodeProcess,
-    RequestStream,
-    freeLoopbackAddress,
-    writeNodeConfig,
-)
+from srp.testing.load import Exchange, RequestStream
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire import InstanceRequest, InstancesResponse, decodeResponse
 from srp.wire.cluster import StatusQuery, StatusReply, clusterId
+from srp.wire.mcsqlr import BROWSER_PORT
 
-PORT = 1434
 SIZE = 3
 CLUSTER = "benchproc"
 #: Targets of takeover: median and maximum time from kill -9 to the next answer.
@@ -80,7 +75,7 @@ def status(address: str, cluster: str = CLUSTER, timeout: float = 1.0,
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout / attempts)
         for _ in range(attempts):
-            sock.sendto(auth.seal(StatusQuery(), 0), (address, PORT))
+            sock.sendto(auth.seal(StatusQuery(), 0), (address, BROWSER_PORT))
             try:
                 while True:
                     datagram, source = sock.recvfrom(65535)
@@ -108,7 +103,7 @@ class ProcessCluster:
 
     def __init__(self, directory: Path, size: int = SIZE) -> None:
         self.directory = directory
-        self.address = freeLoopbackAddress(PORT)
+        self.address = freeLoopbackAddress(BROWSER_PORT)
         self.nodes = [NodeProcess(self._config(i), directory / f"node{i}.log")
                       for i in range(size)]
 
@@ -209,7 +204,7 @@ class _Answered(Exception):
 def takeoverTrial(cluster: ProcessCluster, rng: random.Random) -> dict[str, Any]:
     """Kill -9 the active under load; return the time to the next answer, and restart it."""
     victim = cluster.active()
-    stream = RequestStream((cluster.address, PORT), salesRequest(), rate=100, timeout=0.05)
+    stream = RequestStream((cluster.address, BROWSER_PORT), salesRequest(), rate=100, timeout=0.05)
     killedAt: list[float] = []
 
     def kill() -> None:
@@ -289,7 +284,7 @@ def handoverTrial(cluster: ProcessCluster) -> dict[str, Any]:
     """SIGTERM the active under 1,000 requests/s; count the requests left unanswered."""
     leaving = cluster.active()
     old = status(cluster.address)
-    stream = RequestStream((cluster.address, PORT), salesRequest(), rate=STREAM_RATE,
+    stream = RequestStream((cluster.address, BROWSER_PORT), salesRequest(), rate=STREAM_RATE,
                            timeout=0.25)
     duration, stopAt = 2.0, 0.7
     startedAt = time.monotonic()

@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import react
 
-from srp.testing import freeLoopbackAddress
+from srp.testing.processes import freeLoopbackAddress
 from srp.transports.np import listenPipe
 from srp.transports.tcp import detectDeadPeers
 from srp.transports.via import VIAServerEndpoint

@@ -26,7 +26,8 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.task import deferLater, react
 
 from srp.client.failover import FailoverClient
-from srp.testing import LineRequester, NodeProcess, freeLoopbackAddress
+from srp.testing.load import LineRequester
+from srp.testing.processes import NodeProcess, freeLoopbackAddress
 
 HERE = Path(__file__).parent
 

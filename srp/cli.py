@@ -26,12 +26,12 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
-import twisted
-from srp import __version__
-from srp.client.browser import BROWSER_PORT, Answer, NoAnswer, QueryFailed, browse, query
+from srp.client.browser import Answer, NoAnswer, QueryFailed, browse, query
 from srp.client.cluster import clusterQuery
 from srp.client.resolver import ClusterResolver, Resolution, ResolveError
-from srp.server.config import ConfigError, environmentKey, loadConfig, loadKey
+from srp.clusterkey import BadKey, environmentKey, loadKey
+from srp.options import CommandOptions, NodeOptions
+from srp.server.config import ConfigError, loadConfig
 from srp.server.node import NodeService, NodeStartError
 from srp.wire import (
     BroadcastRequest,
@@ -44,6 +44,7 @@ from srp.wire import (
     WireError,
 )
 from srp.wire.cluster import StatusQuery, StatusReply
+from srp.wire.mcsqlr import BROWSER_PORT
 
 
 class CommandError(Exception):
@@ -124,31 +125,6 @@ def splitTarget(target: str) -> tuple[str, str]:
     return host.strip("[]"), instance
 
 
-class CommandOptions(usage.Options):
-    """
-    Options whose C{--help} ends with C{examples}, one command a line.
-
-    (Twisted re-wraps C{longdesc}, which would run examples together.)
-    """
-
-    examples: Sequence[str] = ()
-    synopsis = ""
-
-    def opt_version(self) -> None:
-        """Display srp's version and exit."""
-        print(f"srp {__version__} (Twisted {twisted.__version__})")
-        raise SystemExit(0)
-
-    def getSynopsis(self) -> str:
-        return self.synopsis or super().getSynopsis()
-
-    def getUsage(self, width: int | None = None) -> str:
-        usage = super().getUsage(width)
-        if not self.examples:
-            return usage
-        return usage + "\nExamples:\n" + "".join(f"  {line}\n" for line in self.examples)
-
-
 class _QueryOptions(CommandOptions):
     """Options of the query commands, which may come before or after the arguments."""
 
@@ -191,7 +167,7 @@ class _ClusterOptions(_QueryOptions):
         try:
             return (loadKey(self["key-file"]) if self["key-file"]
                     else environmentKey(os.environ))
-        except ConfigError as e:
+        except BadKey as e:
             raise CommandError(str(e)) from None
 
 
@@ -267,7 +243,7 @@ class StatusOptions(_ClusterOptions):
         self["host"] = host.strip("[]")
 
 
-class ServeOptions(CommandOptions):
+class ServeOptions(NodeOptions):
     """Options of C{srp serve}."""
 
     synopsis = "Usage: srp serve --config node.toml"
@@ -276,11 +252,6 @@ class ServeOptions(CommandOptions):
         "The configuration file is described in the operations guide."
     )
     examples = ("srp serve --config examples/node.toml",)
-    optParameters = [["config", "c", None, "The node configuration file (TOML)."]]
-
-    def postOptions(self) -> None:
-        if self["config"] is None:
-            raise usage.UsageError("--config is required: the node configuration file (TOML)")
 
 
 class Options(CommandOptions):

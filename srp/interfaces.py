@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
 from zope.interface import Attribute, Interface
 
 from srp.records import InstanceInfo, Registration
@@ -48,7 +49,7 @@ class IRegistry(Interface):
         """Remove every registration of node C{nodeId}; return how many there were."""
 
 
-class IResolver(Interface):
+class IInstanceResolver(Interface):
     """Resolves C{cluster/instance} names to the places an instance can be reached."""
 
     def resolve(cluster: str, instance: str, addresses: Sequence[str] = ()) -> Deferred[Any]:
@@ -63,10 +64,37 @@ class IResolver(Interface):
         """Forget the cached resolution of C{instance} on C{cluster}."""
 
 
+class IFailoverEndpoint(Interface):
+    """
+    Optional, for a client endpoint that L{srp.client.failover.FailoverClient}
+    connects through: what helps it fail over beyond reconnecting.
+
+    L{srp.client.endpoint.SRPClientEndpoint} provides it; with any other
+    L{IStreamClientEndpoint <twisted.internet.interfaces.IStreamClientEndpoint>}
+    the client still reconnects, it only cannot say which place went silent.
+    """
+
+    target = Attribute("What the endpoint connects to, for messages: C{cluster/instance}.")
+
+    def suspectCurrent() -> None:
+        """
+        The place connected last went silent: try it after the others, and
+        not from the cache, for a while.
+        """
+
+
+class IFailoverAware(Interface):
+    """Optional: a protocol that wants to know when its connection failed over."""
+
+    def failedOver(previous: IAddress | None, current: IAddress) -> None:
+        """
+        The connection now goes to C{current}, another place than C{previous}
+        (a reconnection to the same place is not a fail-over).
+        """
+
+
 class IInstanceVerifier(Interface):
-    """
-    Confirms that a connection reached the instance it was meant for (figure 3, step 315).
-    """
+    """Confirms that a connection reached the instance it was meant for."""
 
     name = Attribute("The verifier's name in endpoint strings: none, tds, hello.")
 

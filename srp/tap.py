@@ -5,12 +5,12 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
-from srp.cli import CommandOptions
+from srp.options import NodeOptions
 from srp.server.config import ConfigError, NodeConfig, loadConfig
 from srp.server.node import NodeService, NodeStartError
 
 
-class Options(CommandOptions):
+class Options(NodeOptions):
     """Options of C{twistd srp}."""
 
     synopsis = "Usage: twistd [twistd options] srp --config node.toml"
@@ -22,14 +22,11 @@ class Options(CommandOptions):
         "twistd -n srp --config /etc/srp/node.toml",
         "twistd --pidfile /run/srp.pid --logfile /var/log/srp.log srp --config node.toml",
     )
-    optParameters = [["config", "c", None, "The node configuration file (TOML)."]]
-
     config: NodeConfig
 
     def postOptions(self) -> None:
         """Load and validate the configuration, or fail with its one-line error."""
-        if self["config"] is None:
-            raise usage.UsageError("--config is required: the node configuration file (TOML)")
+        super().postOptions()
         try:
             self.config = loadConfig(self["config"])
         except ConfigError as e:

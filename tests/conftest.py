@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 
 BIN = Path(sys.executable).parent
 

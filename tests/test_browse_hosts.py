@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from srp.testing import NodeProcess, writeNodeConfig
+from srp.testing.processes import NodeProcess, writeNodeConfig
 from tests.conftest import BIN
 from tests.netns import lan
 

@@ -10,7 +10,7 @@ import pytest
 from twisted.python.usage import UsageError
 
 from srp.cli import formatTable, splitTarget
-from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from tests.conftest import BIN, srp
 
 

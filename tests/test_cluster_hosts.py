@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from srp.testing import NodeProcess, writeNodeConfig
+from srp.testing.processes import NodeProcess, writeNodeConfig
 from tests.conftest import BIN
 from tests.netns import Host, lan
 

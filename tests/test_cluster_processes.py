@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from srp.testing import NodeProcess, RequestStream, freeLoopbackAddress, writeNodeConfig
+from srp.testing.load import RequestStream
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire import InstanceRequest, InstancesResponse, decodeResponse
 from tests.conftest import srp
 

@@ -14,7 +14,7 @@ from srp.client.endpoint import ResolutionError, SRPClientEndpoint, SRPClientPar
 from srp.records import Registration
 from srp.server.config import NodeConfig
 from srp.server.node import NodeService
-from srp.testing import freeLoopbackAddress
+from srp.testing.processes import freeLoopbackAddress
 from srp.wire import InstanceInfo
 
 

@@ -21,7 +21,8 @@ from srp.client.endpoint import SRPClientEndpoint
 from srp.client.failover import FailoverClient, FailoverExhausted
 from srp.client.resolver import ClusterResolver
 from srp.client.verifiers import HelloVerifier
-from srp.testing import LineRequester, NodeProcess, freeLoopbackAddress
+from srp.testing.load import LineRequester
+from srp.testing.processes import NodeProcess, freeLoopbackAddress
 
 ECHO_NODE = Path(__file__).parent.parent / "examples" / "echo_node.py"
 

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from srp.server.limits import DEFAULT_GLOBAL, DEFAULT_RESERVE
-from srp.testing import NodeProcess, RequestStream, freeLoopbackAddress, writeNodeConfig
+from srp.testing.load import RequestStream
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire import InstanceRequest
 from tests.conftest import srp
 

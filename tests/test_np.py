@@ -18,7 +18,7 @@ from srp.records import InstanceInfo, Registration
 from srp.server.config import NodeConfig
 from srp.server.hello import HelloFactory
 from srp.server.node import NodeService
-from srp.testing import freeLoopbackAddress
+from srp.testing.processes import freeLoopbackAddress
 from srp.transports import np
 from srp.transports.writethrough import WriteThroughProtocol
 from tests.test_verifiers import Recorder, close, echoFactory

@@ -26,6 +26,7 @@ def test_installed_as_regular_files() -> None:
     assert (PURELIB / "twisted" / "plugins" / "srp_via.py").is_file()
     assert (PURELIB / "twisted" / "plugins" / "srp_np.py").is_file()
     assert (PURELIB / "srp" / "wire" / "mcsqlr.py").is_file()
+    assert (PURELIB / "srp" / "testing" / "processes.py").is_file()
     assert (PURELIB / "srp" / "py.typed").is_file()
     assert not (PURELIB / "twisted" / "plugins" / "__init__.py").exists() or (
         "srp" not in (PURELIB / "twisted" / "plugins" / "__init__.py").read_text())

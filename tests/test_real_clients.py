@@ -43,7 +43,7 @@ import sqlserverport
 from impacket.tds import MSSQL
 from pytds.instance_browser_client import resolve_instance_port, tds7_get_instances
 
-from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 
 SERVER = "SRPTEST"
 SALES_PIPE = rf"\\{SERVER}\pipe\MSSQL$SALES\sql\query"

@@ -16,7 +16,7 @@ import pytest
 import sqlserverport
 from pytds.instance_browser_client import tds7_get_instances
 
-from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 
 #: With this pipe, RESP_DATA is 1,022 bytes: within [MC-SQLR]'s 1,024, but
 #: a 1,025-byte datagram, which sqlserverport would read cut and crash on.

@@ -28,7 +28,7 @@ from twisted.trial.unittest import TestCase
 from srp.client.endpoint import SRPClientEndpoint
 from srp.client.resolver import ClusterResolver
 from srp.client.verifiers import NoVerifier
-from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire.tds import PRELOGIN, decodePrelogin, packetLength, preloginResponse
 from tests.test_real_clients import tsqlPath
 from tests.test_verifiers import Recorder, close, echoFactory, portOf

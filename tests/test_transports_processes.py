@@ -23,7 +23,7 @@ from srp.client.endpoint import SRPClientEndpoint
 from srp.client.resolver import ClusterResolver
 from srp.client.verifiers import HelloVerifier
 from srp.server.hello import HelloFactory
-from srp.testing import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.transports import via
 from tests.conftest import srp
 from tests.test_verifiers import Recorder, close, echoFactory, portOf

@@ -22,7 +22,8 @@ from srp.records import InstanceInfo, Registration
 from srp.server.config import NodeConfig
 from srp.server.hello import HelloFactory
 from srp.server.node import NodeService
-from srp.testing import freeLoopbackAddress, preloginServer
+from srp.testing.processes import freeLoopbackAddress
+from srp.testing.tds import preloginServer
 from srp.wire.errors import WireError
 from srp.wire.tds import (
     INSTOPT,

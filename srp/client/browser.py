@@ -20,10 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from srp.wire import Request, Response, WireError, decodeResponse
-from srp.wire.mcsqlr import MAX_DATAGRAM
-
-#: The [MC-SQLR] port.
-BROWSER_PORT = 1434
+from srp.wire.mcsqlr import BROWSER_PORT, MAX_DATAGRAM
 
 
 class QueryFailed(Exception):

@@ -15,13 +15,13 @@ from twisted.internet.protocol import DatagramProtocol
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.client.browser import (
-    BROWSER_PORT,
     NoAnswer,
     QueryFailed,
     hostAddress,
     repeatUntilDone,
 )
 from srp.wire.cluster import ClusterMessage, Envelope, clusterId
+from srp.wire.mcsqlr import BROWSER_PORT
 
 
 class _ClusterQuery(DatagramProtocol):

@@ -3,12 +3,12 @@ The C{srp:} client endpoint: connect to an instance by its C{cluster/instance} n
 
     endpoint = clientFromString(reactor, "srp:db1/SALES")
 
-resolves C{SALES} through the cluster C{db1} (figure 3, steps 301-313),
-connects over the preferred transport the instance offers (307), verifies
-the server reached is C{SALES} (315-319) and, when the cached place fails,
-purges it, resolves again and tries the candidates in order: primary, then
-standbys.  It is an ordinary L{IStreamClientEndpoint}, so C{ClientService}
-and everything else in Twisted work with it.
+resolves C{SALES} through the cluster C{db1}, connects over the preferred
+transport the instance offers, verifies the server reached is C{SALES} and,
+when the cached place fails or is another instance now, purges it, resolves
+again and tries the candidates in order: primary, then standbys.  It is an
+ordinary L{IStreamClientEndpoint}, so C{ClientService} and everything else
+in Twisted work with it.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from srp.client.resolver import BROWSER_PORT, Candidate, ClusterResolver, ResolveError
+from srp.client.resolver import Candidate, ClusterResolver, ResolveError
 from srp.client.verifiers import NoVerifier, WrongInstance, verifierNamed
-from srp.interfaces import IInstanceVerifier, IResolver
+from srp.clusterkey import BadKey, loadKey
+from srp.interfaces import IFailoverEndpoint, IInstanceResolver, IInstanceVerifier
 from srp.transports import DEFAULT_PREFERENCE, endpointsFor
 from srp.transports.tcp import detectDeadPeers
 from srp.wire import InstanceRequest, WireError
+from srp.wire.mcsqlr import BROWSER_PORT
 
 #: Seconds a place that failed is tried after the others.
 SUSPECT_FOR = 5.0
@@ -56,7 +58,7 @@ def sharedResolver(reactor: Any, port: int = BROWSER_PORT, clusterName: str = "s
     return _resolvers[index]
 
 
-@implementer(IStreamClientEndpoint)
+@implementer(IStreamClientEndpoint, IFailoverEndpoint)
 class SRPClientEndpoint:
     """
     Connects to the instance C{instance} of cluster C{cluster}, wherever it is.
@@ -70,7 +72,7 @@ class SRPClientEndpoint:
     log = Logger()
 
     def __init__(self, reactor: Any, cluster: str, instance: str,
-                 resolver: IResolver | None = None, addresses: Sequence[str] = (),
+                 resolver: IInstanceResolver | None = None, addresses: Sequence[str] = (),
                  prefer: Sequence[str] = DEFAULT_PREFERENCE,
                  verifier: IInstanceVerifier | None = None, timeout: float = 2.0) -> None:
         InstanceRequest(instance)  # refuse a name that cannot travel, now
@@ -87,6 +89,11 @@ class SRPClientEndpoint:
         #: Where the last connection went: (transport, candidate).
         self.connectedTo: tuple[str, Candidate] | None = None
 
+    @property
+    def target(self) -> str:
+        """C{cluster/instance}, for messages."""
+        return f"{self.cluster}/{self.instance}"
+
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """Resolve, connect, verify; on a stale or dead place, purge and resolve again."""
         return Deferred.fromCoroutine(self._connect(protocolFactory))
@@ -95,7 +102,7 @@ class SRPClientEndpoint:
         failures: list[str] = []
         resolution = await self._resolve()
         if resolution.cached and not self._isSuspect(resolution.candidates[0]):
-            # Step 321: retry the cached place once...
+            # Retry the cached place once...
             protocol = await self._tryCandidates(factory, resolution.candidates[:1], failures)
             if protocol is not None:
                 return protocol
@@ -146,7 +153,7 @@ class SRPClientEndpoint:
                     protocol: IProtocol = await self.verifier.connect(endpoint, factory,
                                                                       self.instance)
                 except WrongInstance as e:
-                    # Steps 315-319: another instance answers there now.
+                    # Another instance answers there now: the resolution is stale.
                     self.resolver.purge(self.cluster, self.instance)
                     failures.append(f"{transport} {candidate.host}: {e}")
                 except (ConnectError, OSError) as e:
@@ -191,11 +198,9 @@ class SRPClientParser:
                              f"{', '.join(sorted(self._OPTIONS))}")
         key = b""
         if "key_file" in options:
-            from srp.server.config import ConfigError, loadKey
-
             try:
                 key = loadKey(options["key_file"])
-            except ConfigError as e:
+            except BadKey as e:
                 raise ValueError(f"srp endpoint: {e}") from None
         try:
             port = int(options.get("port", BROWSER_PORT))

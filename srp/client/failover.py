@@ -1,14 +1,16 @@
 """
-Transparent fail-over (figure 3, step 321): one logical connection to an
-instance, whatever happens to the servers behind it.
+Transparent fail-over: one logical connection to an instance, whatever
+happens to the servers behind it.
 
 L{FailoverClient} keeps a physical connection up with Twisted's
-L{ClientService} over an L{SRPClientEndpoint}: when it is lost, the
-endpoint retries the cached place once, then purges, resolves again and
-tries the candidates in order (primary, then standbys).  The application's
-protocol sees one connection throughout: writes made while no server is
-reachable are buffered (up to C{bufferLimit} bytes) and delivered once one
-is; a protocol that provides L{IFailoverAware} is told that it failed over;
+L{ClientService} over any client endpoint; over an L{SRPClientEndpoint},
+which provides L{IFailoverEndpoint}, a lost connection is retried at the
+cached place once, then the endpoint purges, resolves again and tries the
+candidates in order (primary, then standbys), and a place that went silent
+is tried last.  The application's protocol sees one connection throughout:
+writes made while no server is reachable are buffered (up to
+C{bufferLimit} bytes) and delivered once one is; a protocol that provides
+L{IFailoverAware} is told when the connection moved to another place;
 C{connectionLost} reaches it only when fail-over gives up, after
 C{deadline} seconds without a server, with a reason that says so.
 """
@@ -21,13 +23,28 @@ from typing import Any
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, ITransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocol,
+    IStreamClientEndpoint,
+    ITransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
-from srp.client.endpoint import SRPClientEndpoint
+from srp.interfaces import IFailoverAware, IFailoverEndpoint
+
+__all__ = [
+    "BufferFull",
+    "FailoverClient",
+    "FailoverExhausted",
+    "IFailoverAware",
+    "LogicalTransport",
+    "failoverRetryPolicy",
+]
 
 #: Seconds without a server after which fail-over gives up.
 DEFAULT_DEADLINE = 30.0
@@ -36,13 +53,6 @@ DEFAULT_BUFFER_LIMIT = 1 << 20
 #: Seconds a peer may stay silent after the application wrote before it is
 #: presumed dead (a stopped process, a lost host: no FIN, no RST).
 DEFAULT_ANSWER_TIMEOUT = 1.0
-
-
-class IFailoverAware(Interface):
-    """Optional: a protocol that wants to know when its connection failed over."""
-
-    def failedOver(previous: IAddress | None, current: IAddress) -> None:
-        """The connection now goes to C{current}; it went to C{previous}."""
 
 
 class FailoverExhausted(ConnectionLost):
@@ -113,6 +123,8 @@ class FailoverClient:
     """
     Keeps the application's protocol connected to an instance across fail-overs.
 
+    @param endpoint: any client endpoint; one that provides
+        L{IFailoverEndpoint} is told which place went silent.
     @param protocol: the application's protocol; it is connected once, to a
         L{LogicalTransport}.
     @param answerTimeout: seconds the server may stay silent after a write
@@ -121,13 +133,17 @@ class FailoverClient:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, endpoint: SRPClientEndpoint, protocol: IProtocol,
+    def __init__(self, reactor: Any, endpoint: IStreamClientEndpoint, protocol: IProtocol,
                  deadline: float = DEFAULT_DEADLINE,
                  bufferLimit: int = DEFAULT_BUFFER_LIMIT,
                  answerTimeout: float | None = DEFAULT_ANSWER_TIMEOUT,
                  retryPolicy: Callable[[int], float] = failoverRetryPolicy) -> None:
         self.reactor = reactor
         self.endpoint = endpoint
+        self.failoverEndpoint = IFailoverEndpoint(endpoint, None)
+        #: What the endpoint connects to, for messages.
+        self.target = (self.failoverEndpoint.target if self.failoverEndpoint is not None
+                       else repr(endpoint))
         self.app = protocol
         self.deadline = deadline
         self.bufferLimit = bufferLimit
@@ -138,6 +154,7 @@ class FailoverClient:
         self.host: IAddress = None  # type: ignore[assignment]
         self.buffer: list[bytes] = []
         self.buffered = 0
+        #: Moves to another place (a reconnection to the same place is none).
         self.failovers = 0
         #: When each fail-over happened and how long the instance was unreachable.
         self.gaps: list[tuple[float, float]] = []
@@ -185,13 +202,16 @@ class FailoverClient:
             self.service.stopService()
             self._end(Failure(BufferFull(
                 f"more than {self.bufferLimit} bytes written while no server of "
-                f"{self.endpoint.cluster}/{self.endpoint.instance} was reachable")))
+                f"{self.target} was reachable")))
             return
         self.buffer.append(data)
         self.buffered += len(data)
 
     def linkUp(self, link: _Link) -> None:
-        """A physical connection is up: flush the buffer, tell the application."""
+        """
+        A physical connection is up: flush the buffer, and tell the application
+        if it goes to another place than the last one.
+        """
         self.link = link
         assert link.transport is not None
         previous, self.peer, self.host = self.peer, link.transport.getPeer(), \
@@ -202,14 +222,18 @@ class FailoverClient:
             self._everConnected = True
             self.app.makeConnection(self.transport)
         else:
-            self.failovers += 1
             assert self._downSince is not None
             gap = self.reactor.seconds() - self._downSince
-            self.gaps.append((self._downSince, gap))
-            self.log.info("Failed over to {peer} after {gap:.3f} s", peer=self.peer, gap=gap)
-            aware = IFailoverAware(self.app, None)
-            if aware is not None:
-                aware.failedOver(previous, self.peer)
+            if self.peer == previous:
+                self.log.info("Reconnected to {peer} after {gap:.3f} s", peer=self.peer, gap=gap)
+            else:
+                self.failovers += 1
+                self.gaps.append((self._downSince, gap))
+                self.log.info("Failed over to {peer} after {gap:.3f} s", peer=self.peer,
+                              gap=gap)
+                aware = IFailoverAware(self.app, None)
+                if aware is not None:
+                    aware.failedOver(previous, self.peer)
         self._downSince = None
         pending, self.buffer, self.buffered = self.buffer, [], 0
         for data in pending:
@@ -249,7 +273,8 @@ class FailoverClient:
         if link is not None and link.transport is not None:
             self.log.warn("{peer} sent nothing for {timeout} s after a write: presumed dead",
                           peer=self.peer, timeout=self.answerTimeout)
-            self.endpoint.suspectCurrent()
+            if self.failoverEndpoint is not None:
+                self.failoverEndpoint.suspectCurrent()
             link.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _startDeadline(self) -> None:
@@ -262,8 +287,7 @@ class FailoverClient:
         self._closing = True
         self.service.stopService()
         reason = FailoverExhausted(
-            f"no server of {self.endpoint.cluster}/{self.endpoint.instance} could be "
-            f"reached for {self.deadline:g} s")
+            f"no server of {self.target} could be reached for {self.deadline:g} s")
         if not self._everConnected:
             if not self._connected.called:
                 self._connected.errback(reason)

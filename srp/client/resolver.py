@@ -1,9 +1,9 @@
 """
 The resolver of srp's network access module: C{cluster/instance} to places to connect.
 
-Figure 3 of the design, steps 303-313: ask every address of the cluster at
-once (303), take the first good answer (305), cache it (309) and answer
-later resolves from the cache (311, 313) until it expires or is purged.  It
+It asks every address of the cluster at once, takes the first good answer,
+caches it and answers later resolves from the cache until it expires or is
+purged.  It
 speaks srp's extended resolve, which lists every live registration of the
 instance (primary, then standbys) with the address of its node, and falls
 back to plain CLNT_UCAST_INST for a SQL Server Browser that does not.
@@ -23,14 +23,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
-from srp.interfaces import IResolver
+from srp.interfaces import IInstanceResolver
 from srp.records import InstanceInfo, instanceKey
 from srp.wire import InstanceRequest, InstancesResponse, WireError, decodeResponse
 from srp.wire.cluster import Resolve, ResolveReply, clusterId, isClusterMessage
-from srp.wire.mcsqlr import MAX_DATAGRAM
-
-#: The [MC-SQLR] port.
-BROWSER_PORT = 1434
+from srp.wire.mcsqlr import BROWSER_PORT, MAX_DATAGRAM
 
 
 class ResolveError(Exception):
@@ -227,7 +224,7 @@ class _Query(DatagramProtocol):
             self.done.callback(result)
 
 
-@implementer(IResolver)
+@implementer(IInstanceResolver)
 class ClusterResolver:
     """
     Resolves C{cluster/instance} names over UDP, with a cache.

@@ -1,5 +1,5 @@
 """
-Instance verifiers (figure 3, step 315): is the server we reached the instance we asked for?
+Instance verifiers: is the server we reached the instance we asked for?
 
 C{none} trusts the resolution; C{tds} asks the server with an MS-TDS
 PRELOGIN carrying INSTOPT, on a probe connection of its own, as SQL Server

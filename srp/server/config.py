@@ -16,6 +16,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.records import Registration
 from srp.server.access import AccessPolicy, NetworkACL, networks
 from srp.server.checks import checkNames
@@ -30,9 +31,7 @@ from srp.server.limits import (
 from srp.server.membership import DEFAULT_INTERVAL, DEFAULT_MISSES
 from srp.wire import InstanceInfo, ViaInfo, WireError
 from srp.wire.instances import checkPort
-
-#: The [MC-SQLR] port.
-DEFAULT_PORT = 1434
+from srp.wire.mcsqlr import BROWSER_PORT
 
 _NODE_KEYS = {"listen", "port", "server_name", "extensions", "pipe_directory"}
 _INSTANCE_KEYS = {
@@ -48,10 +47,6 @@ _ACCESS_KEYS = {"clients_allow", "clients_deny", "enumeration", "enumeration_all
                 "cluster_allow", "cluster_deny"}
 _CLUSTER_KEYS = {"name", "addresses", "interval", "misses", "key_file", "on_active",
                  "on_passive"}
-#: The environment variable that may hold the cluster key instead of a file.
-KEY_ENVIRONMENT = "SRP_CLUSTER_KEY"
-#: The shortest cluster key accepted, in bytes.
-MIN_KEY = 16
 
 
 class ConfigError(Exception):
@@ -88,7 +83,7 @@ class NodeConfig:
     """
 
     listen: tuple[str, ...] = ("0.0.0.0",)
-    port: int = DEFAULT_PORT
+    port: int = BROWSER_PORT
     instances: tuple[Registration, ...] = ()
     cluster: ClusterConfig | None = None
     #: Answer srp's extension messages (extended resolve, status); without
@@ -206,46 +201,13 @@ def _health(where: str, table: Mapping[str, Any]) -> HealthSettings:
     return settings
 
 
-def loadKey(path: str | Path) -> bytes:
-    """
-    Read a cluster key file.
-
-    @raise ConfigError: if it cannot be read, others may read it, or it is too short.
-    """
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-        key = path.read_bytes().strip()
-    except OSError as e:
-        raise ConfigError(f"cannot read the key file {path}: {e.strerror}") from None
-    if mode & 0o007:
-        raise ConfigError(f"the key file {path} is readable by others; run: chmod 600 {path}")
-    return _checkedKey(key, f"the key file {path}")
-
-
-def environmentKey(environ: Mapping[str, str]) -> bytes:
-    """
-    The cluster key in C{$SRP_CLUSTER_KEY}, or C{b""} if it is not set.
-
-    @raise ConfigError: if it is too short.
-    """
-    value = environ.get(KEY_ENVIRONMENT, "")
-    return _checkedKey(value.encode("utf-8"), f"${KEY_ENVIRONMENT}") if value else b""
-
-
-def _checkedKey(key: bytes, source: str) -> bytes:
-    if len(key) < MIN_KEY:
-        raise ConfigError(f"{source} holds {len(key)} bytes; a cluster key needs at least "
-                          f"{MIN_KEY} (try: head -c 32 /dev/urandom | base64)")
-    return key
-
 
 def _key(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> bytes:
     try:
         if "key_file" in table:
             return loadKey(_typed(where, "key_file", table["key_file"], str, "a file name"))
         return environmentKey(environ)
-    except ConfigError as e:
+    except (ConfigError, BadKey) as e:
         raise ConfigError(f"{where}: {e}") from None
 
 
@@ -338,7 +300,7 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
     addresses = tuple(_address(where, a) for a in listen)
     if len(set(addresses)) != len(addresses):
         raise ConfigError(f"{where}: listen names an address twice")
-    port = _typed(where, "port", node.get("port", DEFAULT_PORT), int, "a port number")
+    port = _typed(where, "port", node.get("port", BROWSER_PORT), int, "a port number")
     try:
         checkPort("port", port)
     except WireError as e:

@@ -22,6 +22,9 @@ from srp.wire.instances import (
     encodeInstances,
 )
 
+#: The UDP port a SQL Server Browser (and every srp node) answers on.
+BROWSER_PORT = 1434
+
 CLNT_BCAST_EX = 0x02
 CLNT_UCAST_EX = 0x03
 CLNT_UCAST_INST = 0x04

@@ -1,0 +1,53 @@
+"""
+Where the cluster key comes from: a key file only its owner may read, or
+C{$SRP_CLUSTER_KEY}.  Nodes read it from their configuration, clients from
+C{key_file=} or C{--key-file}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+#: The environment variable that may hold the cluster key instead of a file.
+KEY_ENVIRONMENT = "SRP_CLUSTER_KEY"
+#: The shortest cluster key accepted, in bytes.
+MIN_KEY = 16
+
+
+class BadKey(Exception):
+    """A cluster key that cannot be used; the message says why."""
+
+
+def loadKey(path: str | Path) -> bytes:
+    """
+    Read a cluster key file.
+
+    @raise BadKey: if it cannot be read, others may read it, or it is too short.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        key = path.read_bytes().strip()
+    except OSError as e:
+        raise BadKey(f"cannot read the key file {path}: {e.strerror}") from None
+    if mode & 0o007:
+        raise BadKey(f"the key file {path} is readable by others; run: chmod 600 {path}")
+    return _checkedKey(key, f"the key file {path}")
+
+
+def environmentKey(environ: Mapping[str, str]) -> bytes:
+    """
+    The cluster key in C{$SRP_CLUSTER_KEY}, or C{b""} if it is not set.
+
+    @raise BadKey: if it is too short.
+    """
+    value = environ.get(KEY_ENVIRONMENT, "")
+    return _checkedKey(value.encode("utf-8"), f"${KEY_ENVIRONMENT}") if value else b""
+
+
+def _checkedKey(key: bytes, source: str) -> bytes:
+    if len(key) < MIN_KEY:
+        raise BadKey(f"{source} holds {len(key)} bytes; a cluster key needs at least "
+                     f"{MIN_KEY} (try: head -c 32 /dev/urandom | base64)")
+    return key

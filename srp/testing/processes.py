@@ -1,0 +1,152 @@
+"""
+Drivers of real C{srp serve} processes, for tests, demos and benchmarks.
+
+L{NodeProcess} runs a node on a free loopback address
+(L{freeLoopbackAddress}) from a configuration that L{writeNodeConfig}
+writes; L{stopProcess} ends any child by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from srp.server.config import loadConfig
+from srp.wire.mcsqlr import BROWSER_PORT
+
+
+def freeLoopbackAddress(port: int = BROWSER_PORT, first: int = 2, last: int = 254) -> str:
+    """
+    A 127.0.0.N address whose UDP C{port} nobody holds right now.
+
+    Several nodes (and test runs) can each own the browser port this way.
+    """
+    for n in range(first, last + 1):
+        address = f"127.0.0.{n}"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((address, port))
+            except OSError:
+                continue
+            return address
+    raise RuntimeError(f"every address 127.0.0.{first}-{last} has UDP port {port} in use")
+
+
+def stopProcess(process: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """End C{process} by its PID: SIGTERM, then SIGKILL after C{timeout}; its exit code."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+class NodeProcess:
+    """
+    A real C{srp serve} process, for tests, demos and benchmarks.
+
+    Its log goes to C{logPath}; L{start} waits until it answers, L{stop}
+    ends it by its PID (SIGTERM, then SIGKILL).  A C{prefix} that execs
+    (C{ip netns exec NAME}) keeps the PID the node's own.
+    """
+
+    READY = " started ("
+
+    def __init__(self, config: Path, logPath: Path, executable: str | None = None,
+                 prefix: Sequence[str] = (), argv: Sequence[str] | None = None) -> None:
+        self.config = config
+        self.logPath = logPath
+        self.executable = executable or str(Path(sys.executable).with_name("srp"))
+        #: Run the node through this command, e.g. C{ip netns exec HOST}.
+        self.prefix = tuple(prefix)
+        #: The whole command line, for a program embedding a node (default:
+        #: C{srp serve --config CONFIG}).
+        self.argv = tuple(argv) if argv is not None else (
+            self.executable, "serve", "--config", str(config))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> NodeProcess:
+        """Start the node and wait for its ready line; raise if it exits or times out."""
+        with open(self.logPath, "wb") as log:
+            self.process = subprocess.Popen(
+                [*self.prefix, *self.argv],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.READY in self.log():
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"srp serve exited with {self.process.returncode}: "
+                                   f"{self.log().strip()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"srp serve did not get ready within {timeout} s: {self.log()}")
+
+    @property
+    def address(self) -> str:
+        """The first address the node listens on."""
+        return loadConfig(self.config).listen[0]
+
+    def log(self) -> str:
+        """Everything the node has logged so far."""
+        return self.logPath.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        """The process id of the running node."""
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """End the node (SIGTERM, then SIGKILL after C{timeout}); return its exit code."""
+        if self.process is None:
+            return 0
+        return stopProcess(self.process, timeout)
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any]],
+                    port: int = BROWSER_PORT, serverName: str = "SRPTEST",
+                    tables: dict[str, dict[str, Any]] | None = None,
+                    node: dict[str, Any] | None = None) -> Path:
+    """
+    Write a node configuration file (TOML) for L{NodeProcess}; return its path.
+
+    @param tables: more tables, such as C{{"cluster": {"name": "c"}}} or
+        C{{"limits": {"reply_rate_per_source": 0}}}.
+    @param node: more keys of the C{[node]} table, such as C{{"extensions": False}}.
+    """
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return "'" + str(v) + "'"
+
+    lines = ["[node]", f"listen = {value(listen)}", f"port = {port}",
+             f"server_name = {value(serverName)}",
+             *(f"{k} = {value(v)}" for k, v in (node or {}).items())]
+    for name, table in (tables or {}).items():
+        lines += ["", f"[{name}]", *(f"{k} = {value(v)}" for k, v in table.items())]
+    for instance in instances:
+        lines += ["", "[[instances]]", *(f"{k} = {value(v)}" for k, v in instance.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
