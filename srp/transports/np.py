@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from attrs import evolve
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectError
@@ -33,6 +34,7 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from srp.interfaces import IPortMapTransport, NodeListening
 from srp.records import InstanceInfo
 from srp.transports.writethrough import WriteThroughFactory
 
@@ -165,6 +167,30 @@ def listenPipe(reactor: Any, name: str, factory: IProtocolFactory,
     port: IListeningPort = reactor.listenUNIX(
         str(path), WriteThroughFactory(factory, SEND_BUFFER), mode=mode, wantPID=True)
     return port
+
+
+@implementer(IPlugin, IPortMapTransport)
+class PipeTransport:
+    """The C{np} entry of a port map: a pipe, C{\\\\SERVER\\pipe\\NAME}."""
+
+    name = "np"
+
+    def endpointFor(self, reactor: Any, host: str, info: InstanceInfo,
+                    timeout: float) -> IStreamClientEndpoint | None:
+        """An endpoint to C{info}'s pipe, or L{None} if it has none."""
+        return endpointFor(reactor, host, info, timeout)
+
+    def listen(self, reactor: Any, info: InstanceInfo, factory: IProtocolFactory,
+               node: NodeListening) -> tuple[IListeningPort, InstanceInfo]:
+        """
+        Listen on C{info}'s pipe, or on C{MSSQL$NAME\\srp-NODE\\sql\\query}: several
+        nodes of one host may serve the same instance (primary and standbys),
+        so the default name carries the node id.
+        """
+        name = (splitPipeName(info.np)[1] if info.np else
+                rf"MSSQL${info.instanceName}\srp-{node.nodeId:016x}\sql\query")
+        port = listenPipe(reactor, name, factory, node.pipeDirectory)
+        return port, evolve(info, np=pipeName(info.serverName, name))
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
