@@ -139,21 +139,6 @@ class PipeEndpoint:
         return connected.addCallback(unwrap)
 
 
-def endpointFor(reactor: Any, host: str, info: InstanceInfo,
-                timeout: float) -> IStreamClientEndpoint | None:
-    """An endpoint to C{info}'s pipe, or L{None} if it has none."""
-    if info.np is None:
-        return None
-    try:
-        server, name = splitPipeName(info.np)
-        path = socketPath(name)
-    except ValueError as e:
-        return RemotePipeEndpoint(info.np, f"{host}; {e}")
-    if not isThisHost(server, host):
-        return RemotePipeEndpoint(info.np, host)
-    return PipeEndpoint(reactor, path, timeout=timeout)
-
-
 def listenPipe(reactor: Any, name: str, factory: IProtocolFactory,
                directory: Path | None = None, mode: int = DEFAULT_MODE) -> IListeningPort:
     """
@@ -178,7 +163,16 @@ class PipeTransport:
     def endpointFor(self, reactor: Any, host: str, info: InstanceInfo,
                     timeout: float) -> IStreamClientEndpoint | None:
         """An endpoint to C{info}'s pipe, or L{None} if it has none."""
-        return endpointFor(reactor, host, info, timeout)
+        if info.np is None:
+            return None
+        try:
+            server, name = splitPipeName(info.np)
+            path = socketPath(name)
+        except ValueError as e:
+            return RemotePipeEndpoint(info.np, f"{host}; {e}")
+        if not isThisHost(server, host):
+            return RemotePipeEndpoint(info.np, host)
+        return PipeEndpoint(reactor, path, timeout=timeout)
 
     def listen(self, reactor: Any, info: InstanceInfo, factory: IProtocolFactory,
                node: NodeListening) -> tuple[IListeningPort, InstanceInfo]:
@@ -191,6 +185,10 @@ class PipeTransport:
                 rf"MSSQL${info.instanceName}\srp-{node.nodeId:016x}\sql\query")
         port = listenPipe(reactor, name, factory, node.pipeDirectory)
         return port, evolve(info, np=pipeName(info.serverName, name))
+
+
+#: An endpoint to C{info}'s pipe on C{host}, or L{None}: L{PipeTransport.endpointFor}.
+endpointFor = PipeTransport().endpointFor
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)

@@ -28,15 +28,6 @@ USER_TIMEOUT_MS = 3000
 KEEPALIVE = (1, 1, 3)
 
 
-def endpointFor(reactor: Any, host: str, info: InstanceInfo,
-                timeout: float) -> IStreamClientEndpoint | None:
-    """A TCP endpoint to C{info}'s tcp port on C{host}, or L{None} if it has none."""
-    if info.tcp is None:
-        return None
-    kind = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-    return kind(reactor, host, info.tcp, timeout=timeout)
-
-
 @implementer(IPlugin, IPortMapTransport)
 class TCPTransport:
     """The C{tcp} entry of a port map: a TCP port on the instance's host."""
@@ -46,7 +37,10 @@ class TCPTransport:
     def endpointFor(self, reactor: Any, host: str, info: InstanceInfo,
                     timeout: float) -> IStreamClientEndpoint | None:
         """A TCP endpoint to C{info}'s tcp port on C{host}, or L{None} if it has none."""
-        return endpointFor(reactor, host, info, timeout)
+        if info.tcp is None:
+            return None
+        kind = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+        return kind(reactor, host, info.tcp, timeout=timeout)
 
     def listen(self, reactor: Any, info: InstanceInfo, factory: IProtocolFactory,
                node: NodeListening) -> tuple[IListeningPort, InstanceInfo]:

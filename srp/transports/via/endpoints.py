@@ -95,14 +95,6 @@ def pathsFor(host: str, via: ViaInfo) -> list[tuple[str, int]]:
     return paths
 
 
-def endpointFor(reactor: Any, host: str, info: InstanceInfo,
-                timeout: float) -> IStreamClientEndpoint | None:
-    """A VIA endpoint to C{info}'s via paths on C{host}, or L{None} if it has none."""
-    if info.via is None:
-        return None
-    return VIAClientEndpoint(reactor, pathsFor(host, info.via), timeout=timeout)
-
-
 @implementer(IPlugin, IPortMapTransport)
 class VIATransport:
     """
@@ -117,7 +109,9 @@ class VIATransport:
     def endpointFor(self, reactor: Any, host: str, info: InstanceInfo,
                     timeout: float) -> IStreamClientEndpoint | None:
         """A VIA endpoint to C{info}'s via paths on C{host}, or L{None} if it has none."""
-        return endpointFor(reactor, host, info, timeout)
+        if info.via is None:
+            return None
+        return VIAClientEndpoint(reactor, pathsFor(host, info.via), timeout=timeout)
 
     def listen(self, reactor: Any, info: InstanceInfo, factory: IProtocolFactory,
                node: NodeListening) -> tuple[IListeningPort, InstanceInfo]:
@@ -132,3 +126,7 @@ class VIATransport:
         port = viProviderNamed(node.viProvider).listen(reactor, wanted, factory, node.host)
         bound = ViaInfo(info.serverName, (ViaAddress(nic, port.getHost().port),))
         return port, evolve(info, via=bound)
+
+
+#: A VIA endpoint to C{info}'s via paths on C{host}, or L{None}: L{VIATransport.endpointFor}.
+endpointFor = VIATransport().endpointFor

@@ -55,13 +55,12 @@ HANDSHAKE_TIMEOUT = 10.0
 
 
 
-class _VIAClientFactory(ClientFactory):
+class _VIAFactory(Factory):
     """
-    Builds the VIA connection of one path, for the application's factory.
+    Builds VIA connections for the application's factory.
 
     @param pathAddress: on the local path, the TCP address of the path it
-        stands for (the application's factory and L{VIAConnection.getPeer}
-        see it); L{None} on TCP.
+        stands for; L{None} on TCP.
     """
 
     noisy = False
@@ -72,7 +71,16 @@ class _VIAClientFactory(ClientFactory):
         self.reactor = reactor
         self.factory = factory
         self.pathAddress = pathAddress
-        self.connection: VIAConnection | None = None
+
+
+class _VIAClientFactory(_VIAFactory, ClientFactory):
+    """
+    Builds the VIA connection of one path; on the local path, the
+    application's factory and L{VIAConnection.getPeer} see the TCP address
+    the path stands for.
+    """
+
+    connection: VIAConnection | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> VIAConnection:
         local = self.pathAddress is not None
@@ -88,23 +96,13 @@ class _VIAClientFactory(ClientFactory):
         self.factory.doStop()
 
 
-class _VIAServerFactory(Factory):
+class _VIAServerFactory(_VIAFactory):
     """
-    Builds a VIA connection for each connection a listener accepts.
-
-    @param pathAddress: for the local (AF_UNIX) listener, the TCP listener's
-        address; L{None} for the TCP listener, which alone starts and stops
-        the application's factory.
+    Builds a VIA connection for each connection a listener accepts.  The
+    local (AF_UNIX) listener's C{pathAddress} is the TCP listener's address;
+    the TCP listener (whose is L{None}) alone starts and stops the
+    application's factory.
     """
-
-    noisy = False
-
-    def __init__(self, provider: EmulatedVIProvider, reactor: Any,
-                 factory: IProtocolFactory, pathAddress: IAddress | None = None) -> None:
-        self.provider = provider
-        self.reactor = reactor
-        self.factory = factory
-        self.pathAddress = pathAddress
 
     def buildProtocol(self, addr: IAddress | None) -> VIAConnection:
         return VIAConnection(self.provider, self.reactor, self.factory, addr, client=False,
@@ -118,8 +116,6 @@ class _VIAServerFactory(Factory):
     def doStop(self) -> None:
         if self.pathAddress is None:
             self.factory.doStop()
-
-
 
 
 @implementer(IListeningPort)
