@@ -86,7 +86,6 @@ class VIAConnectError(ConnectError):
     MESSAGE = "VIA connection failed"
 
 
-
 @implementer(IMessageTransport, IPushProducer, IConsumer)
 class VIAConnection(CreditedTransport, Protocol):
     """

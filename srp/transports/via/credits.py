@@ -55,7 +55,6 @@ class IMessageTransport(ITransport):
         """
 
 
-
 class CreditedTransport:
     """
     The application's transport on a VIA connection: messages delivered as

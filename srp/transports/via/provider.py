@@ -54,7 +54,6 @@ HANDSHAKE_TIMEOUT = 10.0
 #: Seconds a client waits for each path, unless told otherwise.
 
 
-
 class _VIAFactory(Factory):
     """
     Builds VIA connections for the application's factory.
@@ -150,7 +149,6 @@ class VIAListeningPort:
     def getHost(self) -> IAddress:
         """The TCP port's address: what a port map advertises."""
         return self.tcp.getHost()
-
 
 
 @implementer(IPlugin, IVIProvider)
@@ -285,7 +283,6 @@ class EmulatedVIProvider:
                               host=bound.host, port=bound.port,  # type: ignore[attr-defined]
                               name=name, error=e)
         return VIAListeningPort(tcp, local)
-
 
 
 #: The provider VIA endpoints and listeners use when given none.
