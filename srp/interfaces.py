@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from attrs import frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from zope.interface import Attribute, Interface
 
 from srp.records import InstanceInfo, Registration
@@ -94,7 +101,14 @@ class IFailoverAware(Interface):
 
 
 class IInstanceVerifier(Interface):
-    """Confirms that a connection reached the instance it was meant for."""
+    """
+    Confirms that a connection reached the instance it was meant for.
+
+    srp's own (C{none}, C{tds}, C{hello}) are found first, then any plugin
+    providing this interface (and L{IPlugin <twisted.plugin.IPlugin>}) in a
+    C{twisted/plugins} dropin: C{verify=NAME} in an C{srp:} endpoint string
+    names one.
+    """
 
     name = Attribute("The verifier's name in endpoint strings: none, tds, hello.")
 
@@ -108,6 +122,14 @@ class IInstanceVerifier(Interface):
             another instance (the resolution was stale).
         """
 
+    def forReactor(reactor: Any) -> IInstanceVerifier:
+        """
+        This verifier, keeping its deadlines with C{reactor} (an
+        L{IReactorTime <twisted.internet.interfaces.IReactorTime>}): a
+        verifier found as a plugin is shared, the reactor is the endpoint's.
+        One that keeps no deadlines may return itself.
+        """
+
 
 class IVIProvider(Interface):
     """
@@ -116,10 +138,14 @@ class IVIProvider(Interface):
     L{srp.transports.via.EmulatedVIProvider} emulates VI over TCP sockets; an
     RDMA provider would implement this interface with queue pairs instead.
     Either way the application's protocol sees message boundaries and
-    credit-based flow control (L{srp.transports.via}).
+    credit-based flow control (L{srp.transports.via}).  srp's own is found
+    first, then any plugin providing this interface (and L{IPlugin
+    <twisted.plugin.IPlugin>}): C{provider=NAME} in a C{via:} endpoint string
+    and C{vi_provider} in a node's configuration name one.
     """
 
-    name = Attribute("The provider's name in logs and messages, such as C{emulated}.")
+    name = Attribute("The provider's name in endpoint strings, configurations and logs: "
+                     "C{emulated}.")
 
     def connect(reactor: Any, paths: Sequence[tuple[str, int]], factory: Any,
                 timeout: float) -> Deferred[Any]:
@@ -145,6 +171,62 @@ class IVIProvider(Interface):
         @return: the L{IListeningPort
             <twisted.internet.interfaces.IListeningPort>}.
         @raise twisted.internet.error.CannotListenError: if the port is taken.
+        """
+
+
+@frozen
+class NodeListening:
+    """
+    What a node tells a port-map transport when it listens for one of its instances.
+
+    @ivar host: the address to listen on: the node's first listen address.
+    @ivar nodeId: the node's id, for names that must differ between the
+        nodes of one host (several may serve one instance).
+    @ivar pipeDirectory: where pipe sockets go (L{None}: the default).
+    @ivar viProvider: the name of the VI provider that carries via.
+    """
+
+    host: str
+    nodeId: int = 0
+    pipeDirectory: Path | None = None
+    viProvider: str = "emulated"
+
+
+class IPortMapTransport(Interface):
+    """
+    A protocol of an [MC-SQLR] port map: how a client reaches an instance
+    through its entry, and how a node listens for one and fills it in.
+
+    srp's own (C{tcp}, C{np}, C{via}) are found first, then any plugin
+    providing this interface (and L{IPlugin <twisted.plugin.IPlugin>}) in a
+    C{twisted/plugins} dropin.  A third party's entry travels in
+    L{InstanceInfo.other <srp.records.InstanceInfo>}.
+    """
+
+    name = Attribute("The protocol's name in the port map, in C{prefer=} and in a "
+                     "node's C{serve}: tcp, np, via.")
+
+    def endpointFor(reactor: Any, host: str, info: InstanceInfo,
+                    timeout: float) -> IStreamClientEndpoint | None:
+        """
+        A client endpoint to C{info}'s entry of this protocol, on C{host}
+        (the address the instance was resolved at).
+
+        @param timeout: seconds the connection attempt may take.
+        @return: the endpoint, or L{None} if C{info} has no such entry.
+        """
+
+    def listen(reactor: Any, info: InstanceInfo, factory: IProtocolFactory,
+               node: NodeListening) -> tuple[IListeningPort, InstanceInfo]:
+        """
+        Listen for C{factory}'s connections to the instance C{info}, where
+        C{info}'s entry asks (anywhere free if it has none).
+
+        @return: the listening port, and C{info} with its entry of this
+            protocol saying what was bound, for the node to advertise.
+        @raise twisted.internet.error.CannotListenError: if it cannot bind.
+        @raise OSError: if it cannot prepare to (a directory, say).
+        @raise ValueError: if C{info}'s entry cannot be listened on.
         """
 
 

@@ -381,6 +381,9 @@ class Refuses:
     def __init__(self, *wrong: str) -> None:
         self.wrong = set(wrong)
 
+    def forReactor(self, reactor: Any) -> Refuses:
+        return self
+
     def connect(self, endpoint: Any, factory: IProtocolFactory,
                 instance: str) -> Deferred[IProtocol]:
         def check(protocol: IProtocol) -> IProtocol:

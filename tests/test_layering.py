@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # The values both sides hold; sealing cluster messages and where their
     # key comes from, which both nodes and clients need.
     ("records", "authenticator", "clusterkey"),
-    ("interfaces",),
+    ("interfaces", "plugins"),  # plugins: finding the implementations of an interface
     ("transports",),
     ("server", "client", "options"),
     ("tap", "cli"),

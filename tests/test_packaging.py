@@ -25,6 +25,9 @@ def test_installed_as_regular_files() -> None:
     assert (PURELIB / "twisted" / "plugins" / "srp_endpoints.py").is_file()
     assert (PURELIB / "twisted" / "plugins" / "srp_via.py").is_file()
     assert (PURELIB / "twisted" / "plugins" / "srp_np.py").is_file()
+    for dropin in ("srp_transports.py", "srp_verifiers.py", "srp_vi.py", "srp_checks.py"):
+        assert (PURELIB / "twisted" / "plugins" / dropin).is_file()
+    assert (PURELIB / "srp" / "transports" / "via" / "connection.py").is_file()
     assert (PURELIB / "srp" / "wire" / "mcsqlr.py").is_file()
     assert (PURELIB / "srp" / "testing" / "processes.py").is_file()
     assert (PURELIB / "srp" / "py.typed").is_file()
@@ -51,6 +54,17 @@ def test_client_from_string_finds_the_srp_endpoint(tmp_path: Path) -> None:
         "from twisted.internet.endpoints import clientFromString\n"
         "print(type(clientFromString(reactor, 'srp:db1/SALES')).__name__)", tmp_path)
     assert found.strip() == "SRPClientEndpoint"
+
+
+def test_twisted_finds_the_transports_verifiers_and_vi_provider(tmp_path: Path) -> None:
+    found = outside(
+        "from twisted.plugin import getPlugins\n"
+        "from srp.interfaces import IHealthCheck, IInstanceVerifier, IPortMapTransport, "
+        "IVIProvider\n"
+        "for kind in (IPortMapTransport, IInstanceVerifier, IVIProvider, IHealthCheck):\n"
+        "    print(sorted(p.name for p in getPlugins(kind)))", tmp_path)
+    assert found.splitlines() == ["['np', 'tcp', 'via']", "['hello', 'none', 'tds']",
+                                  "['emulated']", "['none', 'tcp']"]
 
 
 def test_twistd_help_lists_srp(tmp_path: Path) -> None:

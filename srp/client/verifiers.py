@@ -4,21 +4,24 @@ Instance verifiers: is the server we reached the instance we asked for?
 C{none} trusts the resolution; C{tds} asks the server with an MS-TDS
 PRELOGIN carrying INSTOPT, on a probe connection of its own, as SQL Server
 itself confirms names; C{hello} asks srp's listener wrapper
-(L{srp.server.hello}) in-band, invisibly to the application.
+(L{srp.server.hello}) in-band, invisibly to the application.  A plugin may
+add others (L{verifierNamed}).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from srp.interfaces import IInstanceVerifier
+from srp.plugins import namedOrRaise
 from srp.wire.errors import WireError
 from srp.wire.hello import HELLO_NO, HELLO_YES, helloRequest
 from srp.wire.tds import INSTOPT, TABULAR_RESULT, decodePrelogin, packetLength, preloginRequest
@@ -28,11 +31,15 @@ class WrongInstance(ConnectError):
     """The server reached is not the instance asked for: the resolution is stale."""
 
 
-@implementer(IInstanceVerifier)
+@implementer(IPlugin, IInstanceVerifier)
 class NoVerifier:
     """Trusts the resolution: connects and asks nothing."""
 
     name = "none"
+
+    def forReactor(self, reactor: Any) -> NoVerifier:
+        """This verifier: it keeps no deadlines."""
+        return self
 
     def connect(self, endpoint: Any, factory: IProtocolFactory,
                 instance: str) -> Deferred[IProtocol]:
@@ -92,6 +99,32 @@ class _Exchange(Protocol):
             self.answered.errback(error)
 
 
+class _TimedVerifier:
+    """
+    A verifier that waits at most C{timeout} seconds for the answer, on
+    C{reactor} (the global reactor if L{None}).
+    """
+
+    defaultTimeout = 1.0
+
+    def __init__(self, reactor: Any = None, timeout: float | None = None) -> None:
+        self._reactor = reactor
+        self.timeout = self.defaultTimeout if timeout is None else timeout
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor that times the answer."""
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self._reactor
+
+    def forReactor(self, reactor: Any) -> Self:
+        """This verifier on C{reactor}, with the same timeout."""
+        return type(self)(reactor, self.timeout)
+
+
 class _PreloginProbe(_Exchange):
     def complete(self) -> int | None:
         if len(self.buffer) < 8:
@@ -100,18 +133,15 @@ class _PreloginProbe(_Exchange):
         return length if len(self.buffer) >= length else None
 
 
-@implementer(IInstanceVerifier)
-class TDSVerifier:
+@implementer(IPlugin, IInstanceVerifier)
+class TDSVerifier(_TimedVerifier):
     """
     Confirms the instance with a PRELOGIN (INSTOPT) on a probe connection,
     then connects the application: TDS allows one PRELOGIN per connection.
     """
 
     name = "tds"
-
-    def __init__(self, reactor: Any, timeout: float = 1.0) -> None:
-        self.reactor = reactor
-        self.timeout = timeout
+    defaultTimeout = 1.0
 
     async def _connect(self, endpoint: Any, factory: IProtocolFactory,
                        instance: str) -> IProtocol:
@@ -193,15 +223,12 @@ class _HelloClientFactory(ClientFactory):
         return _HelloClient(self.reactor, self.instance, self.timeout, self.factory, addr)
 
 
-@implementer(IInstanceVerifier)
-class HelloVerifier:
+@implementer(IPlugin, IInstanceVerifier)
+class HelloVerifier(_TimedVerifier):
     """Confirms the instance with srp's hello, answered by L{srp.server.hello.HelloFactory}."""
 
     name = "hello"
-
-    def __init__(self, reactor: Any, timeout: float = 0.5) -> None:
-        self.reactor = reactor
-        self.timeout = timeout
+    defaultTimeout = 0.5
 
     async def _connect(self, endpoint: Any, factory: IProtocolFactory,
                        instance: str) -> IProtocol:
@@ -219,16 +246,15 @@ class HelloVerifier:
         return Deferred.fromCoroutine(self._connect(endpoint, factory, instance))
 
 
+_BUILTINS = (NoVerifier(), TDSVerifier(), HelloVerifier())
+
+
 def verifierNamed(name: str, reactor: Any) -> IInstanceVerifier:
     """
-    The verifier called C{name} (C{none}, C{tds} or C{hello}).
+    The verifier called C{name}, on C{reactor}: srp's own (C{none}, C{tds},
+    C{hello}), else a plugin's.
 
-    @raise ValueError: for another name.
+    @raise ValueError: if there is none of that name.
     """
-    verifiers: dict[str, Any] = {"none": NoVerifier, "tds": TDSVerifier,
-                                 "hello": HelloVerifier}
-    if name not in verifiers:
-        raise ValueError(f"unknown verifier {name!r}; choose none, tds or hello")
-    kind = verifiers[name]
-    verifier: IInstanceVerifier = kind() if kind is NoVerifier else kind(reactor)
-    return verifier
+    found: IInstanceVerifier = namedOrRaise(IInstanceVerifier, "verifier", name, _BUILTINS)
+    return found.forReactor(reactor)

@@ -1,5 +1,7 @@
 """
-The built-in instance health checks (L{IHealthCheck}): C{none} and C{tcp}.
+The built-in instance health checks (L{IHealthCheck}): C{none} and C{tcp};
+L{checkNamed} finds them, then plugins (a dropin providing L{IHealthCheck}
+and L{IPlugin <twisted.plugin.IPlugin>}).
 
 C{tcp} connects to the first entry of the instance's port map in the order
 tcp, np, via (the one plain SQL drivers use first) and closes the
@@ -15,10 +17,12 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from srp.interfaces import IHealthCheck
+from srp.plugins import namedOrRaise, names
 from srp.records import InstanceInfo
 from srp.transports import endpointsFor
 
@@ -26,7 +30,7 @@ from srp.transports import endpointsFor
 CHECKED_TRANSPORTS = ("tcp", "np", "via")
 
 
-@implementer(IHealthCheck)
+@implementer(IPlugin, IHealthCheck)
 class NoCheck:
     """Every instance is alive: C{check = "none"}."""
 
@@ -37,7 +41,7 @@ class NoCheck:
         return succeed(None)
 
 
-@implementer(IHealthCheck)
+@implementer(IPlugin, IHealthCheck)
 class ConnectCheck:
     """An instance is alive if its first port-map entry accepts a connection."""
 
@@ -70,19 +74,21 @@ class ConnectCheck:
         return connected.addCallbacks(close, timedOut)
 
 
-#: The built-in checks, by name.
-BUILT_IN_CHECKS: dict[str, IHealthCheck] = {"none": NoCheck(), "tcp": ConnectCheck()}
+
+#: srp's own checks.
+BUILT_IN_CHECKS: tuple[IHealthCheck, ...] = (NoCheck(), ConnectCheck())
 
 
-def checkNames() -> set[str]:
-    """The names C{check = "NAME"} may give."""
-    return set(BUILT_IN_CHECKS)
+def checkNames() -> list[str]:
+    """The names C{check = "NAME"} may give: srp's own, then the plugins'."""
+    return names(IHealthCheck, BUILT_IN_CHECKS)
 
 
 def checkNamed(name: str) -> IHealthCheck:
     """
-    The health check called C{name}.
+    The health check called C{name}: srp's own, else a plugin's.
 
-    @raise KeyError: if there is none.
+    @raise ValueError: naming the known ones, if there is none of that name.
     """
-    return BUILT_IN_CHECKS[name]
+    found: IHealthCheck = namedOrRaise(IHealthCheck, "check", name, BUILT_IN_CHECKS)
+    return found

@@ -19,7 +19,7 @@ from attrs import field, frozen
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.records import Registration
 from srp.server.access import AccessPolicy, NetworkACL, networks
-from srp.server.checks import checkNames
+from srp.server.checks import checkNamed, checkNames
 from srp.server.health import HealthSettings
 from srp.server.limits import (
     DEFAULT_GLOBAL,
@@ -29,11 +29,13 @@ from srp.server.limits import (
     StateBounds,
 )
 from srp.server.membership import DEFAULT_INTERVAL, DEFAULT_MISSES
+from srp.transports import DEFAULT_PREFERENCE, transportNames
+from srp.transports.via import DEFAULT_PROVIDER, viProviderNamed
 from srp.wire import InstanceInfo, ViaInfo, WireError
 from srp.wire.instances import checkPort
 from srp.wire.mcsqlr import BROWSER_PORT
 
-_NODE_KEYS = {"listen", "port", "server_name", "extensions", "pipe_directory"}
+_NODE_KEYS = {"listen", "port", "server_name", "extensions", "pipe_directory", "vi_provider"}
 _INSTANCE_KEYS = {
     "name", "server_name", "version", "clustered", "tcp", "np", "via", "hidden", "dac_port",
     "priority", "relay", "serve", "check", "check_interval", "check_timeout", "fall", "rise",
@@ -101,6 +103,8 @@ class NodeConfig:
     pipeDirectory: Path | None = None
     #: How each instance is health-checked, by instance key.
     health: dict[str, HealthSettings] = field(factory=dict)
+    #: The VI provider that carries the via listeners (L{srp.transports.via.viProviderNamed}).
+    viProvider: str = DEFAULT_PROVIDER
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -134,11 +138,12 @@ def _relay(where: str, table: Mapping[str, Any]) -> tuple[tuple[str, int], tuple
     host, sep, port = relay.rpartition(":")
     if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ConfigError(f'{where}: relay {relay!r} is not "HOST:PORT"')
-    transports = _typed(where, "serve", table.get("serve", ["via", "tcp", "np"]), list,
+    transports = _typed(where, "serve", table.get("serve", list(DEFAULT_PREFERENCE)), list,
                         "a list of transports")
-    unknown = sorted(set(transports) - {"via", "tcp", "np"})
+    known = transportNames()
+    unknown = sorted(set(transports) - set(known))
     if unknown or not transports:
-        raise ConfigError(f"{where}: serve must list some of via, tcp, np, not "
+        raise ConfigError(f"{where}: serve must list some of {', '.join(known)}, not "
                           f"{unknown or transports}")
     return (host.strip("[]"), int(port)), tuple(transports)
 
@@ -181,10 +186,11 @@ def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registra
 def _health(where: str, table: Mapping[str, Any]) -> HealthSettings:
     default = HealthSettings()
     check = _typed(where, "check", table.get("check", default.check), str,
-                   f"the name of a health check ({', '.join(sorted(checkNames()))})")
-    if check not in checkNames():
-        raise ConfigError(f"{where}: unknown check {check!r}; choose from "
-                          f"{', '.join(sorted(checkNames()))}")
+                   f"the name of a health check ({', '.join(checkNames())})")
+    try:
+        checkNamed(check)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     seconds = (int, float)
     settings = HealthSettings(
         check=check,
@@ -334,6 +340,12 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
                         "true or false")
     pipeDirectory = (Path(_typed(f"{source} [node]", "pipe_directory", node["pipe_directory"],
                                  str, "a directory")) if "pipe_directory" in node else None)
+    viProvider = _typed(f"{source} [node]", "vi_provider",
+                        node.get("vi_provider", DEFAULT_PROVIDER), str, "a VI provider's name")
+    try:
+        viProviderNamed(viProvider)
+    except ValueError as e:
+        raise ConfigError(f"{source} [node]: vi_provider: {e}") from None
     cluster = None
     if "cluster" in document:
         table = _typed(source, "[cluster]", document["cluster"], dict, "a table")
@@ -349,7 +361,8 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
     return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster,
                       extensions=extensions, access=access, perSource=perSource,
                       overall=overall, reserve=reserve, bounds=bounds, relays=relays,
-                      pipeDirectory=pipeDirectory, health=health)
+                      pipeDirectory=pipeDirectory, viProvider=viProvider,
+                      health=health)
 
 
 def loadConfig(path: str | Path) -> NodeConfig:

@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import socket
-import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +31,8 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from srp.transports.peercred import peerUser
 
 
 @frozen
@@ -53,17 +54,6 @@ def _describe(port: IListeningPort) -> list[Any]:
     address = port.getHost()
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET  # type: ignore[attr-defined]
     return [family, address.host, address.port]  # type: ignore[attr-defined]
-
-
-def peerUser(transport: Any) -> int | None:
-    """The user id of the process at the other end of a UNIX socket, if known."""
-    try:
-        credentials = transport.getHandle().getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (OSError, AttributeError):
-        return None
-    _, uid, _ = struct.unpack("3i", credentials)
-    return int(uid)
 
 
 class _Giver(Protocol):

@@ -14,18 +14,16 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger
 
-from srp.records import InstanceInfo, ViaAddress, ViaInfo, instanceKey
+from srp.interfaces import NodeListening
+from srp.records import instanceKey
 from srp.server.config import ClusterConfig, NodeConfig
 from srp.server.hello import HelloFactory
 from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
-from srp.transports import np, via
+from srp.transports import DEFAULT_PREFERENCE, transportNamed
 from srp.transports.splice import relayFactory
-
-#: The transports a node can serve an instance on.
-TRANSPORTS = ("via", "tcp", "np")
 
 
 class NodeStartError(Exception):
@@ -76,29 +74,29 @@ class NodeService(Service):
                                      bounds=config.bounds)
 
     def serve(self, instance: str, factory: IProtocolFactory,
-              transports: Sequence[str] = TRANSPORTS) -> None:
+              transports: Sequence[str] = DEFAULT_PREFERENCE) -> None:
         """
         Serve C{instance}'s connections with C{factory} on C{transports}.
 
         The node opens the listeners when it starts (an ephemeral port unless
         the instance's registration names one), behind srp's hello wrapper,
         and registers what they bound: C{tcp;PORT}, C{np;} and the pipe name
-        (the registration's, or C{MSSQL$NAME\\srp-NODE\\sql\\query}), and
-        C{via;SERVER,NIC:PORT}.  Call it before the node starts.
+        (the registration's, or C{MSSQL$NAME\\srp-NODE\\sql\\query}),
+        C{via;SERVER,NIC:PORT}, or the entry of a plugin's transport
+        (L{srp.transports.transportNamed}).  Call it before the node starts.
 
         @raise ValueError: if the node has no such instance, or a transport is unknown.
         """
         if not any(r.key == instanceKey(instance) for r in self.config.instances):
             raise ValueError(f"this node has no instance {instance!r} to serve")
-        unknown = set(transports) - set(TRANSPORTS)
-        if unknown:
-            raise ValueError(f"unknown transport {sorted(unknown)[0]!r}; choose from "
-                             f"{', '.join(TRANSPORTS)}")
+        for name in transports:
+            transportNamed(name)
         self._served[instanceKey(instance)] = (factory, tuple(transports))
 
     def _openListeners(self) -> None:
         own = []
-        host = self.config.listen[0]
+        node = NodeListening(self.config.listen[0], self.membership.nodeId,
+                             self.config.pipeDirectory, self.config.viProvider)
         for registration in self.config.instances:
             served = self._served.get(registration.key)
             if served is None:
@@ -107,36 +105,16 @@ class NodeService(Service):
             factory, transports = served
             wrapped = HelloFactory(factory, [registration.name], self.reactor)
             info = registration.info
-            for transport in transports:
+            for name in transports:
                 try:
-                    info = self._listen(transport, info, wrapped, host)
+                    port, info = transportNamed(name).listen(self.reactor, info, wrapped, node)
                 except (CannotListenError, OSError, ValueError) as e:
                     self._closeListeners()
                     raise NodeStartError(f"instance {registration.name}: cannot listen on "
-                                         f"{transport}: {e}") from None
+                                         f"{name}: {e}") from None
+                self._listeners.append(port)
             own.append(evolve(registration, info=info))
         self.membership.setOwn(own)
-
-    def _listen(self, transport: str, info: InstanceInfo, factory: IProtocolFactory,
-                host: str) -> InstanceInfo:
-        if transport == "tcp":
-            port = self.reactor.listenTCP(info.tcp or 0, factory, interface=host)
-            self._listeners.append(port)
-            return evolve(info, tcp=port.getHost().port)
-        if transport == "np":
-            # Several nodes of one host may serve the same instance (primary and
-            # standbys): the default pipe name carries the node id.
-            name = (np.splitPipeName(info.np)[1] if info.np else
-                    rf"MSSQL${info.instanceName}\srp-{self.membership.nodeId:016x}\sql\query")
-            self._listeners.append(np.listenPipe(self.reactor, name, factory,
-                                                 self.config.pipeDirectory))
-            return evolve(info, np=np.pipeName(info.serverName, name))
-        nic = "0" if host in ("0.0.0.0", "::") or ":" in host else host
-        wanted = info.via.addresses[0].port if info.via else 0
-        port = via.defaultProvider().listen(self.reactor, wanted, factory, host)
-        self._listeners.append(port)
-        return evolve(info, via=ViaInfo(info.serverName, (
-            ViaAddress(nic, port.getHost().port),)))
 
     def _closeListeners(self) -> None:
         for port in self._listeners:

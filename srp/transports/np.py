@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from attrs import evolve
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectError
@@ -33,6 +34,7 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from srp.interfaces import IPortMapTransport, NodeListening
 from srp.records import InstanceInfo
 from srp.transports.writethrough import WriteThroughFactory
 
@@ -137,21 +139,6 @@ class PipeEndpoint:
         return connected.addCallback(unwrap)
 
 
-def endpointFor(reactor: Any, host: str, info: InstanceInfo,
-                timeout: float) -> IStreamClientEndpoint | None:
-    """An endpoint to C{info}'s pipe, or L{None} if it has none."""
-    if info.np is None:
-        return None
-    try:
-        server, name = splitPipeName(info.np)
-        path = socketPath(name)
-    except ValueError as e:
-        return RemotePipeEndpoint(info.np, f"{host}; {e}")
-    if not isThisHost(server, host):
-        return RemotePipeEndpoint(info.np, host)
-    return PipeEndpoint(reactor, path, timeout=timeout)
-
-
 def listenPipe(reactor: Any, name: str, factory: IProtocolFactory,
                directory: Path | None = None, mode: int = DEFAULT_MODE) -> IListeningPort:
     """
@@ -165,6 +152,43 @@ def listenPipe(reactor: Any, name: str, factory: IProtocolFactory,
     port: IListeningPort = reactor.listenUNIX(
         str(path), WriteThroughFactory(factory, SEND_BUFFER), mode=mode, wantPID=True)
     return port
+
+
+@implementer(IPlugin, IPortMapTransport)
+class PipeTransport:
+    """The C{np} entry of a port map: a pipe, C{\\\\SERVER\\pipe\\NAME}."""
+
+    name = "np"
+
+    def endpointFor(self, reactor: Any, host: str, info: InstanceInfo,
+                    timeout: float) -> IStreamClientEndpoint | None:
+        """An endpoint to C{info}'s pipe, or L{None} if it has none."""
+        if info.np is None:
+            return None
+        try:
+            server, name = splitPipeName(info.np)
+            path = socketPath(name)
+        except ValueError as e:
+            return RemotePipeEndpoint(info.np, f"{host}; {e}")
+        if not isThisHost(server, host):
+            return RemotePipeEndpoint(info.np, host)
+        return PipeEndpoint(reactor, path, timeout=timeout)
+
+    def listen(self, reactor: Any, info: InstanceInfo, factory: IProtocolFactory,
+               node: NodeListening) -> tuple[IListeningPort, InstanceInfo]:
+        """
+        Listen on C{info}'s pipe, or on C{MSSQL$NAME\\srp-NODE\\sql\\query}: several
+        nodes of one host may serve the same instance (primary and standbys),
+        so the default name carries the node id.
+        """
+        name = (splitPipeName(info.np)[1] if info.np else
+                rf"MSSQL${info.instanceName}\srp-{node.nodeId:016x}\sql\query")
+        port = listenPipe(reactor, name, factory, node.pipeDirectory)
+        return port, evolve(info, np=pipeName(info.serverName, name))
+
+
+#: An endpoint to C{info}'s pipe on C{host}, or L{None}: L{PipeTransport.endpointFor}.
+endpointFor = PipeTransport().endpointFor
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)

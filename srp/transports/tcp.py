@@ -1,13 +1,25 @@
-"""TCP: Twisted's own endpoints, with no Nagle delay and short dead-peer detection."""
+"""
+TCP: the C{tcp} entry of a port map, with Twisted's own endpoints, no Nagle
+delay and short dead-peer detection.
+"""
 
 from __future__ import annotations
 
 import socket
 from typing import Any
 
+from attrs import evolve
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint, ITransport
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    ITransport,
+)
+from twisted.plugin import IPlugin
+from zope.interface import implementer
 
+from srp.interfaces import IPortMapTransport, NodeListening
 from srp.records import InstanceInfo
 
 #: Milliseconds unacknowledged data may wait before the kernel gives up on a peer.
@@ -16,13 +28,25 @@ USER_TIMEOUT_MS = 3000
 KEEPALIVE = (1, 1, 3)
 
 
-def endpointFor(reactor: Any, host: str, info: InstanceInfo,
-                timeout: float) -> IStreamClientEndpoint | None:
-    """A TCP endpoint to C{info}'s tcp port on C{host}, or L{None} if it has none."""
-    if info.tcp is None:
-        return None
-    kind = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-    return kind(reactor, host, info.tcp, timeout=timeout)
+@implementer(IPlugin, IPortMapTransport)
+class TCPTransport:
+    """The C{tcp} entry of a port map: a TCP port on the instance's host."""
+
+    name = "tcp"
+
+    def endpointFor(self, reactor: Any, host: str, info: InstanceInfo,
+                    timeout: float) -> IStreamClientEndpoint | None:
+        """A TCP endpoint to C{info}'s tcp port on C{host}, or L{None} if it has none."""
+        if info.tcp is None:
+            return None
+        kind = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+        return kind(reactor, host, info.tcp, timeout=timeout)
+
+    def listen(self, reactor: Any, info: InstanceInfo, factory: IProtocolFactory,
+               node: NodeListening) -> tuple[IListeningPort, InstanceInfo]:
+        """Listen on C{info}'s tcp port (any if none) of the node's address."""
+        port: IListeningPort = reactor.listenTCP(info.tcp or 0, factory, interface=node.host)
+        return port, evolve(info, tcp=port.getHost().port)  # type: ignore[attr-defined]
 
 
 def detectDeadPeers(transport: ITransport) -> None:

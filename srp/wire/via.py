@@ -42,8 +42,12 @@ MAX_REASON = 1024
 
 _HANDSHAKE = struct.Struct("<8sBBHI")
 HANDSHAKE_SIZE = _HANDSHAKE.size
-_HEADER = struct.Struct("<BI")
-HEADER_SIZE = _HEADER.size
+#: The 5-byte header of every frame after the handshake: the type, then a
+#: little-endian uint32 (a DATA or CLOSE frame's length, a CREDIT frame's
+#: count).  Its C{pack} and C{unpack_from} are the one codec of frame
+#: headers: L{FrameDecoder} and the via transport's fast path both use them.
+FRAME_HEADER = struct.Struct("<BI")
+HEADER_SIZE = FRAME_HEADER.size
 
 _KINDS = {CONNECT: "CONNECT", ACCEPT: "ACCEPT"}
 
@@ -123,7 +127,7 @@ class Credit:
 
     def encode(self) -> bytes:
         """The frame: a header only."""
-        return _HEADER.pack(CREDIT, self.count)
+        return FRAME_HEADER.pack(CREDIT, self.count)
 
 
 def _reason(_: object, __: object, value: str) -> None:
@@ -143,7 +147,7 @@ class Close:
     def encode(self) -> bytes:
         """The frame: header and UTF-8 reason."""
         reason = self.reason.encode("utf-8")
-        return _HEADER.pack(CLOSE, len(reason)) + reason
+        return FRAME_HEADER.pack(CLOSE, len(reason)) + reason
 
     @classmethod
     def because(cls, reason: str) -> Close:
@@ -158,7 +162,7 @@ Frame = Data | Credit | Close
 
 def dataHeader(length: int) -> bytes:
     """The 5-byte header of a DATA frame carrying C{length} bytes."""
-    return _HEADER.pack(DATA, length)
+    return FRAME_HEADER.pack(DATA, length)
 
 
 class FrameDecoder:
@@ -201,7 +205,7 @@ class FrameDecoder:
             return self._handshake()
         if self.buffered < HEADER_SIZE:
             return None
-        kind, value = _HEADER.unpack_from(self._buffer, self._offset)
+        kind, value = FRAME_HEADER.unpack_from(self._buffer, self._offset)
         if kind == DATA:
             if value > self.maxData:
                 raise ViaWireError(f"a DATA frame of {value} bytes exceeds the "

@@ -1,0 +1,3 @@
+from srp.server.checks import ConnectCheck, NoCheck
+
+none, tcp = NoCheck(), ConnectCheck()

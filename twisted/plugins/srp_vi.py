@@ -1,0 +1,3 @@
+from srp.transports.via import EmulatedVIProvider
+
+emulated = EmulatedVIProvider()
