@@ -21,6 +21,7 @@ from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
+from srp.server.roles.active import ClusterPorts
 from srp.transports import np, via
 
 #: The transports a node can serve an instance on.
@@ -66,6 +67,8 @@ class NodeService(Service):
         self.limiter = ReplyLimiter(reactor, config.perSource, config.overall, config.reserve)
         self._served: dict[str, tuple[IProtocolFactory, tuple[str, ...]]] = {}
         self._listeners: list[IListeningPort] = []
+        #: A standalone node's port, bound before it starts.
+        self._bound: ClusterPorts | None = None
         for name, ((backendHost, backendPort), transports) in config.relays.items():
             self.serve(name, ProxyFactory(backendHost, backendPort), transports)
         self.membership = Membership(reactor, settings, self.registry, config.instances,
@@ -158,7 +161,7 @@ class NodeService(Service):
         if self.config.cluster is not None:
             return
         try:
-            self.membership.listen()
+            self._bound = self.membership.listen()
         except CannotListenError as e:
             reason = e.socketError.strerror if e.socketError else str(e)
             hint = ""
@@ -173,9 +176,11 @@ class NodeService(Service):
         super().startService()
         cluster = self.config.cluster
         if cluster is None:
-            if not self.membership.clusterPorts:
+            if self._bound is None:
                 self.privilegedStartService()
-            self.membership.machine.portBound()
+            bound, self._bound = self._bound, None
+            assert bound is not None
+            self.membership.machine.portBound(bound)
         else:
             if not self._listeners:
                 self._openListeners()
