@@ -26,6 +26,7 @@ from srp.testing import FakeNetwork
 from srp.wire.cluster import (
     NO_LIST_VERSION,
     Activate,
+    ActivateAck,
     ClusterMessage,
     Envelope,
     Join,
@@ -267,3 +268,25 @@ def test_machine_holds_the_role_and_halting_is_an_input() -> None:
     assert (HOST, 1434) not in network._ports
     assert role.ports.ports == []
     assert membership.machine.stop().called
+
+
+def test_handing_over_activates_the_passives_in_turn_then_stops() -> None:
+    core = Core()
+    active = ActiveRole(core.membership, ports(), ClusterView())
+    for member in (OTHER, ACTIVE):
+        active.received(core.envelope(Join(()), member.nodeId), (member.host, member.port),
+                        DatagramProtocol())
+    core.sent.clear()
+    handingOver = HandingOverRole(core.membership, active)
+    handingOver.begin()
+    assert [(type(m), to) for m, to in core.sent] == [(Activate, (OTHER.host, OTHER.port))]
+    first = core.sent[0][0]
+    assert isinstance(first, Activate) and first.passives == (ACTIVE,)
+    core.clock.advance(MISSES * INTERVAL)
+    assert core.sent[-1][1] == (ACTIVE.host, ACTIVE.port)
+    assert core.membership.counters["activates_sent"] == 2
+    assert core.inputs.calls == []
+    handingOver.received(core.envelope(ActivateAck(), ACTIVE.nodeId),
+                         (ACTIVE.host, ACTIVE.port), DatagramProtocol())
+    assert core.inputs.calls == [("stopped", ())]
+    assert core.membership.counters["handed_over"] == 1
