@@ -204,12 +204,13 @@ def simulate(passives: int, seconds: float, seed: int = 1,
         clock.advance(0.25)
         settled += 0.25
         if (len(nodes) == passives and all(n.role == "passive" for n in nodes)
-                and len(membership.passives) == passives):
+                and len(membership.current.passives) == passives):
             break
     else:
         roles = Counter(n.role for n in nodes)
         raise RuntimeError(f"{passives} passives did not settle in {SETTLE_LIMIT:g} simulated "
-                           f"s: {dict(roles)}, the active knows {len(membership.passives)}")
+                           f"s: {dict(roles)}, the active knows "
+                           f"{len(membership.current.passives)}")
     clock.advance(2 * INTERVAL)  # steady state: every passive has sent KeepAlives since joining
     network.reset()
     stopwatch.seconds, stopwatch.calls, stopwatch.profiling = 0.0, 0, True
@@ -232,7 +233,7 @@ def simulate(passives: int, seconds: float, seed: int = 1,
         "datagrams_out_per_s": network.left / seconds,
         "bytes_out_per_s": network.leftBytes / seconds,
         "ack_bytes": HEADER_SIZE + TAG_SIZE
-        + len(KeepAliveAck(tuple(membership.passives)).payload()),
+        + len(KeepAliveAck(tuple(membership.current.passives)).payload()),
         "active_cpu_per_s": stopwatch.seconds / seconds,
         "active_calls": stopwatch.calls,
         "active_us_per_keepalive": stopwatch.seconds / keepAlives * 1e6 if keepAlives else None,

@@ -29,6 +29,7 @@ with atheris.instrument_imports(include=["srp"]):
     from srp.server.node import NodeService
     from srp.server.registry import Registry
     from srp.server.responder import ResolutionResponder
+    from srp.server.roles.active import ActiveRole
     from srp.testing import FakeNetwork, connectDatagram
     from srp.wire import WireError, decodeRequest, decodeResponse
     from srp.wire.cluster import HEADER_SIZE, clusterId, decodeEnvelope
@@ -80,9 +81,10 @@ def nodeDatagram(data: bytes) -> None:
     # Authentic messages move the node between roles (a higher epoch makes
     # it step down): deliver on whichever socket it has now.
     membership = _node.membership
-    via = membership.responders[0] if membership.responders else membership.socket
-    assert via is not None
-    membership.received(data, ("127.0.0.2", 5000), via)
+    role = membership.current
+    replyFrom = role.ports.sender if isinstance(role, ActiveRole) else membership.socket
+    assert replyFrom is not None
+    membership.received(data, ("127.0.0.2", 5000), replyFrom)
     _network.clock.advance(0.01)
 
 

@@ -14,9 +14,11 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamClientEndpoint,
 )
+from twisted.internet.protocol import DatagramProtocol
 from zope.interface import Attribute, Interface
 
 from srp.records import InstanceInfo, Registration
+from srp.wire.cluster import Envelope
 
 
 class IRegistry(Interface):
@@ -245,4 +247,47 @@ class IHealthCheck(Interface):
         @return: a L{Deferred} that fires with L{None} if the instance is
             alive, or fails (with a message saying why) if it is not or
             does not answer within C{timeout} seconds.
+        """
+
+
+class IClusterRole(Interface):
+    """
+    A role a node plays in its cluster: the state data of its role machine.
+
+    Each role holds exactly its own state (a passive: the active it follows
+    and its unanswered KeepAlives; the active: its cluster ports and its
+    passives); what every role shares (the node's socket, timers, sending,
+    authentication, epoch, counters) stays with the membership core.
+    """
+
+    name = Attribute(
+        "What C{srp status}, role commands (C{SRP_ROLE}) and C{onRole} call this "
+        "role: idle, probing, passive, waiting, binding, active, handing-over, "
+        "stopped or crashed."
+    )
+    active = Attribute(
+        "The active this role knows of, as a L{srp.wire.cluster.Member}, or L{None} "
+        "(for the active itself, and before any active answered)."
+    )
+    passives = Attribute(
+        "The passive list this role knows, in join order: a sequence of "
+        "L{srp.wire.cluster.Member}."
+    )
+
+    def received(envelope: Envelope, source: tuple[str, int],
+                 replyFrom: DatagramProtocol) -> None:
+        """
+        An authenticated cluster message arrived.
+
+        @param source: the address it came from.
+        @param replyFrom: the socket it came in on, which replies go out of.
+        """
+
+    def tick() -> None:
+        """Do this role's periodic work (once a KeepAlive interval)."""
+
+    def registrations() -> Sequence[Registration]:
+        """
+        What C{srp status} lists: every registration the active answers for,
+        the node's own in any other role.
         """

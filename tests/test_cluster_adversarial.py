@@ -136,7 +136,7 @@ def test_stale_epoch_ack_is_ignored_by_a_passive() -> None:
     insider = attacker(harness, nodeId=999)
     harness.inject(insider.seal(KeepAliveAck(()), epoch=0), harness.passive)
     assert harness.passive.membership.counters["stale_epoch"] == 1
-    assert harness.passive.membership.activeNode == harness.active.membership.nodeId
+    assert harness.passive.membership.current.active.nodeId == harness.active.membership.nodeId
     harness.run(2.0)
     assert harness.passive.role == "passive"
 

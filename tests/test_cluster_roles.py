@@ -46,7 +46,7 @@ def test_graceful_stop_hands_over_with_the_registry(sharedHost: bool) -> None:
     nodes = cluster(sharedHost)
     nodes.run(2.0)
     [old] = nodes.actives()
-    first = old.service.membership.passives[0].nodeId
+    first = old.service.membership.current.passives[0].nodeId
     nodes.stop(nodes.nodes.index(old))
     nodes.run(0.05)
     [new] = nodes.actives()
@@ -69,7 +69,8 @@ def test_passive_crash_expires_its_registrations() -> None:
     nodes.crash(index)
     nodes.run(EXPIRY + INTERVAL)
     assert not set(gone) & set(active.service.registry.registrations())
-    assert [p.nodeId for p in active.service.membership.passives].count(gone[0].nodeId) == 0
+    passives = active.service.membership.current.passives
+    assert [p.nodeId for p in passives].count(gone[0].nodeId) == 0
 
 
 def test_passive_graceful_stop_leaves_at_once() -> None:

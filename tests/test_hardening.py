@@ -134,7 +134,7 @@ def test_join_flood_is_bounded() -> None:
                      for n in range(5))
         harness.inject(insider.seal(Join(many), 1), harness.active)
     membership = harness.active.membership
-    assert len(membership.passives) == 4
+    assert len(membership.current.passives) == 4
     assert len(harness.active.registry) <= 8
     assert membership.counters["passives_refused"] == 7
     assert membership.counters["registrations_refused"] == 3

@@ -12,6 +12,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from srp.server.roles.active import ActiveRole
 from srp.testing import FakeNetwork
 from tests.cluster_sim import SimCluster, violations
 
@@ -72,7 +73,9 @@ class ClusterMachine(RuleBasedStateMachine):
         ports = self.cluster.network._ports
         for node in self.cluster.actives():
             held = ports.get((node.host, 1434))
-            assert held is not None and held.protocol in node.service.membership.responders
+            role = node.service.membership.current
+            assert isinstance(role, ActiveRole)
+            assert held is not None and held.protocol in role.ports.responders
 
     @invariant()
     def oneHostHasOneActive(self) -> None:
@@ -83,7 +86,7 @@ class ClusterMachine(RuleBasedStateMachine):
     def passivesKnowTheirActive(self) -> None:
         for node in self.cluster.live():
             if node.service.role == "passive":
-                assert node.service.membership.active is not None
+                assert node.service.membership.current.active is not None
 
     def teardown(self) -> None:
         if not hasattr(self, "cluster"):

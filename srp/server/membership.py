@@ -1,12 +1,13 @@
 """
-Cluster membership: the role a node plays (probing, passive, active) and
-the messages that move it between roles.
+Cluster membership: the role a node plays in its cluster, and the core that
+every role works through.
 
-The role machine (L{RoleInputs}, built with Automat) decides; the
-L{Membership} core does the I/O: it probes the cluster addresses, binds the
-cluster port when it becomes active, sends Join, KeepAlive and Leave as a
-passive, answers them as the active, and hands the port over with Activate
-on a graceful stop.  All timing comes from the injected reactor, so the
+The role machine (L{RoleInputs}, built with Automat) holds the current role
+(an L{IClusterRole}, from L{srp.server.roles}) as its state data; a role
+handles the cluster messages and the periodic work of its part and asks the
+machine to move on.  The L{Membership} core keeps only what every role
+shares: the node's own socket, the timer, sending, authentication, the
+epoch and the counters.  All timing comes from the injected reactor, so the
 whole of it runs on a L{Clock} in tests and simulations.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -29,37 +29,28 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
+from srp.interfaces import IClusterRole
 from srp.records import Registration
 from srp.server.access import AccessPolicy
-from srp.server.handover import HandedSocket, canHandOver, offerSockets, takeSockets
+from srp.server.handover import HandedSocket
 from srp.server.limits import ReplyLimiter, StateBounds
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
-from srp.wire.cluster import (
-    MAX_EPOCH,
-    NO_LIST_VERSION,
-    Activate,
-    ActivateAck,
-    ClusterMessage,
-    Envelope,
-    Join,
-    KeepAlive,
-    KeepAliveAck,
-    Leave,
-    Member,
-    Probe,
-    Redirect,
-    ReJoin,
-    Resolve,
-    ResolveReply,
-    StatusQuery,
-    StatusReply,
-    clusterId,
+from srp.server.roles.active import ActiveRole, ClusterPorts
+from srp.server.roles.base import (
+    NOTHING_HEARD,
+    Address,
+    ClusterView,
+    CrashedRole,
+    IdleRole,
+    StoppedRole,
 )
+from srp.server.roles.handingover import HandingOverRole
+from srp.server.roles.passive import PassiveRole
+from srp.server.roles.seeking import BindingRole, ProbingRole, WaitingRole
+from srp.wire.cluster import ClusterMessage, Probe, StatusQuery, StatusReply, clusterId
 from srp.wire.errors import WireError
 from srp.wire.mcsqlr import MAX_DATAGRAM
-
-Address = tuple[str, int]
 
 #: Default seconds between KeepAlives.
 DEFAULT_INTERVAL = 0.25
@@ -95,28 +86,25 @@ class RoleInputs(Protocol):
     def start(self) -> None:
         "The node starts: look for an active."
 
-    def activeFound(self) -> None:
-        "An active answered (probe answer, KeepAliveAck or announcement)."
+    def activeFound(self, view: ClusterView) -> None:
+        "An active answered a node looking for one; C{view} is what it said."
 
-    def probeExpired(self) -> None:
-        "Nobody answered the probe in time."
+    def probeExpired(self, view: ClusterView) -> None:
+        "Nobody answered the probe in time (or this node's turn to take over came)."
 
-    def portBound(self) -> None:
-        "This node now holds the cluster port."
+    def portBound(self, ports: ClusterPorts, view: ClusterView = NOTHING_HEARD) -> None:
+        "This node now holds the cluster C{ports}."
 
-    def portRefused(self) -> None:
-        "The cluster port could not be bound: someone else holds it."
+    def portRefused(self, view: ClusterView, retryIn: float) -> None:
+        "The cluster port could not be bound: someone else holds it; probe again later."
 
-    def activeLost(self) -> None:
+    def activeLost(self, view: ClusterView) -> None:
         "Enough KeepAlives went unanswered: the active is presumed dead."
 
-    def takeOver(self) -> None:
-        "This node's turn to take over has come (its rank's wait is over)."
+    def activated(self, view: ClusterView, activatedBy: Address, handover: str) -> None:
+        "The active handed over to this node (Activate), offering its sockets as C{handover}."
 
-    def activated(self) -> None:
-        "The active handed over to this node (Activate)."
-
-    def outranked(self) -> None:
+    def outranked(self, view: ClusterView) -> None:
         "Another active with a higher epoch (or id, at equal epochs) exists."
 
     def stop(self) -> Deferred[None]:
@@ -124,6 +112,12 @@ class RoleInputs(Protocol):
 
     def stopped(self) -> None:
         "The hand-over (or the lack of one) is complete."
+
+    def halt(self) -> None:
+        "Stop at once, telling nobody: what a crash does."
+
+    def _handOver(self, active: ActiveRole) -> None:
+        "The active is stopping: start handing over."
 
 
 class _MemberSocket(DatagramProtocol):
@@ -140,12 +134,13 @@ class _MemberSocket(DatagramProtocol):
 
 class Membership:
     """
-    The I/O side of a node's cluster role.
+    The core of a node's cluster role: what every role shares.
 
-    It owns the node's cluster socket, the cluster ports while active, the
-    timers, and what it knows of the cluster: the epoch, the active, the
-    passive list.  The shared L{Registry} holds what the node answers for
-    while it is active.
+    It owns the node's own cluster socket, the timer, the authenticator,
+    the epoch and the counters, and sends for the roles.  The role itself
+    (and what only it knows: the active it follows, its passives, the
+    cluster ports it holds) is the state data of L{machine}.  The shared
+    L{Registry} holds what the node answers for while it is active.
     """
 
     log = Logger()
@@ -168,34 +163,11 @@ class Membership:
         self.access = access if access is not None else AccessPolicy()
         self.limiter = limiter
         self.bounds = bounds if bounds is not None else StateBounds()
-        self.role = "idle"
         self.epoch = 0
-        #: The active's address and node id, as this passive knows them.
-        self.active: Address | None = None
-        self.activeNode = 0
-        #: The passives in join order (as the active keeps it, or as the last
-        #: KeepAliveAck told this passive).
-        self.passives: list[Member] = []
-        #: The version of the passive list: the active changes it with the
-        #: list; a passive keeps the one its list came with.
-        self.listVersion = NO_LIST_VERSION
-        self.lastSeen: dict[int, float] = {}
-        self.unanswered = 0
         self.counters: Counter[str] = Counter()
         self.socket: _MemberSocket | None = None
-        self.clusterPorts: list[IListeningPort] = []
-        self.responders: list[ResolutionResponder] = []
-        self._activatedBy: Address | None = None
-        self._outrankedBy: Member | None = None
-        self._offer: IListeningPort | None = None
-        self._offerName = ""
-        self._offerMade = False
-        self._handoverName = ""
-        #: Seconds since each passive's last KeepAlive, as Activate told them.
-        self._ages: dict[int, float] = {}
         self._ticker: LoopingCall | None = None
         self._timer: IDelayedCall | None = None
-        self._handoverTargets: list[Member] = []
         self._stopped: Deferred[None] | None = None
         self.machine: RoleInputs = _machineFactory(self)
 
@@ -204,10 +176,30 @@ class Membership:
         self.own = tuple(Registration(r.info, r.hidden, r.dacPort, r.priority, self.nodeId)
                          for r in own)
 
-    # -- helpers the role machine calls ---------------------------------
+    @property
+    def current(self) -> IClusterRole:
+        """The role this node plays now: the role machine's state data."""
+        # Automat keeps the current state's data on the machine.  Asking the
+        # machine through an input instead would cost a transition lookup
+        # for every datagram (several microseconds, most of an ack's cost).
+        role: IClusterRole | None = getattr(self.machine, "__automat_data__", None)
+        return role if role is not None else IdleRole(self)
+
+    @property
+    def role(self) -> str:
+        """The name of the role this node plays now: probing, passive, active, ..."""
+        return str(self.current.name)
+
+    def halt(self) -> None:
+        """
+        Stop at once, telling nobody: what a crash does.  For simulations.
+        """
+        self.machine.halt()
+
+    # -- what the roles work through ------------------------------------------
 
     def openSocket(self) -> None:
-        """Bind this node's own cluster socket (an ephemeral port)."""
+        """Bind this node's own cluster socket (an ephemeral port), and start ticking."""
         self.socket = _MemberSocket(self)
         self._socketPort = self.reactor.listenUDP(0, self.socket,
                                                   interface=self.settings.listen[0],
@@ -237,13 +229,13 @@ class Membership:
         self._timer = None
 
     def send(self, message: ClusterMessage, to: Address,
-             via: DatagramProtocol | None = None) -> None:
-        """Seal C{message} and send it from C{via} (default: this node's socket)."""
-        sender = via if via is not None else self.socket
-        if sender is None or sender.transport is None:
+             sender: DatagramProtocol | None = None) -> None:
+        """Seal C{message} and send it out of C{sender} (default: this node's socket)."""
+        protocol = sender if sender is not None else self.socket
+        if protocol is None or protocol.transport is None:
             return
         try:
-            sender.transport.write(self.auth.seal(message, self.epoch), to)
+            protocol.transport.write(self.auth.seal(message, self.epoch), to)
         except (OSError, WireError) as e:
             self.counters["unsent"] += 1
             self.log.warn("Could not send {message} to {host}:{port}: {error}",
@@ -254,9 +246,14 @@ class Membership:
         self.counters["probes"] += 1
         for host in self.settings.addresses:
             self.send(Probe(), (host, self.settings.port))
-        self.schedule(2 * self.settings.interval, self.machine.probeExpired)
 
-    def listen(self) -> None:
+    def tally(self, counter: str) -> bool:
+        """Count one more C{counter}; whether this one is worth a log line (1, 10, 100, ...)."""
+        self.counters[counter] += 1
+        count = self.counters[counter]
+        return count in (1, 10, 100) or count % 1000 == 0
+
+    def listen(self) -> ClusterPorts:
         """
         Bind the cluster port on every listen address.
 
@@ -275,7 +272,27 @@ class Membership:
             for port in ports:
                 port.stopListening()
             raise
-        self.clusterPorts, self.responders = ports, responders
+        return ClusterPorts(ports, responders)
+
+    def adopt(self, handed: Sequence[HandedSocket]) -> ClusterPorts | None:
+        """
+        Answer on the cluster sockets an old active handed over, or close
+        them and return L{None} if they are not bound where this node listens.
+        """
+        wanted = {(host, self.settings.port) for host in self.settings.listen}
+        if {(s.host, s.port) for s in handed} != wanted:
+            for s in handed:
+                os.close(s.fd)
+            return None
+        adopted = ClusterPorts([], [])
+        for s in handed:
+            responder = self._responder()
+            adopted.ports.append(self.reactor.adoptDatagramPort(
+                s.fd, s.family, responder, maxPacketSize=MAX_DATAGRAM))
+            adopted.responders.append(responder)
+            os.close(s.fd)
+        self.counters["sockets_taken"] += len(handed)
+        return adopted
 
     def _responder(self) -> ResolutionResponder:
         return ResolutionResponder(
@@ -283,157 +300,19 @@ class Membership:
             cluster=self.received if self.settings.extensions else None,
             access=self.access, limiter=self.limiter)
 
-    def bind(self) -> None:
-        """Try to bind the cluster port, and tell the role machine how it went."""
-        try:
-            self.listen()
-        except CannotListenError:
-            self.machine.portRefused()
-        else:
-            self.machine.portBound()
+    def clearRegistry(self) -> None:
+        """Forget every registration: the node no longer answers for the cluster."""
+        for registration in self.registry.registrations():
+            self.registry.unregister(registration.name, registration.nodeId)
 
-    def releasePorts(self) -> None:
-        """Stop answering on the cluster port."""
-        for port in self.clusterPorts:
-            port.stopListening()
-        self.clusterPorts, self.responders = [], []
-
-    def becomeActive(self) -> None:
-        """Now active: raise the epoch, load own registrations, announce to the passives."""
-        self.epoch = min(self.epoch + 1, MAX_EPOCH)
-        self.counters["activations"] += 1
-        self.role = "active"
-        self.active = None
-        self.activeNode = self.nodeId
-        self.passives = [p for p in self.passives if p.nodeId != self.nodeId]
-        # A fresh, unlikely-to-collide version: passives must take this list.
-        self.listVersion = random.SystemRandom().randrange(NO_LIST_VERSION)
-        now = self.reactor.seconds()
-        self.lastSeen = {p.nodeId: now - self._ages.get(p.nodeId, 0.0) for p in self.passives}
-        self._ages = {}
-        self._expire()
-        for registration in self.own:
-            self.registry.register(registration)
-        self.log.info("Active for cluster {cluster} at epoch {epoch} with {count} passives",
-                      cluster=self.settings.name, epoch=self.epoch, count=len(self.passives))
-        self._announce()
-        self._roleChanged()
-
-    def becomePassive(self) -> None:
-        """Now passive: forget the registry, Join the active."""
-        self.role = "passive"
-        self.unanswered = 0
-        self._clearRegistry()
-        self.join()
-        self.log.info("Passive in cluster {cluster}, active {host}:{port} at epoch {epoch}",
-                      cluster=self.settings.name, host=self.active[0] if self.active else "?",
-                      port=self.active[1] if self.active else 0, epoch=self.epoch)
-        self._roleChanged()
-
-    def join(self) -> None:
-        """Send Join with this node's registrations to the active."""
-        if self.active is not None:
-            self.counters["joins_sent"] += 1
-            self.send(Join(self.own), self.active)
-
-    def leave(self) -> None:
-        """Tell the active this passive is going."""
-        if self.active is not None:
-            self.send(Leave(), self.active)
-
-    def stepDown(self) -> None:
-        """Stop being active (another active outranks this one); send the passives to it."""
-        self.counters["step_downs"] += 1
-        self.log.warn("Stepping down: another active outranks epoch {epoch}", epoch=self.epoch)
-        if self._outrankedBy is not None:
-            for passive in self.passives:
-                self.send(Redirect(self._outrankedBy), (passive.host, passive.port),
-                          self._clusterProtocol())
-        self.releasePorts()
-        self._clearRegistry()
-        self.activeNode = 0
-        self.role = "probing"
-        self._roleChanged()
-
-    def waitForTurn(self) -> None:
-        """The active is gone: take over after rank x interval."""
-        rank = self.rank()
-        self.counters["active_lost"] += 1
-        self.log.warn("Active {host}:{port} stopped answering; taking over at rank {rank}",
-                      host=self.active[0] if self.active else "?",
-                      port=self.active[1] if self.active else 0, rank=rank)
-        self.role = "waiting"
-        self.schedule(rank * self.settings.interval, self.machine.takeOver)
-
-    def rank(self) -> int:
-        """This node's place in the passive list (its position in line to take over)."""
-        ids = [p.nodeId for p in self.passives]
-        return ids.index(self.nodeId) if self.nodeId in ids else len(ids)
-
-    def handOver(self) -> None:
-        """
-        Graceful stop of the active: Activate the first passive that answers.
-
-        On a real reactor the cluster sockets themselves are offered to the
-        first target (see L{srp.server.handover}), so that the port never
-        closes; a later target, or a fake reactor, binds the port anew.
-        """
-        self._handoverTargets = list(self.passives)
-        if self.clusterPorts and self._handoverTargets and canHandOver(self.reactor):
-            name = f"srp-handover-{self.auth.cluster:08x}-{self.nodeId:016x}"
-            try:
-                self._offer = offerSockets(self.reactor, name, self.clusterPorts)
-                self._offerName = name
-            except CannotListenError as e:
-                self.log.warn("Cannot offer the cluster sockets for hand-over: {error}",
-                              error=e)
-        self._activateNext()
-
-    def _withdrawOffer(self) -> None:
-        if self._offer is not None:
-            self._offer.stopListening()
-            self._offer = None
-
-    def _activateNext(self) -> None:
-        self._expire()
-        self._handoverTargets = [p for p in self._handoverTargets if p.nodeId in self.lastSeen]
-        handover = ""
-        if self._offer is not None and not self._offerMade:
-            handover, self._offerMade = self._offerName, True
-        else:
-            self._withdrawOffer()  # the first target did not take the sockets
-        if not self._handoverTargets:
-            self.machine.stopped()
-            return
-        target = self._handoverTargets.pop(0)
-        self.counters["activates_sent"] += 1
-        others = tuple(p for p in self.passives if p.nodeId != target.nodeId)
-        now = self.reactor.seconds()
-        ages = tuple(int((now - self.lastSeen.get(p.nodeId, now)) * 1000) for p in others)
-        registrations = tuple(r for r in self.registry.registrations()
-                              if r.nodeId != self.nodeId)
-        message = Activate(others, registrations, ages, handover)
-        try:
-            message.payload()
-        except WireError:
-            message = Activate(others, (), ages, handover)  # too big: passives re-join
-        # From this node's own socket, which the new active answers with
-        # ActivateAck.  Without a socket hand-over the port is released at
-        # once, for the new active to bind.
-        self.send(message, (target.host, target.port))
-        if not handover:
-            self.releasePorts()
-        self.schedule(self.settings.misses * self.settings.interval, self._activateNext)
+    def roleChanged(self, role: str) -> None:
+        """Tell C{onRole} that the node now plays C{role}."""
+        if self.onRole is not None:
+            self.onRole(role, self.epoch)
 
     def finish(self) -> None:
-        """Everything is released: fire the Deferred that L{stop} returned."""
-        wasActive = self.role in ("active", "handing-over")
-        self.role = "stopped"
-        if wasActive:
-            self._roleChanged()
-        self._withdrawOffer()
-        self._clearRegistry()
-        self.releasePorts()
+        """Everything is released: fire the Deferred that L{RoleInputs.stop} returned."""
+        self.clearRegistry()
         self.closeSocket()
         if self._stopped is not None and not self._stopped.called:
             self._stopped.callback(None)
@@ -444,18 +323,13 @@ class Membership:
             self._stopped = Deferred()
         return self._stopped
 
-    def halt(self) -> None:
-        """
-        Stop at once, telling nobody: what a crash does.  For simulations.
-        """
-        self.role = "crashed"
-        self.releasePorts()
-        self.closeSocket()
-
     # -- the network -----------------------------------------------------
 
-    def received(self, datagram: bytes, source: Address, via: DatagramProtocol) -> None:
-        """A cluster message arrived on the node's socket or on a cluster port."""
+    def received(self, datagram: bytes, source: Address, replyFrom: DatagramProtocol) -> None:
+        """
+        A cluster message arrived on the node's socket or on a cluster port
+        (C{replyFrom}, which replies go out of).
+        """
         if not self.access.cluster.open and not self.access.cluster.permits(source[0]):
             self.counters["denied"] += 1
             return
@@ -465,278 +339,36 @@ class Membership:
             self.log.debug("Rejected a cluster message from {host}:{port}: {error}",
                            host=source[0], port=source[1], error=str(e))
             return
-        handler = self._handlers.get(type(envelope.message))
-        if handler is not None:
-            handler(self, envelope, source, via)
-
-    def _onProbe(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        if self.role == "active":
-            self._ack(source, via)
-
-    def _onJoin(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        if self.role != "active":
-            return
-        message = envelope.message
-        assert isinstance(message, Join)
-        sender = envelope.sender
-        known = [p for p in self.passives if p.nodeId == sender]
-        if not known and len(self.passives) >= self.bounds.maxPassives:
-            self._refuse("passives_refused", "Refused a Join: the passive list is full "
-                         "({count} passives)", count=len(self.passives))
-            return
-        self.counters["joins"] += 1
-        self.registry.removeNode(sender)
-        accepted = [r for r in message.registrations if r.nodeId == sender]
-        if len(accepted) > self.bounds.maxRegistrationsPerNode:
-            self._refuse("registrations_refused", "A Join carried {count} registrations; "
-                         "kept the first {limit}", count=len(accepted),
-                         limit=self.bounds.maxRegistrationsPerNode)
-            accepted = accepted[:self.bounds.maxRegistrationsPerNode]
-        for registration in accepted:
-            if (len(self.registry) >= self.bounds.maxInstances
-                    and self.registry.lookup(registration.name) is None):
-                self._refuse("instances_refused", "Refused instance {name}: the cluster "
-                             "holds {limit} instances", name=registration.name,
-                             limit=self.bounds.maxInstances)
-                continue
-            self.registry.register(registration)
-        member = Member(sender, source[0], source[1])
-        if not known:
-            self.passives.append(member)
-            self._passivesChanged()
-        elif known[0] != member:
-            self.passives = [member if p.nodeId == sender else p for p in self.passives]
-            self._passivesChanged()
-        self.lastSeen[sender] = self.reactor.seconds()
-        self._ack(source, via)
-
-    def _passivesChanged(self) -> None:
-        self.listVersion = (self.listVersion + 1) % NO_LIST_VERSION
-
-    def _ack(self, to: Address, via: DatagramProtocol | None, full: bool = True) -> None:
-        passives = tuple(self.passives) if full else ()
-        self.send(KeepAliveAck(passives, self.listVersion), to, via)
-
-    def _refuse(self, counter: str, message: str, **fields: object) -> None:
-        self.counters[counter] += 1
-        if self.counters[counter] in (1, 10, 100) or self.counters[counter] % 1000 == 0:
-            self.log.warn(message + " (refused {refusals} times)", refusals=self.counters[counter],
-                          **fields)
-
-    def _onLeave(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        if self.role == "active":
-            self.counters["leaves"] += 1
-            self._forget(envelope.sender)
-
-    def _onKeepAlive(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        if self.role != "active":
-            return
-        message = envelope.message
-        assert isinstance(message, KeepAlive)
-        held = self.registry.countOf(envelope.sender)
-        if envelope.sender not in self.lastSeen or held != message.registrations:
-            self.counters["rejoins_asked"] += 1
-            self.send(ReJoin(), source, via)
-            return
-        self.lastSeen[envelope.sender] = self.reactor.seconds()
-        self._ack(source, via, full=message.listVersion != self.listVersion)
-
-    def _onAck(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        message = envelope.message
-        assert isinstance(message, KeepAliveAck)
-        theirs = (envelope.epoch, envelope.sender)
-        if self.role == "active":
-            if theirs > (self.epoch, self.nodeId):
-                self.epoch = envelope.epoch
-                self._outrankedBy = Member(envelope.sender, source[0], source[1])
-                self.machine.outranked()
-            return
-        if self.role == "passive" and theirs < (self.epoch, self.activeNode):
-            # A passive follows the active with the highest epoch it knows;
-            # a node looking for an active (probing, waiting) takes any.
-            self.counters["stale_epoch"] += 1
-            return
-        followingAnother = self.role == "passive" and envelope.sender != self.activeNode
-        if envelope.sender != self.activeNode:
-            self.listVersion = NO_LIST_VERSION
-        self.epoch = envelope.epoch
-        self.active = source
-        self.activeNode = envelope.sender
-        if message.passives:
-            self.passives = list(message.passives)
-            self.listVersion = message.listVersion
-        self.unanswered = 0
-        self.machine.activeFound()
-        if followingAnother:
-            self.join()
-
-    def _onReJoin(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        if self.role == "passive" and envelope.sender == self.activeNode:
-            self.counters["rejoins"] += 1
-            self.join()
-
-    def _onRedirect(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        message = envelope.message
-        assert isinstance(message, Redirect)
-        if self.role == "passive" and envelope.sender == self.activeNode:
-            self.counters["redirected"] += 1
-            self.active = (message.active.host, message.active.port)
-            self.activeNode = message.active.nodeId
-            self.unanswered = 0
-            self.join()
-
-    def _onActivate(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        message = envelope.message
-        assert isinstance(message, Activate)
-        if self.role != "passive" or envelope.sender != self.activeNode:
-            self.counters["activate_refused"] += 1
-            return
-        self.counters["activated"] += 1
-        self._activatedBy = source
-        self._handoverName = message.handover
-        self.passives = [p for p in message.passives if p.nodeId != self.nodeId]
-        self._ages = {p.nodeId: age / 1000 for p, age in zip(message.passives, message.ages,
-                                                              strict=True)}
-        known = {p.nodeId for p in self.passives}
-        for registration in message.registrations:
-            if registration.nodeId in known:
-                self.registry.register(registration)
-        self.machine.activated()
-
-    def _onActivateAck(self, envelope: Envelope, source: Address,
-                       via: DatagramProtocol) -> None:
-        if self.role == "handing-over":
-            self.counters["handed_over"] += 1
-            self.cancelTimer()
-            self.machine.stopped()
-
-    def _onResolve(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        message = envelope.message
-        assert isinstance(message, Resolve)
-        if self.role == "active":
-            visible = tuple(r for r in self.registry.candidates(message.instanceName)
-                            if not r.hidden)
-            hosts = {p.nodeId: p.host for p in self.passives}
-            self.send(ResolveReply(message.instanceName, visible,
-                                   tuple(hosts.get(r.nodeId, "") for r in visible)),
-                      source, via)
-
-    def _onStatus(self, envelope: Envelope, source: Address, via: DatagramProtocol) -> None:
-        self.send(StatusReply(json.dumps(self.status())), source, via)
-
-    _handlers: dict[type, Callable[[Membership, Envelope, Address, DatagramProtocol], None]] = {
-        Probe: _onProbe, Join: _onJoin, Leave: _onLeave, KeepAlive: _onKeepAlive,
-        KeepAliveAck: _onAck, ReJoin: _onReJoin, Activate: _onActivate,
-        ActivateAck: _onActivateAck, Resolve: _onResolve, Redirect: _onRedirect,
-        StatusQuery: _onStatus,
-    }
-
-    def takePorts(self) -> None:
-        """
-        Activated: take the old active's sockets if it offers them, else bind.
-        """
-        name, self._handoverName = self._handoverName, ""
-        if not name or not canHandOver(self.reactor):
-            self.schedule(0, self.bind)
-            return
-        taken = takeSockets(self.reactor, name, timeout=self.settings.interval)
-        taken.addCallbacks(self._adopt, lambda failure: self.bind())
-
-    def _adopt(self, handed: list[HandedSocket]) -> None:
-        wanted = {(host, self.settings.port) for host in self.settings.listen}
-        if {(s.host, s.port) for s in handed} != wanted:
-            for s in handed:
-                os.close(s.fd)
-            self.bind()
-            return
-        for s in handed:
-            responder = self._responder()
-            self.clusterPorts.append(self.reactor.adoptDatagramPort(
-                s.fd, s.family, responder, maxPacketSize=MAX_DATAGRAM))
-            self.responders.append(responder)
-            os.close(s.fd)
-        self.counters["sockets_taken"] += len(handed)
-        self.machine.portBound()
-
-    def ackActivation(self) -> None:
-        """Tell the old active, if it handed over to this node, that the node took over."""
-        if self._activatedBy is not None:
-            self.send(ActivateAck(), self._activatedBy)
-            self._activatedBy = None
-
-    # -- periodic work -------------------------------------------------------
+        if isinstance(envelope.message, StatusQuery):
+            self.send(StatusReply(json.dumps(self.status())), source, replyFrom)
+        else:
+            self.current.received(envelope, source, replyFrom)
 
     def _tick(self) -> None:
         try:
-            self._periodic()
+            self.current.tick()
         except Exception:
             # The ticker must outlive any bug: a stopped LoopingCall would
             # silently end KeepAlives and expiry.
             self.counters["tick_errors"] += 1
             self.log.failure("Error in the periodic cluster work")
 
-    def _periodic(self) -> None:
-        if self.role == "passive":
-            if self.unanswered >= self.settings.misses:
-                self.machine.activeLost()
-                return
-            self.unanswered += 1
-            assert self.active is not None
-            self.send(KeepAlive(len(self.own), self.listVersion), self.active)
-        elif self.role == "active":
-            self._expire()
-            for host in self.settings.addresses:
-                if host not in self.settings.listen:
-                    self.send(Probe(), (host, self.settings.port))
-
-    def _expire(self) -> None:
-        deadline = self.reactor.seconds() - (self.settings.misses + 1) * self.settings.interval
-        for nodeId, seen in list(self.lastSeen.items()):
-            if seen < deadline:
-                self.counters["expired"] += 1
-                self.log.warn("Passive {node:016x} stopped sending KeepAlives: "
-                              "its registrations expire", node=nodeId)
-                self._forget(nodeId)
-
-    def _forget(self, nodeId: int) -> None:
-        self.registry.removeNode(nodeId)
-        self.lastSeen.pop(nodeId, None)
-        remaining = [p for p in self.passives if p.nodeId != nodeId]
-        if len(remaining) != len(self.passives):
-            self.passives = remaining
-            self._passivesChanged()
-
-    def _announce(self) -> None:
-        via = self._clusterProtocol()
-        for passive in self.passives:
-            self._ack((passive.host, passive.port), via)
-
-    def _clusterProtocol(self) -> DatagramProtocol | None:
-        return self.responders[0] if self.responders else None
-
-    def _clearRegistry(self) -> None:
-        for registration in self.registry.registrations():
-            self.registry.unregister(registration.name, registration.nodeId)
-
-    def _roleChanged(self) -> None:
-        if self.onRole is not None:
-            self.onRole(self.role, self.epoch)
-
     def status(self) -> dict[str, Any]:
         """What this node knows, for C{srp status}."""
+        role = self.current
         return {
             "node": f"{self.nodeId:016x}",
             "cluster": self.settings.name,
-            "role": self.role,
+            "role": role.name,
             "epoch": self.epoch,
-            "active": None if self.role == "active" or self.active is None
-            else f"{self.active[0]}:{self.active[1]}",
+            "active": None if role.active is None
+            else f"{role.active.host}:{role.active.port}",
             "passives": [{"node": f"{p.nodeId:016x}", "address": f"{p.host}:{p.port}"}
-                         for p in self.passives],
+                         for p in role.passives],
             "registrations": [
                 {"instance": r.name, "node": f"{r.nodeId:016x}", "priority": r.priority,
                  "tcp": r.info.tcp, "hidden": r.hidden}
-                for r in (self.registry.registrations() if self.role == "active" else self.own)
+                for r in role.registrations()
             ],
             "counters": dict(self.counters) | {
                 f"rejected_{k}": v for k, v in self.auth.rejected.items()} | {
@@ -747,117 +379,173 @@ class Membership:
         }
 
 
+# -- the role machine: each state's data is the role, built as the state is entered.
+
+def _probing(inputs: RoleInputs, core: Membership, view: ClusterView = NOTHING_HEARD,
+             retryIn: float = 0.0) -> ProbingRole:
+    if core.socket is None:
+        core.openSocket()
+    role = ProbingRole(core, view)
+    if retryIn:
+        core.schedule(retryIn, role.probe)
+    else:
+        role.probe()
+    return role
+
+
+def _waiting(inputs: RoleInputs, core: Membership, view: ClusterView) -> WaitingRole:
+    role = WaitingRole(core, view)
+    role.wait()
+    return role
+
+
+def _binding(inputs: RoleInputs, core: Membership, view: ClusterView,
+             activatedBy: Address | None = None, handover: str = "") -> BindingRole:
+    role = BindingRole(core, view, activatedBy, handover)
+    if activatedBy is None:
+        role.bind()
+    else:
+        role.take()
+    return role
+
+
+def _passive(inputs: RoleInputs, core: Membership, view: ClusterView) -> PassiveRole:
+    core.cancelTimer()  # the probe's expiry
+    role = PassiveRole(core, view)
+    role.begin()
+    core.roleChanged(role.name)
+    return role
+
+
+def _active(inputs: RoleInputs, core: Membership, ports: ClusterPorts,
+            view: ClusterView = NOTHING_HEARD) -> ActiveRole:
+    if core.socket is None:
+        core.openSocket()
+    role = ActiveRole(core, ports, view)
+    role.begin()
+    core.roleChanged(role.name)
+    return role
+
+
+def _handingOver(inputs: RoleInputs, core: Membership, active: ActiveRole) -> HandingOverRole:
+    role = HandingOverRole(core, active)
+    role.begin()
+    return role
+
+
+def _stopped(inputs: RoleInputs, core: Membership) -> StoppedRole:
+    return StoppedRole(core)
+
+
+def _crashed(inputs: RoleInputs, core: Membership) -> CrashedRole:
+    return CrashedRole(core)
+
+
 def _buildMachine() -> Callable[[Membership], RoleInputs]:
     builder = TypeMachineBuilder(RoleInputs, Membership)
     idle = builder.state("idle")
-    probing = builder.state("probing")
-    binding = builder.state("binding")
-    passive = builder.state("passive")
-    waiting = builder.state("waiting")
-    active = builder.state("active")
-    handingOver = builder.state("handingOver")
-    stopped = builder.state("stopped")
+    probing = builder.state("probing", _probing)
+    binding = builder.state("binding", _binding)
+    passive = builder.state("passive", _passive)
+    waiting = builder.state("waiting", _waiting)
+    active = builder.state("active", _active)
+    handingOver = builder.state("handingOver", _handingOver)
+    stopped = builder.state("stopped", _stopped)
+    crashed = builder.state("crashed", _crashed)
 
-    @idle.upon(RoleInputs.start).to(probing)
-    def start(inputs: RoleInputs, core: Membership) -> None:
-        core.openSocket()
-        core.role = "probing"
-        core.probe()
-
-    @probing.upon(RoleInputs.activeFound).to(passive)
-    @waiting.upon(RoleInputs.activeFound).to(passive)
-    def found(inputs: RoleInputs, core: Membership) -> None:
-        core.cancelTimer()
-        core.becomePassive()
-
-    passive.upon(RoleInputs.activeFound).loop().returns(None)
-    active.upon(RoleInputs.activeFound).loop().returns(None)
-    binding.upon(RoleInputs.activeFound).loop().returns(None)
-    handingOver.upon(RoleInputs.activeFound).loop().returns(None)
-    stopped.upon(RoleInputs.activeFound).loop().returns(None)
-
-    @probing.upon(RoleInputs.probeExpired).to(binding)
-    @waiting.upon(RoleInputs.probeExpired).to(binding)
-    def expired(inputs: RoleInputs, core: Membership) -> None:
-        core.role = "binding"
-        core.bind()
+    idle.upon(RoleInputs.start).to(probing).returns(None)
+    probing.upon(RoleInputs.activeFound).to(passive).returns(None)
+    waiting.upon(RoleInputs.activeFound).to(passive).returns(None)
+    probing.upon(RoleInputs.probeExpired).to(binding).returns(None)
+    waiting.upon(RoleInputs.probeExpired).to(binding).returns(None)
+    binding.upon(RoleInputs.portRefused).to(probing).returns(None)
+    passive.upon(RoleInputs.activeLost).to(waiting).returns(None)
+    passive.upon(RoleInputs.activated).to(binding).returns(None)
+    idle.upon(RoleInputs.portBound).to(active).returns(None)
 
     @binding.upon(RoleInputs.portBound).to(active)
-    @idle.upon(RoleInputs.portBound).to(active)
-    def bound(inputs: RoleInputs, core: Membership) -> None:
-        if core.socket is None:
-            core.openSocket()
-        core.becomeActive()
-        core.ackActivation()
-
-    @binding.upon(RoleInputs.portRefused).to(probing)
-    def refused(inputs: RoleInputs, core: Membership) -> None:
-        core.role = "probing"
-        core.counters["bind_refused"] += 1
-        refusals = core.counters["bind_refused"]
-        if refusals in (1, 10, 100) or refusals % 1000 == 0:
-            core.log.warn("Cannot bind the cluster port {port}, and no active answers "
-                          "there ({count} times): another program may hold it",
-                          port=core.settings.port, count=core.counters["bind_refused"])
-        core.schedule(core.settings.interval, core.probe)
-
-    @passive.upon(RoleInputs.activeLost).to(waiting)
-    def lost(inputs: RoleInputs, core: Membership) -> None:
-        core.waitForTurn()
-
-    @waiting.upon(RoleInputs.takeOver).to(waiting)
-    def turn(inputs: RoleInputs, core: Membership) -> None:
-        if core.rank() == 0:
-            inputs.probeExpired()
-        else:
-            core.probe()
-
-    @passive.upon(RoleInputs.activated).to(binding)
-    def activated(inputs: RoleInputs, core: Membership) -> None:
-        core.role = "binding"
-        core.takePorts()
+    def bound(inputs: RoleInputs, core: Membership, binding: BindingRole, ports: ClusterPorts,
+              view: ClusterView = NOTHING_HEARD) -> None:
+        binding.acknowledge()
 
     @active.upon(RoleInputs.outranked).to(probing)
-    def outranked(inputs: RoleInputs, core: Membership) -> None:
-        core.stepDown()
-        core.probe()
+    def outranked(inputs: RoleInputs, core: Membership, active: ActiveRole,
+                  view: ClusterView) -> None:
+        core.roleChanged("probing")
 
-    for state in (probing, binding, passive, waiting, handingOver, stopped, idle):
-        state.upon(RoleInputs.outranked).loop().returns(None)
-
-    @probing.upon(RoleInputs.stop).to(stopped)
-    @binding.upon(RoleInputs.stop).to(stopped)
-    @waiting.upon(RoleInputs.stop).to(stopped)
     @idle.upon(RoleInputs.stop).to(stopped)
+    @probing.upon(RoleInputs.stop, nodata=True).to(stopped)
+    @binding.upon(RoleInputs.stop, nodata=True).to(stopped)
+    @waiting.upon(RoleInputs.stop, nodata=True).to(stopped)
     def stopQuietly(inputs: RoleInputs, core: Membership) -> Deferred[None]:
         done = core.stoppedDeferred()
         core.finish()
         return done
 
     @passive.upon(RoleInputs.stop).to(stopped)
-    def stopPassive(inputs: RoleInputs, core: Membership) -> Deferred[None]:
+    def stopPassive(inputs: RoleInputs, core: Membership, passive: PassiveRole
+                    ) -> Deferred[None]:
         done = core.stoppedDeferred()
-        core.leave()
+        passive.leave()
         core.finish()
         return done
 
-    @active.upon(RoleInputs.stop).to(handingOver)
-    def stopActive(inputs: RoleInputs, core: Membership) -> Deferred[None]:
-        done = core.stoppedDeferred()
-        core.role = "handing-over"
-        core.handOver()
-        return done
-
-    @handingOver.upon(RoleInputs.stop).loop()
-    @stopped.upon(RoleInputs.stop).loop()
-    def stopAgain(inputs: RoleInputs, core: Membership) -> Deferred[None]:
-        if core.role == "stopped":
-            return succeed(None)
+    @active.upon(RoleInputs.stop).loop()
+    def stopActive(inputs: RoleInputs, core: Membership, active: ActiveRole) -> Deferred[None]:
+        # Runs once this input is done: the hand-over is a state of its own,
+        # whose data starts from the active's.
+        inputs._handOver(active)
         return core.stoppedDeferred()
 
+    active.upon(RoleInputs._handOver).to(handingOver).returns(None)
+
+    @handingOver.upon(RoleInputs.stop, nodata=True).loop()
+    def stopAgain(inputs: RoleInputs, core: Membership) -> Deferred[None]:
+        return core.stoppedDeferred()
+
+    @stopped.upon(RoleInputs.stop, nodata=True).loop()
+    @crashed.upon(RoleInputs.stop, nodata=True).loop()
+    def alreadyStopped(inputs: RoleInputs, core: Membership) -> Deferred[None]:
+        return succeed(None)
+
     @handingOver.upon(RoleInputs.stopped).to(stopped)
-    def handedOver(inputs: RoleInputs, core: Membership) -> None:
+    def handedOver(inputs: RoleInputs, core: Membership, handingOver: HandingOverRole
+                   ) -> None:
+        core.roleChanged("stopped")
+        handingOver.release()
         core.finish()
+
+    @active.upon(RoleInputs.halt).to(crashed)
+    def crashActive(inputs: RoleInputs, core: Membership, active: ActiveRole) -> None:
+        active.ports.release()
+        core.closeSocket()
+
+    @handingOver.upon(RoleInputs.halt).to(crashed)
+    def crashHandingOver(inputs: RoleInputs, core: Membership,
+                         handingOver: HandingOverRole) -> None:
+        handingOver.release()
+        core.closeSocket()
+
+    @idle.upon(RoleInputs.halt).to(crashed)
+    @probing.upon(RoleInputs.halt, nodata=True).to(crashed)
+    @binding.upon(RoleInputs.halt, nodata=True).to(crashed)
+    @passive.upon(RoleInputs.halt, nodata=True).to(crashed)
+    @waiting.upon(RoleInputs.halt, nodata=True).to(crashed)
+    @stopped.upon(RoleInputs.halt, nodata=True).to(crashed)
+    def crash(inputs: RoleInputs, core: Membership) -> None:
+        core.closeSocket()
+
+    crashed.upon(RoleInputs.halt, nodata=True).loop().returns(None)
+
+    # A hand-over's sockets may arrive after the node stopped: let them go.
+    @stopped.upon(RoleInputs.portBound, nodata=True).loop()
+    @crashed.upon(RoleInputs.portBound, nodata=True).loop()
+    def boundTooLate(inputs: RoleInputs, core: Membership, ports: ClusterPorts,
+                     view: ClusterView = NOTHING_HEARD) -> None:
+        ports.release()
+
+    stopped.upon(RoleInputs.portRefused, nodata=True).loop().returns(None)
+    crashed.upon(RoleInputs.portRefused, nodata=True).loop().returns(None)
 
     return builder.build()
 

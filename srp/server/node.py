@@ -22,6 +22,7 @@ from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
+from srp.server.roles.active import ClusterPorts
 from srp.transports import DEFAULT_PREFERENCE, transportNamed
 from srp.transports.splice import relayFactory
 
@@ -65,6 +66,8 @@ class NodeService(Service):
         self.limiter = ReplyLimiter(reactor, config.perSource, config.overall, config.reserve)
         self._served: dict[str, tuple[IProtocolFactory, tuple[str, ...]]] = {}
         self._listeners: list[IListeningPort] = []
+        #: A standalone node's port, bound before it starts.
+        self._bound: ClusterPorts | None = None
         for name, ((backendHost, backendPort), transports) in config.relays.items():
             backend = HostnameEndpoint(reactor, backendHost, backendPort)
             self.serve(name, relayFactory(backend, f"relay of {name}"), transports)
@@ -138,7 +141,7 @@ class NodeService(Service):
         if self.config.cluster is not None:
             return
         try:
-            self.membership.listen()
+            self._bound = self.membership.listen()
         except CannotListenError as e:
             reason = e.socketError.strerror if e.socketError else str(e)
             hint = ""
@@ -153,9 +156,11 @@ class NodeService(Service):
         super().startService()
         cluster = self.config.cluster
         if cluster is None:
-            if not self.membership.clusterPorts:
+            if self._bound is None:
                 self.privilegedStartService()
-            self.membership.machine.portBound()
+            bound, self._bound = self._bound, None
+            assert bound is not None
+            self.membership.machine.portBound(bound)
         else:
             if not self._listeners:
                 self._openListeners()

@@ -1,0 +1,223 @@
+"""The active: it answers for the cluster on the cluster port and keeps its passives."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from attrs import define
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from srp.records import Registration
+from srp.server.responder import ResolutionResponder
+from srp.server.roles.base import Address, ClusterView, Role
+from srp.wire.cluster import (
+    MAX_EPOCH,
+    NO_LIST_VERSION,
+    Envelope,
+    Join,
+    KeepAlive,
+    KeepAliveAck,
+    Leave,
+    Member,
+    Probe,
+    Redirect,
+    ReJoin,
+    Resolve,
+    ResolveReply,
+)
+
+if TYPE_CHECKING:
+    from srp.server.membership import Membership
+
+
+@define
+class ClusterPorts:
+    """The cluster port, bound on each listen address, and the responder answering on each."""
+
+    ports: list[IListeningPort]
+    responders: list[ResolutionResponder]
+
+    @property
+    def sender(self) -> DatagramProtocol | None:
+        """The socket that messages to the passives go out of."""
+        return self.responders[0] if self.responders else None
+
+    def release(self) -> None:
+        """Stop answering on the cluster port."""
+        for port in self.ports:
+            port.stopListening()
+        self.ports, self.responders = [], []
+
+
+class ActiveRole(Role):
+    """
+    The active: answer probes, Joins, KeepAlives, Leaves and Resolves; keep
+    the passive list (join order) and each passive's registrations; expire
+    the passives whose KeepAlives stop; step down for an active that
+    outranks this one.
+    """
+
+    name = "active"
+    log = Logger()
+
+    def __init__(self, core: Membership, ports: ClusterPorts, view: ClusterView) -> None:
+        super().__init__(core)
+        #: The bound cluster ports: this role holds them while it is active.
+        self.ports = ports
+        self._passives = [p for p in view.passives if p.nodeId != core.nodeId]
+        # A fresh, unlikely-to-collide version: passives must take this list.
+        self.listVersion = random.SystemRandom().randrange(NO_LIST_VERSION)
+        now = core.reactor.seconds()
+        #: When each passive last sent a KeepAlive (or Join), by node id.
+        self.lastSeen = {p.nodeId: now - view.ages.get(p.nodeId, 0.0) for p in self._passives}
+
+    @property
+    def passives(self) -> list[Member]:
+        """The passives in join order."""
+        return self._passives
+
+    def begin(self) -> None:
+        """Now active: raise the epoch, answer for own registrations, announce to the passives."""
+        core = self.core
+        core.epoch = min(core.epoch + 1, MAX_EPOCH)
+        core.counters["activations"] += 1
+        self.expire()
+        for registration in core.own:
+            core.registry.register(registration)
+        self.log.info("Active for cluster {cluster} at epoch {epoch} with {count} passives",
+                      cluster=core.settings.name, epoch=core.epoch, count=len(self._passives))
+        for passive in self._passives:
+            self._ack((passive.host, passive.port), self.ports.sender)
+
+    def registrations(self) -> Sequence[Registration]:
+        """Every registration this active answers for."""
+        return self.core.registry.registrations()
+
+    def received(self, envelope: Envelope, source: Address,
+                 replyFrom: DatagramProtocol) -> None:
+        """Answer the cluster's messages."""
+        match envelope.message:
+            case Probe():
+                self._ack(source, replyFrom)
+            case Join() as join:
+                self._joined(join, envelope.sender, source, replyFrom)
+            case KeepAlive() as keepAlive:
+                self._keptAlive(keepAlive, envelope.sender, source, replyFrom)
+            case Leave():
+                self.core.counters["leaves"] += 1
+                self._forget(envelope.sender)
+            case Resolve() as resolve:
+                self._resolve(resolve, source, replyFrom)
+            case KeepAliveAck():
+                self._challenged(envelope, source)
+            case _:
+                super().received(envelope, source, replyFrom)
+
+    def tick(self) -> None:
+        """Expire silent passives; probe the other cluster addresses for a second active."""
+        self.expire()
+        settings = self.core.settings
+        for host in settings.addresses:
+            if host not in settings.listen:
+                self.core.send(Probe(), (host, settings.port))
+
+    def expire(self) -> None:
+        """Forget the passives (and their registrations) that stopped sending KeepAlives."""
+        settings = self.core.settings
+        deadline = self.core.reactor.seconds() - (settings.misses + 1) * settings.interval
+        for nodeId, seen in list(self.lastSeen.items()):
+            if seen < deadline:
+                self.core.counters["expired"] += 1
+                self.log.warn("Passive {node:016x} stopped sending KeepAlives: "
+                              "its registrations expire", node=nodeId)
+                self._forget(nodeId)
+
+    def _forget(self, nodeId: int) -> None:
+        self.core.registry.removeNode(nodeId)
+        self.lastSeen.pop(nodeId, None)
+        remaining = [p for p in self._passives if p.nodeId != nodeId]
+        if len(remaining) != len(self._passives):
+            self._passives = remaining
+            self._passivesChanged()
+
+    def _passivesChanged(self) -> None:
+        self.listVersion = (self.listVersion + 1) % NO_LIST_VERSION
+
+    def _ack(self, to: Address, sender: DatagramProtocol | None, full: bool = True) -> None:
+        passives = tuple(self._passives) if full else ()
+        self.core.send(KeepAliveAck(passives, self.listVersion), to, sender)
+
+    def _joined(self, join: Join, nodeId: int, source: Address,
+                replyFrom: DatagramProtocol) -> None:
+        bounds, registry = self.core.bounds, self.core.registry
+        known = [p for p in self._passives if p.nodeId == nodeId]
+        if not known and len(self._passives) >= bounds.maxPassives:
+            self._refuse("passives_refused", "Refused a Join: the passive list is full "
+                         "({count} passives)", count=len(self._passives))
+            return
+        self.core.counters["joins"] += 1
+        registry.removeNode(nodeId)
+        accepted = [r for r in join.registrations if r.nodeId == nodeId]
+        if len(accepted) > bounds.maxRegistrationsPerNode:
+            self._refuse("registrations_refused", "A Join carried {count} registrations; "
+                         "kept the first {limit}", count=len(accepted),
+                         limit=bounds.maxRegistrationsPerNode)
+            accepted = accepted[:bounds.maxRegistrationsPerNode]
+        for registration in accepted:
+            if len(registry) >= bounds.maxInstances and registry.lookup(registration.name) is None:
+                self._refuse("instances_refused", "Refused instance {name}: the cluster "
+                             "holds {limit} instances", name=registration.name,
+                             limit=bounds.maxInstances)
+                continue
+            registry.register(registration)
+        member = Member(nodeId, source[0], source[1])
+        if not known:
+            self._passives.append(member)
+            self._passivesChanged()
+        elif known[0] != member:
+            self._passives = [member if p.nodeId == nodeId else p for p in self._passives]
+            self._passivesChanged()
+        self.lastSeen[nodeId] = self.core.reactor.seconds()
+        self._ack(source, replyFrom)
+
+    def _refuse(self, counter: str, message: str, **fields: object) -> None:
+        if self.core.tally(counter):
+            self.log.warn(message + " (refused {refusals} times)",
+                          refusals=self.core.counters[counter], **fields)
+
+    def _keptAlive(self, keepAlive: KeepAlive, nodeId: int, source: Address,
+                   replyFrom: DatagramProtocol) -> None:
+        held = self.core.registry.countOf(nodeId)
+        if nodeId not in self.lastSeen or held != keepAlive.registrations:
+            self.core.counters["rejoins_asked"] += 1
+            self.core.send(ReJoin(), source, replyFrom)
+            return
+        self.lastSeen[nodeId] = self.core.reactor.seconds()
+        self._ack(source, replyFrom, full=keepAlive.listVersion != self.listVersion)
+
+    def _resolve(self, resolve: Resolve, source: Address, replyFrom: DatagramProtocol) -> None:
+        visible = tuple(r for r in self.core.registry.candidates(resolve.instanceName)
+                        if not r.hidden)
+        hosts = {p.nodeId: p.host for p in self._passives}
+        self.core.send(ResolveReply(resolve.instanceName, visible,
+                                    tuple(hosts.get(r.nodeId, "") for r in visible)),
+                       source, replyFrom)
+
+    def _challenged(self, envelope: Envelope, source: Address) -> None:
+        """Another active answered: step down if it outranks this one."""
+        core = self.core
+        if (envelope.epoch, envelope.sender) <= (core.epoch, core.nodeId):
+            return
+        core.epoch = envelope.epoch
+        core.counters["step_downs"] += 1
+        self.log.warn("Stepping down: another active outranks epoch {epoch}", epoch=core.epoch)
+        winner = Member(envelope.sender, source[0], source[1])
+        for passive in self._passives:
+            core.send(Redirect(winner), (passive.host, passive.port), self.ports.sender)
+        self.ports.release()
+        core.clearRegistry()
+        core.machine.outranked(ClusterView(None, tuple(self._passives), self.listVersion))

@@ -1,0 +1,131 @@
+"""The passive: it follows the active and takes over when the active is gone."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from attrs import evolve
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from srp.server.roles.base import Address, ClusterView, Role
+from srp.wire.cluster import (
+    Activate,
+    Envelope,
+    Join,
+    KeepAlive,
+    KeepAliveAck,
+    Leave,
+    Member,
+    Redirect,
+    ReJoin,
+)
+
+if TYPE_CHECKING:
+    from srp.server.membership import Membership
+
+
+class PassiveRole(Role):
+    """
+    A passive: Join the active with this node's registrations, send it a
+    KeepAlive every interval, and presume it dead after C{misses}
+    unanswered ones.  Its KeepAliveAcks carry the passive list (so this
+    node knows its rank); it may ask for a re-Join, redirect this node to
+    another active, or Activate it on a graceful stop.
+    """
+
+    name = "passive"
+    log = Logger()
+
+    def __init__(self, core: Membership, view: ClusterView) -> None:
+        if view.active is None:
+            raise ValueError("a passive follows an active")
+        super().__init__(core)
+        #: What the active last told: who it is, the passive list and its version.
+        self.view = view
+        #: KeepAlives sent since the active last answered.
+        self.unanswered = 0
+
+    @property
+    def active(self) -> Member:
+        """The active this passive follows."""
+        assert self.view.active is not None
+        return self.view.active
+
+    @property
+    def passives(self) -> tuple[Member, ...]:
+        """The passive list, as the active last sent it."""
+        return self.view.passives
+
+    @property
+    def _address(self) -> Address:
+        return self.active.host, self.active.port
+
+    def begin(self) -> None:
+        """Now passive: forget the registry (the active answers), Join the active."""
+        self.core.clearRegistry()
+        self.join()
+        self.log.info("Passive in cluster {cluster}, active {host}:{port} at epoch {epoch}",
+                      cluster=self.core.settings.name, host=self.active.host,
+                      port=self.active.port, epoch=self.core.epoch)
+
+    def join(self) -> None:
+        """Send Join with this node's registrations to the active."""
+        self.core.counters["joins_sent"] += 1
+        self.core.send(Join(self.core.own), self._address)
+
+    def leave(self) -> None:
+        """Tell the active this passive is going."""
+        self.core.send(Leave(), self._address)
+
+    def tick(self) -> None:
+        """Send a KeepAlive, or report the active lost after C{misses} unanswered ones."""
+        if self.unanswered >= self.core.settings.misses:
+            self.core.machine.activeLost(self.view)
+            return
+        self.unanswered += 1
+        self.core.send(KeepAlive(len(self.core.own), self.view.listVersion), self._address)
+
+    def received(self, envelope: Envelope, source: Address,
+                 replyFrom: DatagramProtocol) -> None:
+        """Follow the active's answers; take ReJoin, Redirect and Activate from it only."""
+        fromActive = envelope.sender == self.active.nodeId
+        match envelope.message:
+            case KeepAliveAck() as ack:
+                self._acknowledged(ack, envelope, source)
+            case ReJoin() if fromActive:
+                self.core.counters["rejoins"] += 1
+                self.join()
+            case Redirect(active=active) if fromActive:
+                self.core.counters["redirected"] += 1
+                self.view = evolve(self.view, active=active)
+                self.unanswered = 0
+                self.join()
+            case Activate() as activate if fromActive:
+                self._activated(activate, source)
+            case _:
+                super().received(envelope, source, replyFrom)
+
+    def _acknowledged(self, ack: KeepAliveAck, envelope: Envelope, source: Address) -> None:
+        # Follow the active with the highest epoch (then node id) known.
+        if (envelope.epoch, envelope.sender) < (self.core.epoch, self.active.nodeId):
+            self.core.counters["stale_epoch"] += 1
+            return
+        followingAnother = envelope.sender != self.active.nodeId
+        self.core.epoch = envelope.epoch
+        self.view = self.view.heard(ack, envelope.sender, source)
+        self.unanswered = 0
+        if followingAnother:
+            self.join()
+
+    def _activated(self, activate: Activate, source: Address) -> None:
+        self.core.counters["activated"] += 1
+        others = tuple(p for p in activate.passives if p.nodeId != self.core.nodeId)
+        ages = {p.nodeId: age / 1000
+                for p, age in zip(activate.passives, activate.ages, strict=True)}
+        known = {p.nodeId for p in others}
+        for registration in activate.registrations:
+            if registration.nodeId in known:
+                self.core.registry.register(registration)
+        self.core.machine.activated(evolve(self.view, passives=others, ages=ages), source,
+                                    activate.handover)
