@@ -286,6 +286,12 @@ class IClusterRole(Interface):
     def tick() -> None:
         """Do this role's periodic work (once a KeepAlive interval)."""
 
+    def ownChanged() -> None:
+        """
+        The node's own registrations changed (health, reload, registration):
+        bring the cluster up to date at once.
+        """
+
     def registrations() -> Sequence[Registration]:
         """
         What C{srp status} lists: every registration the active answers for,

@@ -12,6 +12,7 @@ from attrs import define, field
 
 from srp.records import InstanceInfo, Registration
 from srp.server.config import ClusterConfig, NodeConfig
+from srp.server.health import HealthSettings
 from srp.server.node import NodeService
 from srp.testing import FakeNetwork
 
@@ -69,10 +70,13 @@ class SimCluster:
         """Start (or restart, as a new node id) the node at C{index}."""
         self._started += 1
         host = self.hostOf(index)
+        registrations = self.registrationsFor(index)
         config = NodeConfig(
-            listen=(host,), port=1434, instances=self.registrationsFor(index),
+            listen=(host,), port=1434, instances=registrations,
             cluster=ClusterConfig(name="sim", addresses=self.addresses, interval=INTERVAL,
                                   misses=MISSES, key=KEY),
+            # No servers run behind the simulated instances.
+            health={r.key: HealthSettings(check="none") for r in registrations},
         )
         nodeId = self.network.random.getrandbits(64) | 1
         service = NodeService(config, self.network.reactor(host), nodeId=nodeId)

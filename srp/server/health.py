@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -100,7 +100,8 @@ class HealthMonitor:
     def _run(self) -> Deferred[None]:
         host, info = self.target()
         self.checks += 1
-        result = self.check.check(self.clock, host, info, self.settings.timeout)
+        # A check that raises counts as a failed check, not a stopped monitor.
+        result = maybeDeferred(self.check.check, self.clock, host, info, self.settings.timeout)
         result.addCallbacks(self._succeeded, self._failed)
         return result
 

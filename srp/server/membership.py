@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
@@ -164,6 +164,9 @@ class Membership:
         self.limiter = limiter
         self.bounds = bounds if bounds is not None else StateBounds()
         self.epoch = 0
+        #: When the health of each of the node's own instances last changed
+        #: (reactor seconds), by instance key: for status.
+        self.healthSince: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
         self.socket: _MemberSocket | None = None
         self._ticker: LoopingCall | None = None
@@ -173,8 +176,15 @@ class Membership:
 
     def setOwn(self, own: Sequence[Registration]) -> None:
         """The instances this node registers (before it starts: its listeners' ports)."""
-        self.own = tuple(Registration(r.info, r.hidden, r.dacPort, r.priority, self.nodeId)
-                         for r in own)
+        self.own = tuple(evolve(r, nodeId=self.nodeId) for r in own)
+
+    def updateOwn(self, own: Sequence[Registration]) -> None:
+        """
+        The instances this node registers changed (their health, a reload):
+        the role brings the cluster up to date at once.
+        """
+        self.setOwn(own)
+        self.current.ownChanged()
 
     @property
     def current(self) -> IClusterRole:
@@ -367,7 +377,8 @@ class Membership:
                          for p in role.passives],
             "registrations": [
                 {"instance": r.name, "node": f"{r.nodeId:016x}", "priority": r.priority,
-                 "tcp": r.info.tcp, "hidden": r.hidden}
+                 "tcp": r.info.tcp, "hidden": r.hidden, "down": r.down,
+                 "since": self.healthSince.get(r.key) if r.nodeId == self.nodeId else None}
                 for r in role.registrations()
             ],
             "counters": dict(self.counters) | {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from attrs import evolve
@@ -15,8 +16,10 @@ from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger
 
 from srp.interfaces import NodeListening
-from srp.records import instanceKey
+from srp.records import InstanceInfo, instanceKey
+from srp.server.checks import checkNamed
 from srp.server.config import ClusterConfig, NodeConfig
+from srp.server.health import Health, HealthMonitor, HealthSettings
 from srp.server.hello import HelloFactory
 from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
@@ -66,6 +69,7 @@ class NodeService(Service):
         self.limiter = ReplyLimiter(reactor, config.perSource, config.overall, config.reserve)
         self._served: dict[str, tuple[IProtocolFactory, tuple[str, ...]]] = {}
         self._listeners: list[IListeningPort] = []
+        self._monitors: dict[str, HealthMonitor] = {}
         #: A standalone node's port, bound before it starts.
         self._bound: ClusterPorts | None = None
         for name, ((backendHost, backendPort), transports) in config.relays.items():
@@ -169,6 +173,7 @@ class NodeService(Service):
                               "authenticated and are accepted from loopback sources only",
                               cluster=cluster.name)
             self.membership.machine.start()
+        self._watchHealth()
         self.log.info(
             "srp node {node:016x} started ({mode}) on {addresses} port {port} "
             "with {count} instances",
@@ -187,7 +192,44 @@ class NodeService(Service):
             return result
 
         stopped.addBoth(closeListeners)
+        self._unwatchHealth()
         return stopped
+
+    def _watchHealth(self) -> None:
+        """Start checking the health of every instance this node registers."""
+        for registration in self.membership.own:
+            settings = self.config.health.get(registration.key, HealthSettings())
+            if settings.check == "none":
+                continue
+            monitor = HealthMonitor(self.reactor, registration.name, checkNamed(settings.check),
+                                    partial(self._checkTarget, registration.key), settings,
+                                    self._healthChanged)
+            self._monitors[registration.key] = monitor
+            monitor.start()
+
+    def _unwatchHealth(self) -> None:
+        for monitor in self._monitors.values():
+            monitor.stop()
+        self._monitors = {}
+
+    def _checkTarget(self, key: str) -> tuple[str, InstanceInfo]:
+        """
+        Where an instance's health is checked: a relayed instance at its
+        backend, any other at this node's address (loopback for a wildcard).
+        """
+        relay = self.config.relays.get(key)
+        registration = next(r for r in self.membership.own if r.key == key)
+        if relay is not None:
+            (host, port), _ = relay
+            return host, InstanceInfo(registration.info.serverName, registration.name, tcp=port)
+        host = self.config.listen[0]
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), registration.info
+
+    def _healthChanged(self, name: str, health: Health) -> None:
+        key = instanceKey(name)
+        self.membership.healthSince[key] = health.since
+        self.membership.updateOwn([evolve(r, down=not health.up) if r.key == key else r
+                                   for r in self.membership.own])
 
     def _roleChanged(self, role: str, epoch: int) -> None:
         cluster = self.config.cluster

@@ -97,6 +97,16 @@ class ActiveRole(Role):
         """Every registration this active answers for."""
         return self.core.registry.registrations()
 
+    def ownChanged(self) -> None:
+        """Answer for the node's own registrations as they are now, in this reactor turn."""
+        core = self.core
+        for registration in core.own:
+            core.registry.register(registration)
+        kept = {r.key for r in core.own}
+        for registration in core.registry.registrations():
+            if registration.nodeId == core.nodeId and registration.key not in kept:
+                core.registry.unregister(registration.name, core.nodeId)
+
     def received(self, envelope: Envelope, source: Address,
                  replyFrom: DatagramProtocol) -> None:
         """Answer the cluster's messages."""

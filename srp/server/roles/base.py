@@ -93,6 +93,9 @@ class Role:
     def tick(self) -> None:
         """Nothing to do periodically."""
 
+    def ownChanged(self) -> None:
+        """Nothing to tell: the role that comes next reads the node's own registrations."""
+
     def registrations(self) -> Sequence[Registration]:
         """The node's own registrations."""
         return self.core.own

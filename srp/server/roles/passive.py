@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from srp.server.membership import Membership
 
 
+#: Ticks after a change of the node's registrations that send the Join again.
+REPEATED_JOINS = 2
+
 class PassiveRole(Role):
     """
     A passive: Join the active with this node's registrations, send it a
@@ -45,6 +48,8 @@ class PassiveRole(Role):
         self.view = view
         #: KeepAlives sent since the active last answered.
         self.unanswered = 0
+        #: Ticks that still send a Join after the node's registrations changed.
+        self._joinsToRepeat = 0
 
     @property
     def active(self) -> Member:
@@ -74,6 +79,15 @@ class PassiveRole(Role):
         self.core.counters["joins_sent"] += 1
         self.core.send(Join(self.core.own), self._address)
 
+    def ownChanged(self) -> None:
+        """
+        Join again now, and at the next L{REPEATED_JOINS} ticks: a Join lost
+        on the way would leave the active with the old registrations (a
+        change of health keeps their count, which KeepAlive checks).
+        """
+        self.join()
+        self._joinsToRepeat = REPEATED_JOINS
+
     def leave(self) -> None:
         """Tell the active this passive is going."""
         self.core.send(Leave(), self._address)
@@ -85,6 +99,9 @@ class PassiveRole(Role):
             return
         self.unanswered += 1
         self.core.send(KeepAlive(len(self.core.own), self.view.listVersion), self._address)
+        if self._joinsToRepeat:
+            self._joinsToRepeat -= 1
+            self.join()
 
     def received(self, envelope: Envelope, source: Address,
                  replyFrom: DatagramProtocol) -> None:
