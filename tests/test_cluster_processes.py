@@ -24,9 +24,10 @@ SIZE = 3
 
 
 def clusterConfig(directory: Path, address: str, index: int) -> Path:
+    # No server listens on these ports: health checks are off, these tests are about roles.
     return writeNodeConfig(directory / f"node{index}.toml", [address], [
-        {"name": "SALES", "tcp": 50000 + index, "priority": index},
-        {"name": f"N{index}", "tcp": 60000 + index},
+        {"name": "SALES", "tcp": 50000 + index, "priority": index, "check": "none"},
+        {"name": f"N{index}", "tcp": 60000 + index, "check": "none"},
     ], serverName=f"H{index}", tables={"cluster": {"name": "proc"}})
 
 

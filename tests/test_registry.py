@@ -93,3 +93,12 @@ def test_a_registration_that_comes_back_up_answers_again() -> None:
     registry.register(primary)
     assert registry.generation > generation
     assert registry.lookup("SALES") == primary
+
+
+def test_a_changed_registration_keeps_its_place_among_equals() -> None:
+    first, second = reg("A", 1), reg("A", 2)
+    registry = Registry([first, second])
+    registry.register(evolve(first, down=True))
+    registry.register(first)
+    assert [r.nodeId for r in registry.candidates("A")] == [1, 2]
+    assert registry.countOf(1) == 1

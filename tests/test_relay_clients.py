@@ -102,7 +102,8 @@ def test_pytds_through_a_relay(relayNode: tuple[NodeProcess, PreloginBackend]) -
     with pytest.raises((pytds.Error, OSError)):
         pytds.connect(dsn=f"{node.address}\\sales", user="x", password="y",
                       login_timeout=TIMEOUT, timeout=TIMEOUT)
-    assert backend.packets == [[PRELOGIN, LOGIN7]], node.log()
+    # The node's health checks connect too, and send nothing.
+    assert [p for p in backend.packets if p] == [[PRELOGIN, LOGIN7]], node.log()
     assert "Traceback" not in node.log()
 
 
@@ -114,7 +115,7 @@ def test_tsql_through_a_relay(relayNode: tuple[NodeProcess, PreloginBackend],
     subprocess.run([tsqlPath(), "-S", f"{node.address}\\SALES", "-U", "x", "-P", "y"],
                    env={**os.environ, "TDSVER": "7.4", "FREETDSCONF": str(conf)},
                    stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-    assert backend.packets[:1] == [[PRELOGIN, LOGIN7]], node.log()
+    assert [p for p in backend.packets if p][:1] == [[PRELOGIN, LOGIN7]], node.log()
     assert "Traceback" not in node.log()
 
 

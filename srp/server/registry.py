@@ -54,6 +54,13 @@ class Registry:
 
     def register(self, registration: Registration) -> None:
         previous = self._byKey.get(registration.key, [])
+        for n, r in enumerate(previous):
+            if r.nodeId == registration.nodeId and r.priority == registration.priority:
+                # The same node's registration, changed (its health, say): it
+                # keeps its place among equals.
+                self._byKey[registration.key] = [*previous[:n], registration, *previous[n + 1:]]
+                self._changed()
+                return
         candidates = [r for r in previous if r.nodeId != registration.nodeId]
         if len(candidates) == len(previous):
             self._count(registration.nodeId, 1)
