@@ -19,7 +19,7 @@ from attrs import field, frozen
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.records import Registration
 from srp.server.access import AccessPolicy, NetworkACL, networks
-from srp.server.checks import checkNamed, checkNames
+from srp.server.checks import checkNamed
 from srp.server.health import HealthSettings
 from srp.server.limits import (
     DEFAULT_GLOBAL,
@@ -29,7 +29,7 @@ from srp.server.limits import (
     StateBounds,
 )
 from srp.server.membership import DEFAULT_INTERVAL, DEFAULT_MISSES
-from srp.transports import DEFAULT_PREFERENCE, transportNames
+from srp.transports import DEFAULT_PREFERENCE, transportNamed, transportNames
 from srp.transports.via import DEFAULT_PROVIDER, viProviderNamed
 from srp.wire import InstanceInfo, ViaInfo, WireError
 from srp.wire.instances import checkPort
@@ -140,11 +140,15 @@ def _relay(where: str, table: Mapping[str, Any]) -> tuple[tuple[str, int], tuple
         raise ConfigError(f'{where}: relay {relay!r} is not "HOST:PORT"')
     transports = _typed(where, "serve", table.get("serve", list(DEFAULT_PREFERENCE)), list,
                         "a list of transports")
-    known = transportNames()
-    unknown = sorted(set(transports) - set(known))
-    if unknown or not transports:
-        raise ConfigError(f"{where}: serve must list some of {', '.join(known)}, not "
-                          f"{unknown or transports}")
+    if not transports:
+        raise ConfigError(f"{where}: serve must list some of {', '.join(transportNames())}, "
+                          f"not {transports}")
+    for name in transports:
+        try:
+            transportNamed(name)  # srp's own first: plugins are looked for only if need be
+        except ValueError:
+            raise ConfigError(f"{where}: serve must list some of "
+                              f"{', '.join(transportNames())}, not {[name]}") from None
     return (host.strip("[]"), int(port)), tuple(transports)
 
 
@@ -186,7 +190,7 @@ def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registra
 def _health(where: str, table: Mapping[str, Any]) -> HealthSettings:
     default = HealthSettings()
     check = _typed(where, "check", table.get("check", default.check), str,
-                   f"the name of a health check ({', '.join(checkNames())})")
+                   "the name of a health check")
     try:
         checkNamed(check)
     except ValueError as e:
