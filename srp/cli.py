@@ -391,7 +391,7 @@ async def _serve(reactor: Any, options: ServeOptions, err: TextIO) -> None:
         config = loadConfig(options["config"])
     except ConfigError as e:
         raise CommandError(str(e)) from None
-    node = NodeService(config, reactor)
+    node = NodeService(config, reactor, configPath=options["config"])
     try:
         node.privilegedStartService()
     except NodeStartError as e:

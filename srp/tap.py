@@ -47,4 +47,4 @@ class TwistdNodeService(NodeService):
 
 def makeService(options: Options) -> IService:
     """The node that C{options} describe."""
-    return TwistdNodeService(options.config)
+    return TwistdNodeService(options.config, configPath=options["config"])

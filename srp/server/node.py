@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from attrs import evolve
@@ -16,9 +18,9 @@ from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger
 
 from srp.interfaces import NodeListening
-from srp.records import InstanceInfo, instanceKey
+from srp.records import InstanceInfo, Registration, instanceKey
 from srp.server.checks import checkNamed
-from srp.server.config import ClusterConfig, NodeConfig
+from srp.server.config import ClusterConfig, ConfigError, NodeConfig, loadConfig
 from srp.server.health import Health, HealthMonitor, HealthSettings
 from srp.server.hello import HelloFactory
 from srp.server.limits import ReplyLimiter
@@ -51,12 +53,14 @@ class NodeService(Service):
     log = Logger()
 
     def __init__(self, config: NodeConfig, reactor: Any = None,
-                 nodeId: int | None = None) -> None:
+                 nodeId: int | None = None, configPath: str | Path | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
         self.config = config
+        #: The file C{config} came from: SIGHUP reloads it (L{reloadFile}).
+        self.configPath = configPath
         self.reactor = reactor
         self.registry = Registry()
         self.stats = ResponderStats()
@@ -68,13 +72,14 @@ class NodeService(Service):
         )
         self.limiter = ReplyLimiter(reactor, config.perSource, config.overall, config.reserve)
         self._served: dict[str, tuple[IProtocolFactory, tuple[str, ...]]] = {}
-        self._listeners: list[IListeningPort] = []
+        self._listeners: dict[str, list[IListeningPort]] = {}
         self._monitors: dict[str, HealthMonitor] = {}
+        self._listening = False
+        self._previousHangup: Any = None
         #: A standalone node's port, bound before it starts.
         self._bound: ClusterPorts | None = None
-        for name, ((backendHost, backendPort), transports) in config.relays.items():
-            backend = HostnameEndpoint(reactor, backendHost, backendPort)
-            self.serve(name, relayFactory(backend, f"relay of {name}"), transports)
+        for name, relay in config.relays.items():
+            self._relay(name, relay)
         self.membership = Membership(reactor, settings, self.registry, config.instances,
                                      self.stats, nodeId, onRole=self._roleChanged,
                                      access=config.access, limiter=self.limiter,
@@ -100,33 +105,52 @@ class NodeService(Service):
             transportNamed(name)
         self._served[instanceKey(instance)] = (factory, tuple(transports))
 
+    def _relay(self, name: str, relay: tuple[tuple[str, int], tuple[str, ...]]) -> None:
+        (backendHost, backendPort), transports = relay
+        backend = HostnameEndpoint(self.reactor, backendHost, backendPort)
+        # The configuration checked the transports' names.
+        self._served[name] = (relayFactory(backend, f"relay of {name}"), transports)
+
     def _openListeners(self) -> None:
-        own = []
-        node = NodeListening(self.config.listen[0], self.membership.nodeId,
-                             self.config.pipeDirectory, self.config.viProvider)
-        for registration in self.config.instances:
-            served = self._served.get(registration.key)
-            if served is None:
-                own.append(registration)
-                continue
-            factory, transports = served
-            wrapped = HelloFactory(factory, [registration.name], self.reactor)
-            info = registration.info
-            for name in transports:
-                try:
-                    port, info = transportNamed(name).listen(self.reactor, info, wrapped, node)
-                except (CannotListenError, OSError, ValueError) as e:
-                    self._closeListeners()
-                    raise NodeStartError(f"instance {registration.name}: cannot listen on "
-                                         f"{name}: {e}") from None
-                self._listeners.append(port)
-            own.append(evolve(registration, info=info))
+        try:
+            own = [self._listenFor(registration) for registration in self.config.instances]
+        except NodeStartError:
+            self._closeListeners()
+            raise
+        self._listening = True
         self.membership.setOwn(own)
 
-    def _closeListeners(self) -> None:
-        for port in self._listeners:
-            port.stopListening()
-        self._listeners = []
+    def _listenFor(self, registration: Registration) -> Registration:
+        """
+        Open the listeners of C{registration}'s instance if the node serves
+        it; the registration with what they bound.
+
+        @raise NodeStartError: if one cannot listen (none of its listeners stays open).
+        """
+        served = self._served.get(registration.key)
+        if served is None:
+            return registration
+        factory, transports = served
+        node = NodeListening(self.config.listen[0], self.membership.nodeId,
+                             self.config.pipeDirectory, self.config.viProvider)
+        wrapped = HelloFactory(factory, [registration.name], self.reactor)
+        info = registration.info
+        ports = self._listeners.setdefault(registration.key, [])
+        for name in transports:
+            try:
+                port, info = transportNamed(name).listen(self.reactor, info, wrapped, node)
+            except (CannotListenError, OSError, ValueError) as e:
+                self._closeListeners(registration.key)
+                raise NodeStartError(f"instance {registration.name}: cannot listen on "
+                                     f"{name}: {e}") from None
+            ports.append(port)
+        return evolve(registration, info=info)
+
+    def _closeListeners(self, key: str | None = None) -> None:
+        """Close the listeners of the instance C{key}, or of every instance."""
+        for instance in [key] if key is not None else list(self._listeners):
+            for port in self._listeners.pop(instance, []):
+                port.stopListening()
 
     @property
     def role(self) -> str:
@@ -140,7 +164,7 @@ class NodeService(Service):
         @raise NodeStartError: if the port is in use or cannot be bound.
         """
         super().privilegedStartService()
-        if not self._listeners:
+        if not self._listening:
             self._openListeners()
         if self.config.cluster is not None:
             return
@@ -166,7 +190,7 @@ class NodeService(Service):
             assert bound is not None
             self.membership.machine.portBound(bound)
         else:
-            if not self._listeners:
+            if not self._listening:
                 self._openListeners()
             if not cluster.key:
                 self.log.warn("Cluster {cluster} has no key: its messages are not "
@@ -174,6 +198,8 @@ class NodeService(Service):
                               cluster=cluster.name)
             self.membership.machine.start()
         self._watchHealth()
+        if self.configPath is not None:
+            self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
         self.log.info(
             "srp node {node:016x} started ({mode}) on {addresses} port {port} "
             "with {count} instances",
@@ -193,19 +219,121 @@ class NodeService(Service):
 
         stopped.addBoth(closeListeners)
         self._unwatchHealth()
+        if self._previousHangup is not None:
+            signal.signal(signal.SIGHUP, self._previousHangup)
+            self._previousHangup = None
         return stopped
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        # In a signal handler: do the work in the reactor's thread, soon.
+        self.reactor.callFromThread(self.reloadFile)
+
+    def reloadFile(self) -> bool:
+        """
+        Read the configuration file again and apply it (L{reload}): what
+        SIGHUP does.  A file that fails to load changes nothing and is one
+        log line.
+
+        @return: whether the file loaded.
+        """
+        assert self.configPath is not None
+        try:
+            config = loadConfig(self.configPath)
+        except ConfigError as e:
+            self.membership.counters["reloads_failed"] += 1
+            self.log.error("Reload failed, the running configuration stays: {error}",
+                           error=str(e))
+            return False
+        self.reload(config)
+        return True
+
+    def reload(self, config: NodeConfig) -> None:
+        """
+        Apply C{config} to the running node, with no role change and no
+        request unanswered: instances added, removed or changed (ports,
+        priorities, relays, health checks) and the reply budgets.  What needs
+        a restart (listen addresses, port, the cluster, access lists) is
+        kept as it is, with a log line saying so.
+        """
+        running = self.config
+        for setting, was, now in [
+                ("listen", running.listen, config.listen), ("port", running.port, config.port),
+                ("[cluster]", running.cluster, config.cluster),
+                ("extensions", running.extensions, config.extensions),
+                ("[access]", running.access, config.access),
+                ("pipe_directory", running.pipeDirectory, config.pipeDirectory),
+                ("vi_provider", running.viProvider, config.viProvider)]:
+            if was != now:
+                self.log.warn("Reload: {setting} changed; restart the node to apply it",
+                              setting=setting)
+        self.limiter.perSource = config.perSource
+        self.limiter.overall = config.overall
+        self.limiter.reserve = config.reserve
+        self.membership.bounds = config.bounds
+        before = {r.key: r for r in running.instances}
+        after = {r.key: r for r in config.instances}
+        own = {r.key: r for r in self.membership.own}
+        changes = {"added": 0, "removed": 0, "changed": 0}
+        for key in before.keys() - after.keys():
+            changes["removed"] += 1
+            self._forgetInstance(key)
+            del own[key]
+        applied = []
+        for key, registration in after.items():
+            if key in before and (before[key], running.relays.get(key),
+                                  running.health.get(key)) == (
+                    registration, config.relays.get(key), config.health.get(key)):
+                applied.append(registration)
+                continue
+            changes["changed" if key in before else "added"] += 1
+            if key in before:
+                self._forgetInstance(key, keepServed=key not in running.relays)
+            if key in config.relays:
+                self._relay(key, config.relays[key])
+            try:
+                own[key] = self._listenFor(registration)
+            except NodeStartError as e:
+                self.log.error("Reload: {error}; the instance is not registered", error=str(e))
+                own.pop(key, None)
+                continue
+            applied.append(registration)
+        self.config = evolve(config, listen=running.listen, port=running.port,
+                             cluster=running.cluster, extensions=running.extensions,
+                             access=running.access, pipeDirectory=running.pipeDirectory,
+                             viProvider=running.viProvider, instances=tuple(applied))
+        self.membership.updateOwn([own[r.key] for r in applied if r.key in own])
+        for key in after:
+            if key not in self._monitors and self.running:
+                self._watch(next(r for r in self.membership.own if r.key == key))
+        self.membership.counters["reloads"] += 1
+        self.log.info("Reloaded {path}: {added} instances added, {removed} removed, "
+                      "{changed} changed", path=str(self.configPath or "the configuration"),
+                      **changes)
+
+    def _forgetInstance(self, key: str, keepServed: bool = False) -> None:
+        """Stop serving and checking the instance C{key}."""
+        self._closeListeners(key)
+        monitor = self._monitors.pop(key, None)
+        if monitor is not None:
+            monitor.stop()
+        self.membership.healthSince.pop(key, None)
+        if not keepServed:
+            self._served.pop(key, None)
 
     def _watchHealth(self) -> None:
         """Start checking the health of every instance this node registers."""
         for registration in self.membership.own:
-            settings = self.config.health.get(registration.key, HealthSettings())
-            if settings.check == "none":
-                continue
-            monitor = HealthMonitor(self.reactor, registration.name, checkNamed(settings.check),
-                                    partial(self._checkTarget, registration.key), settings,
-                                    self._healthChanged)
-            self._monitors[registration.key] = monitor
-            monitor.start()
+            self._watch(registration)
+
+    def _watch(self, registration: Registration) -> None:
+        settings = self.config.health.get(registration.key, HealthSettings())
+        if settings.check == "none":
+            return
+        monitor = HealthMonitor(self.reactor, registration.name, checkNamed(settings.check),
+                                partial(self._checkTarget, registration.key), settings,
+                                self._healthChanged)
+        self._monitors[registration.key] = monitor
+        monitor.start()
 
     def _unwatchHealth(self) -> None:
         for monitor in self._monitors.values():
