@@ -33,6 +33,7 @@ from srp.interfaces import IClusterRole
 from srp.records import Registration
 from srp.server.access import AccessPolicy
 from srp.server.handover import HandedSocket
+from srp.server.joins import JoinParts
 from srp.server.limits import ReplyLimiter, StateBounds
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
@@ -156,6 +157,8 @@ class Membership:
         self.registry = registry
         self.stats = stats
         self.nodeId = randomNodeId() if nodeId is None else nodeId
+        #: This node's registrations as the Joins that carry them.
+        self.joinParts = JoinParts()
         self.setOwn(own)
         self.auth = ClusterAuthenticator(reactor, clusterId(settings.name), self.nodeId,
                                          settings.key)
@@ -175,6 +178,7 @@ class Membership:
         """The instances this node registers (before it starts: its listeners' ports)."""
         self.own = tuple(Registration(r.info, r.hidden, r.dacPort, r.priority, self.nodeId)
                          for r in own)
+        self.joinParts.update(self.own)
 
     @property
     def current(self) -> IClusterRole:
