@@ -27,7 +27,7 @@ from twisted.logger import (
 from twisted.python import usage
 
 from srp.client.browser import Answer, NoAnswer, QueryFailed, browse, query
-from srp.client.cluster import clusterQuery
+from srp.client.cluster import fetchStatus
 from srp.client.resolver import ClusterResolver, Resolution, ResolveError
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.options import CommandOptions, NodeOptions
@@ -43,7 +43,6 @@ from srp.wire import (
     InstancesResponse,
     WireError,
 )
-from srp.wire.cluster import StatusQuery, StatusReply
 from srp.wire.mcsqlr import BROWSER_PORT
 
 
@@ -349,17 +348,14 @@ async def _browse(reactor: Any, options: BrowseOptions, out: TextIO) -> None:
 
 async def _status(reactor: Any, options: StatusOptions, out: TextIO) -> None:
     try:
-        envelope = await clusterQuery(reactor, options["host"], StatusQuery(), StatusReply,
-                                      port=options["port"], cluster=options["cluster"],
-                                      key=options.key(), timeout=options["timeout"],
-                                      addresses=options.addresses())
+        status = await fetchStatus(reactor, options["host"], port=options["port"],
+                                   cluster=options["cluster"], key=options.key(),
+                                   timeout=options["timeout"], addresses=options.addresses())
     except NoAnswer as e:
         raise CommandError(f"{e}: no srp node listens there, or the cluster name or key "
                            "differ") from None
     except QueryFailed as e:
         raise CommandError(str(e)) from None
-    assert isinstance(envelope.message, StatusReply)
-    status = json.loads(envelope.message.document)
     if options["json"]:
         out.write(json.dumps(status, indent=2) + "\n")
         return

@@ -131,20 +131,41 @@ class _Assembly:
     generation: int
     parts: int
     touched: float
-    received: dict[int, tuple[Registration, ...]] = field(factory=dict)
+    #: One byte per part: 1 once received.
+    present: bytearray
     #: The parts asked for (the first window, then each ReJoin's) not yet received.
-    expected: set[int] = field(factory=set)
-    kept: int = 0
+    expected: set[int]
+    received: int = 0
+    #: The registrations kept, by part: at most the node's bound in all.
+    kept: dict[int, tuple[Registration, ...]] = field(factory=dict)
+    keptCount: int = 0
     carried: int = 0
+
+    @classmethod
+    def start(cls, join: Join, now: float) -> _Assembly:
+        return cls(join.generation, join.parts, now, bytearray(join.parts),
+                   set(range(min(WINDOW, join.parts))))
+
+    def take(self, join: Join, registrations: tuple[Registration, ...], limit: int) -> None:
+        """Keep part C{join}, whose own registrations are C{registrations}."""
+        self.expected.discard(join.part)
+        if self.present[join.part]:
+            return
+        self.present[join.part] = 1
+        self.received += 1
+        self.carried += len(registrations)
+        kept = registrations[:max(0, limit - self.keptCount)]
+        if kept:
+            self.kept[join.part] = kept
+            self.keptCount += len(kept)
 
     def wanted(self) -> tuple[int, ...]:
         """The next window of missing parts."""
-        missing = (n for n in range(self.parts) if n not in self.received)
-        wanted = []
-        for n in missing:
+        wanted: list[int] = []
+        n = self.present.find(0)
+        while n >= 0 and len(wanted) < WINDOW:
             wanted.append(n)
-            if len(wanted) == WINDOW:
-                break
+            n = self.present.find(0, n + 1)
         return tuple(wanted)
 
 
@@ -152,9 +173,8 @@ class PartDropped(Exception):
     """
     A Join part the active drops; C{reason} is one word for counters:
     C{stale} (of an older generation, or of one applied already),
-    C{inconsistent} (its part count is not its generation's), C{full} (too
-    many Joins are being assembled) or C{oversized} (it has more parts
-    than the node may have registrations).
+    C{inconsistent} (its part count is not its generation's) or C{full}
+    (too many Joins are being assembled).
     """
 
     def __init__(self, reason: str) -> None:
@@ -193,26 +213,18 @@ class JoinAssembler:
                 assembly is not None and join.generation < assembly.generation):
             raise PartDropped("stale")
         if assembly is None or join.generation > assembly.generation:
-            if join.parts > limit:
-                raise PartDropped("oversized")
             if assembly is None and len(self._assemblies) >= bounds.maxPassives:
                 raise PartDropped("full")
-            assembly = self._assemblies[nodeId] = _Assembly(
-                join.generation, join.parts, now, expected=set(range(min(WINDOW, join.parts))))
+            assembly = self._assemblies[nodeId] = _Assembly.start(join, now)
         if join.parts != assembly.parts:
             raise PartDropped("inconsistent")
         assembly.touched = now
-        assembly.expected.discard(join.part)
-        if join.part not in assembly.received:
-            kept = mine[:max(0, limit - assembly.kept)]
-            assembly.received[join.part] = kept
-            assembly.kept += len(kept)
-            assembly.carried += len(mine)
-        if len(assembly.received) == assembly.parts:
+        assembly.take(join, mine, limit)
+        if assembly.received == assembly.parts:
             del self._assemblies[nodeId]
             self._applied[nodeId] = assembly.generation
-            return Assembled(tuple(r for n in range(assembly.parts)
-                                   for r in assembly.received[n]), assembly.carried)
+            return Assembled(tuple(r for n in sorted(assembly.kept) for r in assembly.kept[n]),
+                             assembly.carried)
         if not assembly.expected:
             return self._ask(assembly)
         return None

@@ -134,7 +134,7 @@ class StateBounds:
     Past a bound the node refuses the rest, logs it and counts it.
     """
 
-    maxRegistrationsPerNode: int = 1024
+    maxRegistrationsPerNode: int = 16384
     maxInstances: int = 65536
     #: A KeepAliveAck lists every passive in one datagram: about 3,000 fit.
     maxPassives: int = 2048
