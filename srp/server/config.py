@@ -185,8 +185,10 @@ def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registra
 
 def _health(where: str, table: Mapping[str, Any]) -> HealthSettings:
     default = HealthSettings()
-    check = _typed(where, "check", table.get("check", default.check), str,
-                   f"the name of a health check ({', '.join(checkNames())})")
+    check = table.get("check", default.check)
+    if not isinstance(check, str):  # the plugins are looked for only to say what may be
+        _typed(where, "check", check, str,
+               f"the name of a health check ({', '.join(checkNames())})")
     try:
         checkNamed(check)
     except ValueError as e:

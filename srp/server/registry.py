@@ -25,7 +25,7 @@ class Registry:
         self._byKey: dict[str, list[Registration]] = {}
         self._perNode: dict[int, int] = {}
         self._visible: list[Registration] | None = None
-        self._all: tuple[Registration, ...] | None = None
+        self._all: list[Registration] | None = None
         for registration in registrations:
             self.register(registration)
 
@@ -52,7 +52,7 @@ class Registry:
 
     def registrations(self) -> Sequence[Registration]:
         if self._all is None:
-            self._all = tuple(r for candidates in self._byKey.values() for r in candidates)
+            self._all = [r for candidates in self._byKey.values() for r in candidates]
         return self._all
 
     def register(self, registration: Registration) -> None:
