@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -27,7 +28,7 @@ from twisted.logger import (
 from twisted.python import usage
 
 from srp.client.browser import Answer, NoAnswer, QueryFailed, browse, query
-from srp.client.cluster import clusterQuery
+from srp.client.cluster import fetchStatus
 from srp.client.resolver import ClusterResolver, Resolution, ResolveError
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.options import CommandOptions, NodeOptions
@@ -43,7 +44,6 @@ from srp.wire import (
     InstancesResponse,
     WireError,
 )
-from srp.wire.cluster import StatusQuery, StatusReply
 from srp.wire.mcsqlr import BROWSER_PORT
 
 
@@ -349,17 +349,14 @@ async def _browse(reactor: Any, options: BrowseOptions, out: TextIO) -> None:
 
 async def _status(reactor: Any, options: StatusOptions, out: TextIO) -> None:
     try:
-        envelope = await clusterQuery(reactor, options["host"], StatusQuery(), StatusReply,
-                                      port=options["port"], cluster=options["cluster"],
-                                      key=options.key(), timeout=options["timeout"],
-                                      addresses=options.addresses())
+        status = await fetchStatus(reactor, options["host"], port=options["port"],
+                                   cluster=options["cluster"], key=options.key(),
+                                   timeout=options["timeout"], addresses=options.addresses())
     except NoAnswer as e:
         raise CommandError(f"{e}: no srp node listens there, or the cluster name or key "
                            "differ") from None
     except QueryFailed as e:
         raise CommandError(str(e)) from None
-    assert isinstance(envelope.message, StatusReply)
-    status = json.loads(envelope.message.document)
     if options["json"]:
         out.write(json.dumps(status, indent=2) + "\n")
         return
@@ -371,9 +368,10 @@ async def _status(reactor: Any, options: StatusOptions, out: TextIO) -> None:
             ("NODE", "ADDRESS"), [(p["node"], p["address"]) for p in status["passives"]]) + "\n")
     if status["registrations"]:
         out.write("\nRegistrations:\n" + formatTable(
-            ("INSTANCE", "NODE", "PRIORITY", "TCP", "HIDDEN"),
+            ("INSTANCE", "NODE", "PRIORITY", "TCP", "HIDDEN", "HEALTH"),
             [(r["instance"], r["node"], str(r["priority"]), str(r["tcp"] or "-"),
-              "yes" if r["hidden"] else "no") for r in status["registrations"]]) + "\n")
+              "yes" if r["hidden"] else "no", _health(r))
+             for r in status["registrations"]]) + "\n")
     out.write("\nCounters:\n" + formatTable(
         ("COUNTER", "VALUE"), sorted((k, str(v)) for k, v in status["counters"].items()))
         + "\n")
@@ -384,6 +382,15 @@ def _startLogging(err: TextIO) -> None:
         textFileLogObserver(err), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)]
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def _health(registration: dict[str, Any]) -> str:
+    """A registration's health for the status table: up or down, and since when if known."""
+    state = "down" if registration.get("down") else "up"
+    since = registration.get("since")
+    if since is None:
+        return state
+    return f"{state} since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}"
 
 
 async def _serve(reactor: Any, options: ServeOptions, err: TextIO) -> None:

@@ -70,10 +70,18 @@ members = st.builds(
     port=ports,
 )
 
+#: A Join part: a generation of 1 or more, a part number below the part count.
+joinParts = st.integers(1, 0xFFFF).flatmap(lambda parts: st.builds(
+    Join, st.lists(registrations, min_size=1, max_size=4).map(tuple),
+    st.integers(1, 2**32 - 1), st.integers(0, parts - 1), st.just(parts)))
+
 clusterMessages = st.one_of(
     st.just(Probe()), st.just(Leave()), st.just(ReJoin()), st.just(ActivateAck()),
-    st.just(StatusQuery()),
+    st.builds(StatusQuery, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
     st.builds(Join, st.lists(registrations, max_size=4).map(tuple)),
+    joinParts,
+    st.builds(ReJoin, st.integers(1, 2**32 - 1),
+              st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=40).map(tuple)),
     st.builds(KeepAlive, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1)),
     st.builds(KeepAliveAck, st.lists(members, max_size=6).map(tuple),
               st.integers(0, 2**32 - 1)),

@@ -10,20 +10,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from srp.records import InstanceInfo, Registration
 from srp.wire.cluster import (
     HEADER_SIZE,
+    MAX_COUNT,
     MAX_MESSAGE,
     TAG_SIZE,
+    ClusterMessage,
     ClusterWireError,
     Envelope,
+    Join,
     KeepAlive,
+    ReJoin,
+    StatusQuery,
     clusterId,
     decodeEnvelope,
     isClusterMessage,
+    layoutVersion,
 )
 from srp.wire.errors import WireError
+from srp.wire.instances import encodeInstance
 from srp.wire.mcsqlr import decodeRequest
-from tests.strategies import envelopes
+from tests.strategies import envelopes, joinParts
 
 KEY = b"k" * 32
 
@@ -104,3 +112,72 @@ def test_trailing_payload_bytes_are_malformed() -> None:
     datagram = signed(struct.pack("<BBHIQIQH", 0xA0, 1, 0, clusterId("c"), 1, 1, 1, 1) + b"x")
     with pytest.raises(ClusterWireError, match="follow the payload"):
         decodeEnvelope(datagram, KEY, clusterId("c"))
+
+
+REGISTRATION = Registration(InstanceInfo("H", "SALES", tcp=1433), nodeId=9)
+
+
+@pytest.mark.parametrize(
+    ("message", "version"),
+    [(Join((REGISTRATION,)), 1), (ReJoin(), 1), (StatusQuery(), 1),
+     (Join((REGISTRATION,), 5, 1, 2), 2), (ReJoin(5, (1, 3)), 2), (StatusQuery(0, 700), 2),
+     (StatusQuery(3, 0), 2), (KeepAlive(3), 1)],
+)
+def test_each_message_goes_at_the_lowest_version_that_carries_it(
+        message: ClusterMessage, version: int) -> None:
+    datagram = _envelope(message=message).encode(KEY)
+    assert datagram[1] == version == layoutVersion(message)
+    assert decodeEnvelope(datagram, KEY, clusterId("c")).message == message
+
+
+def test_a_whole_join_is_what_version_1_nodes_send() -> None:
+    datagram = _envelope(message=Join((REGISTRATION,))).encode(KEY)
+    payload = datagram[HEADER_SIZE:-TAG_SIZE]
+    record = encodeInstance(REGISTRATION.info, limit=0xFFFF)
+    assert payload == struct.pack("<HQHBHH", 1, 9, 0, 0, 0, len(record)) + record
+
+
+def _v2(opcode: int, payload: bytes, version: int = 2) -> bytes:
+    return signed(struct.pack("<BBHIQIQH", opcode, version, 0, clusterId("c"), 1, 1, 1,
+                              len(payload)) + payload)
+
+
+_PART = Join((REGISTRATION,), 5, 1, 2).payload()
+
+
+@pytest.mark.parametrize(
+    ("datagram", "reason"),
+    [
+        (_v2(0xA1, b"\0\0\0\0" + _PART[4:]), "malformed"),  # generation 0
+        (_v2(0xA1, _PART[:4] + b"\2\0\2\0" + _PART[8:]), "malformed"),  # part 2 of 2
+        (_v2(0xA1, _PART[:4] + b"\0\0\0\0" + _PART[8:]), "malformed"),  # part 0 of 0
+        (_v2(0xA1, _PART[:8] + b"\0\0"), "malformed"),  # no registration
+        (_v2(0xA1, _PART[:-1]), "malformed"),
+        (_v2(0xA5, b"\0\0\0\0\1\0\1\0"), "malformed"),  # ReJoin of generation 0
+        (_v2(0xA5, b"\5\0\0\0\0\0"), "malformed"),  # ReJoin naming no part
+        (_v2(0xA5, b"\5\0\0\0\2\0\1\0"), "malformed"),  # fewer parts than counted
+        (_v2(0xAB, b"\0" * 8), "malformed"),  # the first page is version 1
+        (_v2(0xAB, b"\0" * 7), "malformed"),
+        (_v2(0xA3, b"\3\0\0\0\0\0"), "version"),  # KeepAlive has no version 2
+        (_v2(0xA0, b""), "version"),
+        (_v2(0xA1, _PART, version=3), "version"),
+        (_v2(0xA1, _PART, version=0), "version"),
+    ],
+)
+def test_version_2_layouts_are_checked(datagram: bytes, reason: str) -> None:
+    with pytest.raises(ClusterWireError) as caught:
+        decodeEnvelope(datagram, KEY, clusterId("c"))
+    assert caught.value.reason == reason
+
+
+@given(joinParts)
+def test_a_join_part_round_trips_at_version_2(part: Join) -> None:
+    datagram = _envelope(message=part).encode(KEY)
+    assert datagram[1] == 2
+    assert decodeEnvelope(datagram, KEY, clusterId("c")) == _envelope(message=part)
+
+
+def test_keepalive_counts_saturate() -> None:
+    assert MAX_COUNT == 0xFFFF
+    with pytest.raises(WireError, match="out of range"):
+        _envelope(message=KeepAlive(MAX_COUNT + 1)).encode(KEY)

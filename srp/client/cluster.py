@@ -7,6 +7,7 @@ answers only those who hold it (or, in a cluster without a key, loopback).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from srp.client.browser import (
     hostAddress,
     repeatUntilDone,
 )
-from srp.wire.cluster import ClusterMessage, Envelope, clusterId
+from srp.wire.cluster import ClusterMessage, Envelope, StatusQuery, StatusReply, clusterId
 from srp.wire.mcsqlr import BROWSER_PORT
 
 
@@ -84,3 +85,53 @@ async def clusterQuery(
         raise NoAnswer(f"no answer from {', '.join(addresses) or host} port {port} within "
                        f"{timeout:g} s{why}")
     return envelope
+
+
+async def fetchStatus(
+    reactor: Any, host: str, port: int = BROWSER_PORT, cluster: str = "srp",
+    key: bytes = b"", timeout: float = 2.0, addresses: Sequence[str] = (),
+) -> dict[str, Any]:
+    """
+    The status of the node at C{host} (or at one of C{addresses}): every
+    page of it, put together as one document (without the page totals).
+
+    @raise NoAnswer: if the first page did not come within C{timeout}.
+    @raise QueryFailed: if a later one did not, or the pages do not fit together.
+    """
+    where = ", ".join(addresses) or host
+    status: dict[str, Any] | None = None
+    query = StatusQuery()
+    while True:
+        try:
+            envelope = await clusterQuery(reactor, host, query, StatusReply, port, cluster,
+                                          key, timeout, addresses=addresses)
+        except NoAnswer as e:
+            if status is None:
+                raise
+            raise QueryFailed(
+                f"{e}: {where} answered the first {len(status['registrations'])} "
+                f"registrations of its status, but not the page from "
+                f"{query.registrations}; try again or raise --timeout") from None
+        assert isinstance(envelope.message, StatusReply)
+        try:
+            page = json.loads(envelope.message.document)
+            totals = (page.pop("passives_total", None), page.pop("registrations_total", None))
+        except (ValueError, AttributeError):
+            raise QueryFailed(f"{where} answered with a status that is not a JSON "
+                              "object") from None
+        if status is None:
+            status = page
+        elif page.get("node") != status["node"]:
+            raise QueryFailed(f"another node answered at {where} while its status was "
+                              "read (a takeover?); try again")
+        else:
+            status["passives"] += page["passives"]
+            status["registrations"] += page["registrations"]
+        if None in totals:
+            return status  # a node that answers with its whole status at once
+        have = (len(status["passives"]), len(status["registrations"]))
+        if have[0] >= totals[0] and have[1] >= totals[1]:
+            return status
+        if not page["passives"] and not page["registrations"]:
+            raise QueryFailed(f"{where} sent a status page with nothing in it")
+        query = StatusQuery(*have)

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from attrs import define, field, frozen
 from twisted.internet.interfaces import IReactorTime
 
+from srp.wire.cluster import MAX_COUNT
+
 
 @frozen
 class Budget:
@@ -134,7 +136,8 @@ class StateBounds:
     Past a bound the node refuses the rest, logs it and counts it.
     """
 
-    maxRegistrationsPerNode: int = 1024
+    #: The most a KeepAlive can count: what one node can carry, in a Join in parts.
+    maxRegistrationsPerNode: int = MAX_COUNT
     maxInstances: int = 65536
     #: A KeepAliveAck lists every passive in one datagram: about 3,000 fit.
     maxPassives: int = 2048

@@ -13,7 +13,6 @@ whole of it runs on a L{Clock} in tests and simulations.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from srp.interfaces import IClusterRole
 from srp.records import Registration
 from srp.server.access import AccessPolicy
 from srp.server.handover import HandedSocket
+from srp.server.joins import JoinParts
 from srp.server.limits import ReplyLimiter, StateBounds
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
@@ -48,6 +48,7 @@ from srp.server.roles.base import (
 from srp.server.roles.handingover import HandingOverRole
 from srp.server.roles.passive import PassiveRole
 from srp.server.roles.seeking import BindingRole, ProbingRole, WaitingRole
+from srp.server.status import passiveStatus, registrationStatus, statusPage
 from srp.wire.cluster import ClusterMessage, Probe, StatusQuery, StatusReply, clusterId
 from srp.wire.errors import WireError
 from srp.wire.mcsqlr import MAX_DATAGRAM
@@ -156,6 +157,8 @@ class Membership:
         self.registry = registry
         self.stats = stats
         self.nodeId = randomNodeId() if nodeId is None else nodeId
+        #: This node's registrations as the Joins that carry them.
+        self.joinParts = JoinParts()
         self.setOwn(own)
         self.auth = ClusterAuthenticator(reactor, clusterId(settings.name), self.nodeId,
                                          settings.key)
@@ -177,6 +180,7 @@ class Membership:
     def setOwn(self, own: Sequence[Registration]) -> None:
         """The instances this node registers (before it starts: its listeners' ports)."""
         self.own = tuple(evolve(r, nodeId=self.nodeId) for r in own)
+        self.joinParts.update(self.own)
 
     def updateOwn(self, own: Sequence[Registration]) -> None:
         """
@@ -350,7 +354,7 @@ class Membership:
                            host=source[0], port=source[1], error=str(e))
             return
         if isinstance(envelope.message, StatusQuery):
-            self.send(StatusReply(json.dumps(self.status())), source, replyFrom)
+            self.send(StatusReply(self.statusPage(envelope.message)), source, replyFrom)
         else:
             self.current.received(envelope, source, replyFrom)
 
@@ -366,6 +370,23 @@ class Membership:
     def status(self) -> dict[str, Any]:
         """What this node knows, for C{srp status}."""
         role = self.current
+        return self._summary() | {
+            "passives": [passiveStatus(p) for p in role.passives],
+            "registrations": [self._describe(r) for r in role.registrations()]}
+
+    def statusPage(self, query: StatusQuery) -> str:
+        """The page of L{status} that C{query} asks for, as the JSON a StatusReply carries."""
+        role = self.current
+        return statusPage(self._summary(), role.passives, role.registrations(), query,
+                          describe=self._describe)
+
+    def _describe(self, registration: Registration) -> dict[str, Any]:
+        """A registration for status, with when its health changed if it is this node's."""
+        return registrationStatus(registration, self.healthSince.get(registration.key)
+                                  if registration.nodeId == self.nodeId else None)
+
+    def _summary(self) -> dict[str, Any]:
+        role = self.current
         return {
             "node": f"{self.nodeId:016x}",
             "cluster": self.settings.name,
@@ -373,14 +394,8 @@ class Membership:
             "epoch": self.epoch,
             "active": None if role.active is None
             else f"{role.active.host}:{role.active.port}",
-            "passives": [{"node": f"{p.nodeId:016x}", "address": f"{p.host}:{p.port}"}
-                         for p in role.passives],
-            "registrations": [
-                {"instance": r.name, "node": f"{r.nodeId:016x}", "priority": r.priority,
-                 "tcp": r.info.tcp, "hidden": r.hidden, "down": r.down,
-                 "since": self.healthSince.get(r.key) if r.nodeId == self.nodeId else None}
-                for r in role.registrations()
-            ],
+            "passives": [],
+            "registrations": [],
             "counters": dict(self.counters) | {
                 f"rejected_{k}": v for k, v in self.auth.rejected.items()} | {
                 "answered": self.stats.answered, "ignored": self.stats.ignored,

@@ -13,7 +13,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProtocolFactory
 from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger
 
@@ -74,6 +74,8 @@ class NodeService(Service):
         self._served: dict[str, tuple[IProtocolFactory, tuple[str, ...]]] = {}
         self._listeners: dict[str, list[IListeningPort]] = {}
         self._monitors: dict[str, HealthMonitor] = {}
+        self._healthChanges: dict[str, Health] = {}
+        self._healthFlush: IDelayedCall | None = None
         self._listening = False
         self._previousHangup: Any = None
         #: A standalone node's port, bound before it starts.
@@ -339,6 +341,9 @@ class NodeService(Service):
         for monitor in self._monitors.values():
             monitor.stop()
         self._monitors = {}
+        if self._healthFlush is not None and self._healthFlush.active():
+            self._healthFlush.cancel()
+        self._healthFlush = None
 
     def _checkTarget(self, key: str) -> tuple[str, InstanceInfo]:
         """
@@ -356,8 +361,16 @@ class NodeService(Service):
     def _healthChanged(self, name: str, health: Health) -> None:
         key = instanceKey(name)
         self.membership.healthSince[key] = health.since
-        self.membership.updateOwn([evolve(r, down=not health.up) if r.key == key else r
-                                   for r in self.membership.own])
+        self._healthChanges[key] = health
+        if self._healthFlush is None:
+            # Changes of the same moment (a host whose instances all went
+            # down) go to the cluster together: one Join, not one each.
+            self._healthFlush = self.reactor.callLater(0, self._flushHealth)
+
+    def _flushHealth(self) -> None:
+        changes, self._healthChanges, self._healthFlush = self._healthChanges, {}, None
+        self.membership.updateOwn([evolve(r, down=not changes[r.key].up)
+                                   if r.key in changes else r for r in self.membership.own])
 
     def _roleChanged(self, role: str, epoch: int) -> None:
         cluster = self.config.cluster

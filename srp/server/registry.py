@@ -25,6 +25,7 @@ class Registry:
         self._byKey: dict[str, list[Registration]] = {}
         self._perNode: dict[int, int] = {}
         self._visible: list[Registration] | None = None
+        self._all: list[Registration] | None = None
         for registration in registrations:
             self.register(registration)
 
@@ -50,7 +51,9 @@ class Registry:
         return self._perNode.get(nodeId, 0)
 
     def registrations(self) -> Sequence[Registration]:
-        return [r for candidates in self._byKey.values() for r in candidates]
+        if self._all is None:
+            self._all = [r for candidates in self._byKey.values() for r in candidates]
+        return self._all
 
     def register(self, registration: Registration) -> None:
         previous = self._byKey.get(registration.key, [])
@@ -109,6 +112,7 @@ class Registry:
     def _changed(self) -> None:
         self.generation += 1
         self._visible = None
+        self._all = None
 
 
 def _answering(candidates: Sequence[Registration]) -> Registration | None:

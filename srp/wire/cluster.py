@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from attrs import field, frozen
+from attrs import Factory, field, frozen
 
 from srp.wire.errors import WireError
 from srp.wire.instances import (
@@ -30,9 +30,15 @@ from srp.wire.instances import (
 
 T = TypeVar("T")
 
-VERSION = 1
+#: The highest version of the message layouts this node speaks.  Every
+#: message is sent at the lowest version whose layout carries it: a Join in
+#: parts, a ReJoin naming parts and a StatusQuery for a later page need
+#: version 2, every other message is version 1, as version 1 nodes send it.
+VERSION = 2
 #: The largest epoch the header can carry.
 MAX_EPOCH = 0xFFFFFFFF
+#: The largest registration count a KeepAlive carries: larger ones are sent as this.
+MAX_COUNT = 0xFFFF
 #: The passive-list version meaning "no list yet" (an active never uses it).
 NO_LIST_VERSION = 0xFFFFFFFF
 FIRST_OPCODE = 0xA0
@@ -44,6 +50,9 @@ MAX_MESSAGE = 65507
 _HEADER = struct.Struct("<BBHIQIQH")
 HEADER_SIZE = _HEADER.size
 MAX_PAYLOAD = MAX_MESSAGE - HEADER_SIZE - TAG_SIZE
+_PART_FIELDS = struct.Struct("<IHH")
+#: The payload bytes of a Join in parts besides its registrations.
+PART_OVERHEAD = _PART_FIELDS.size + 2
 
 
 class ClusterWireError(WireError):
@@ -134,6 +143,11 @@ class Member:
         return cls(nodeId, host, port)
 
 
+def registrationSize(registration: Registration) -> int:
+    """The bytes C{registration} takes in a Join."""
+    return len(_encodeRegistration(registration))
+
+
 def _encodeRegistration(registration: Registration) -> bytes:
     flags = ((1 if registration.hidden else 0) | (2 if registration.dacPort is not None else 0)
              | (4 if registration.down else 0) | (8 if registration.hideWhenDown else 0))
@@ -180,13 +194,36 @@ class Probe:
 
 @frozen
 class Join:
-    """A passive joins: these are the instances it registers."""
+    """
+    A passive joins: these are the instances it registers.
+
+    A whole Join (C{generation} 0) carries them all, in version 1.  A Join
+    in parts carries part C{part} of C{parts} of the registrations of join
+    C{generation} (counted from 1 by the passive), in version 2.
+    """
 
     opcode = 0xA1
     registrations: tuple[Registration, ...]
+    generation: int = 0
+    part: int = 0
+    parts: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 <= self.part < self.parts:
+            raise WireError(f"Join part {self.part} of {self.parts}")
+        if not self.generation and self.parts != 1:
+            raise WireError("a Join in parts has a generation")
+
+    @property
+    def version(self) -> int:
+        """1 for a whole Join, 2 for a Join in parts."""
+        return 2 if self.generation else 1
 
     def payload(self) -> bytes:
-        return _encodeList(self.registrations, _encodeRegistration)
+        registrations = _encodeList(self.registrations, _encodeRegistration)
+        if not self.generation:
+            return registrations
+        return _PART_FIELDS.pack(self.generation, self.part, self.parts) + registrations
 
 
 @frozen
@@ -233,12 +270,30 @@ class KeepAliveAck:
 
 @frozen
 class ReJoin:
-    """The active does not know the sender (or not all its registrations): Join again."""
+    """
+    The active does not know the sender (or not all its registrations):
+    Join again (version 1); or, assembling the sender's Join in parts, it
+    asks for C{parts}, by number, of join C{generation} (version 2).
+    """
 
     opcode = 0xA5
+    generation: int = 0
+    parts: tuple[int, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.generation) != bool(self.parts):
+            raise WireError("a ReJoin names parts of a generation, or neither")
+
+    @property
+    def version(self) -> int:
+        """1 for a whole ReJoin, 2 for one naming parts."""
+        return 2 if self.generation else 1
 
     def payload(self) -> bytes:
-        return b""
+        if not self.generation:
+            return b""
+        return struct.pack("<I", self.generation) + _encodeList(
+            self.parts, lambda part: struct.pack("<H", part))
 
 
 @frozen
@@ -335,17 +390,30 @@ class Redirect:
 
 @frozen
 class StatusQuery:
-    """Ask a node for its status."""
+    """
+    Ask a node for a page of its status: the one whose passive and
+    registration lists start at these offsets (version 2; the first page,
+    at offsets 0, is version 1).
+    """
 
     opcode = 0xAB
+    passives: int = 0
+    registrations: int = 0
+
+    @property
+    def version(self) -> int:
+        """1 for the first page, 2 for the others."""
+        return 2 if self.passives or self.registrations else 1
 
     def payload(self) -> bytes:
-        return b""
+        if self.version == 1:
+            return b""
+        return struct.pack("<II", self.passives, self.registrations)
 
 
 @frozen
 class StatusReply:
-    """A node's status, as a JSON document (UTF-8)."""
+    """A node's status, or a page of it, as a JSON document (UTF-8)."""
 
     opcode = 0xAC
     document: str
@@ -358,14 +426,50 @@ ClusterMessage = (Probe | Join | Leave | KeepAlive | KeepAliveAck | ReJoin | Act
                   | ActivateAck | Resolve | ResolveReply | Redirect | StatusQuery
                   | StatusReply)
 
+#: The messages that have a version 2 layout.
+_VERSIONED = (Join, ReJoin, StatusQuery)
 
-def _decodePayload(opcode: int, payload: bytes) -> ClusterMessage:
+
+def layoutVersion(message: ClusterMessage) -> int:
+    """The lowest version whose layout carries C{message}."""
+    return message.version if isinstance(message, _VERSIONED) else 1
+
+
+def _readPart(reader: _Reader) -> Join:
+    generation, part, parts = reader.unpack(_PART_FIELDS.format)
+    if not generation:
+        raise ClusterWireError("malformed", "a Join in parts has generation 0")
+    registrations = _readRegistrations(reader)
+    if not registrations:
+        raise ClusterWireError("malformed", "a Join part carries no registration")
+    return Join(registrations, generation, part, parts)
+
+
+def _readReJoin(reader: _Reader) -> ReJoin:
+    (generation,) = reader.unpack("<I")
+    (count,) = reader.unpack("<H")
+    parts = tuple(reader.unpack("<H")[0] for _ in range(count))
+    if not generation or not parts:
+        raise ClusterWireError("malformed", "a version 2 ReJoin names parts of a generation")
+    return ReJoin(generation, parts)
+
+
+def _readStatusQuery(reader: _Reader) -> StatusQuery:
+    query = StatusQuery(*reader.unpack("<II"))
+    if query.version == 1:
+        raise ClusterWireError("malformed", "a version 2 StatusQuery asks for a later page")
+    return query
+
+
+def _decodePayload(opcode: int, version: int, payload: bytes) -> ClusterMessage:
     reader = _Reader(payload)
     message: ClusterMessage
+    if version != 1 and opcode not in {kind.opcode for kind in _VERSIONED}:
+        raise ClusterWireError("version", f"opcode 0x{opcode:02X} has no version {version}")
     if opcode == Probe.opcode:
         message = Probe()
     elif opcode == Join.opcode:
-        message = Join(_readRegistrations(reader))
+        message = _readPart(reader) if version == 2 else Join(_readRegistrations(reader))
     elif opcode == Leave.opcode:
         message = Leave()
     elif opcode == KeepAlive.opcode:
@@ -375,7 +479,7 @@ def _decodePayload(opcode: int, payload: bytes) -> ClusterMessage:
         (version,) = reader.unpack("<I")
         message = KeepAliveAck(_readMembers(reader), version)
     elif opcode == ReJoin.opcode:
-        message = ReJoin()
+        message = _readReJoin(reader) if version == 2 else ReJoin()
     elif opcode == Activate.opcode:
         passives = _readMembers(reader)
         ages = tuple(reader.unpack("<I")[0] for _ in passives)
@@ -390,7 +494,7 @@ def _decodePayload(opcode: int, payload: bytes) -> ClusterMessage:
     elif opcode == Redirect.opcode:
         message = Redirect(Member.read(reader))
     elif opcode == StatusQuery.opcode:
-        message = StatusQuery()
+        message = _readStatusQuery(reader) if version == 2 else StatusQuery()
     elif opcode == StatusReply.opcode:
         try:
             message = StatusReply(payload.decode("utf-8"))
@@ -412,7 +516,8 @@ class Envelope:
     sender: int
     epoch: int
     sequence: int
-    version: int = VERSION
+    version: int = field(default=Factory(lambda self: layoutVersion(self.message),
+                                         takes_self=True))
 
     def encode(self, key: bytes) -> bytes:
         """
@@ -450,8 +555,8 @@ def decodeEnvelope(datagram: bytes, key: bytes, cluster: int) -> Envelope:
                                "than header and tag")
     opcode, version, _, clusterValue, sender, epoch, sequence, length = _HEADER.unpack_from(
         datagram)
-    if version != VERSION:
-        raise ClusterWireError("version", f"version {version}; this node speaks {VERSION}")
+    if not 1 <= version <= VERSION:
+        raise ClusterWireError("version", f"version {version}; this node speaks 1-{VERSION}")
     if HEADER_SIZE + length + TAG_SIZE != len(datagram):
         raise ClusterWireError("truncated", f"payload length {length} does not match a "
                                f"message of {len(datagram)} bytes")
@@ -462,7 +567,7 @@ def decodeEnvelope(datagram: bytes, key: bytes, cluster: int) -> Envelope:
         raise ClusterWireError("cluster", f"message for cluster id {clusterValue:08x}, "
                                f"not {cluster:08x}")
     try:
-        message = _decodePayload(opcode, body[HEADER_SIZE:])
+        message = _decodePayload(opcode, version, body[HEADER_SIZE:])
     except ClusterWireError:
         raise
     except WireError as e:
@@ -474,5 +579,5 @@ __all__ = [
     "Activate", "ActivateAck", "ClusterMessage", "ClusterWireError", "Envelope",
     "Join", "KeepAlive", "KeepAliveAck", "Leave", "Member", "Probe", "ReJoin", "Redirect",
     "Resolve", "ResolveReply", "StatusQuery", "StatusReply", "clusterId", "decodeEnvelope",
-    "isClusterMessage",
+    "isClusterMessage", "layoutVersion", "registrationSize",
 ]

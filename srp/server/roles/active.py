@@ -12,9 +12,11 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from srp.records import Registration
+from srp.server.joins import Assembled, JoinAssembler, PartDropped
 from srp.server.responder import ResolutionResponder
 from srp.server.roles.base import Address, ClusterView, Role
 from srp.wire.cluster import (
+    MAX_COUNT,
     MAX_EPOCH,
     NO_LIST_VERSION,
     Envelope,
@@ -74,6 +76,11 @@ class ActiveRole(Role):
         now = core.reactor.seconds()
         #: When each passive last sent a KeepAlive (or Join), by node id.
         self.lastSeen = {p.nodeId: now - view.ages.get(p.nodeId, 0.0) for p in self._passives}
+        #: How many registrations each passive's last complete Join carried
+        #: (an Activate's: those it handed over), what its KeepAlives count.
+        self.carried = {p.nodeId: core.registry.countOf(p.nodeId) for p in self._passives}
+        #: The Joins in parts being received.
+        self.assembler = JoinAssembler()
 
     @property
     def passives(self) -> list[Member]:
@@ -136,9 +143,13 @@ class ActiveRole(Role):
                 self.core.send(Probe(), (host, settings.port))
 
     def expire(self) -> None:
-        """Forget the passives (and their registrations) that stopped sending KeepAlives."""
+        """
+        Forget the passives (and their registrations) that stopped sending
+        KeepAlives, and the Joins in parts that stopped coming.
+        """
         settings = self.core.settings
         deadline = self.core.reactor.seconds() - (settings.misses + 1) * settings.interval
+        self.assembler.expire(deadline)
         for nodeId, seen in list(self.lastSeen.items()):
             if seen < deadline:
                 self.core.counters["expired"] += 1
@@ -149,6 +160,8 @@ class ActiveRole(Role):
     def _forget(self, nodeId: int) -> None:
         self.core.registry.removeNode(nodeId)
         self.lastSeen.pop(nodeId, None)
+        self.carried.pop(nodeId, None)
+        self.assembler.forget(nodeId)
         remaining = [p for p in self._passives if p.nodeId != nodeId]
         if len(remaining) != len(self._passives):
             self._passives = remaining
@@ -163,21 +176,39 @@ class ActiveRole(Role):
 
     def _joined(self, join: Join, nodeId: int, source: Address,
                 replyFrom: DatagramProtocol) -> None:
-        bounds, registry = self.core.bounds, self.core.registry
-        known = [p for p in self._passives if p.nodeId == nodeId]
-        if not known and len(self._passives) >= bounds.maxPassives:
+        core = self.core
+        known = nodeId in self.lastSeen
+        if not known and len(self._passives) >= core.bounds.maxPassives:
             self._refuse("passives_refused", "Refused a Join: the passive list is full "
                          "({count} passives)", count=len(self._passives))
             return
+        now = core.reactor.seconds()
+        if join.generation:
+            core.counters["join_parts"] += 1
+        try:
+            outcome = self.assembler.add(nodeId, join, now, core.bounds)
+        except PartDropped as e:
+            core.counters[f"parts_{e.reason}"] += 1
+            return
+        if known:
+            self.lastSeen[nodeId] = now  # a part is a sign of life too
+        if isinstance(outcome, ReJoin):
+            core.counters["parts_asked"] += 1
+            core.send(outcome, source, replyFrom)
+        elif isinstance(outcome, Assembled):
+            self._apply(outcome, nodeId, source, replyFrom)
+
+    def _apply(self, joined: Assembled, nodeId: int, source: Address,
+               replyFrom: DatagramProtocol) -> None:
+        """A Join is complete: it replaces the node's registrations, all at once."""
+        bounds, registry = self.core.bounds, self.core.registry
         self.core.counters["joins"] += 1
         registry.removeNode(nodeId)
-        accepted = [r for r in join.registrations if r.nodeId == nodeId]
-        if len(accepted) > bounds.maxRegistrationsPerNode:
+        if joined.carried > len(joined.registrations):
             self._refuse("registrations_refused", "A Join carried {count} registrations; "
-                         "kept the first {limit}", count=len(accepted),
+                         "kept the first {limit}", count=joined.carried,
                          limit=bounds.maxRegistrationsPerNode)
-            accepted = accepted[:bounds.maxRegistrationsPerNode]
-        for registration in accepted:
+        for registration in joined.registrations:
             if len(registry) >= bounds.maxInstances and registry.lookup(registration.name) is None:
                 self._refuse("instances_refused", "Refused instance {name}: the cluster "
                              "holds {limit} instances", name=registration.name,
@@ -185,6 +216,7 @@ class ActiveRole(Role):
                 continue
             registry.register(registration)
         member = Member(nodeId, source[0], source[1])
+        known = [p for p in self._passives if p.nodeId == nodeId]
         if not known:
             self._passives.append(member)
             self._passivesChanged()
@@ -192,6 +224,7 @@ class ActiveRole(Role):
             self._passives = [member if p.nodeId == nodeId else p for p in self._passives]
             self._passivesChanged()
         self.lastSeen[nodeId] = self.core.reactor.seconds()
+        self.carried[nodeId] = joined.carried
         self._ack(source, replyFrom)
 
     def _refuse(self, counter: str, message: str, **fields: object) -> None:
@@ -201,12 +234,24 @@ class ActiveRole(Role):
 
     def _keptAlive(self, keepAlive: KeepAlive, nodeId: int, source: Address,
                    replyFrom: DatagramProtocol) -> None:
-        held = self.core.registry.countOf(nodeId)
-        if nodeId not in self.lastSeen or held != keepAlive.registrations:
-            self.core.counters["rejoins_asked"] += 1
-            self.core.send(ReJoin(), source, replyFrom)
+        core, now = self.core, self.core.reactor.seconds()
+        if self.assembler.assembling(nodeId):
+            if nodeId in self.lastSeen:
+                self.lastSeen[nodeId] = now
+            # Parts keep coming, each window asked for as the last one ends;
+            # after an interval without one, a part or a ReJoin was lost.
+            rejoin = self.assembler.askAgain(nodeId, now, core.settings.interval)
+            if rejoin is not None:
+                core.counters["parts_asked_again"] += 1
+                core.send(rejoin, source, replyFrom)
             return
-        self.lastSeen[nodeId] = self.core.reactor.seconds()
+        carried = self.carried.get(nodeId)
+        if (nodeId not in self.lastSeen or carried is None
+                or min(carried, MAX_COUNT) != keepAlive.registrations):
+            core.counters["rejoins_asked"] += 1
+            core.send(ReJoin(), source, replyFrom)
+            return
+        self.lastSeen[nodeId] = now
         self._ack(source, replyFrom, full=keepAlive.listVersion != self.listVersion)
 
     def _resolve(self, resolve: Resolve, source: Address, replyFrom: DatagramProtocol) -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from attrs import evolve
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from srp.records import Registration
 from srp.server.handover import canHandOver, offerSockets
 from srp.server.roles.active import ActiveRole
 from srp.server.roles.base import Address, Role
-from srp.wire.cluster import Activate, ActivateAck, Envelope, Member
-from srp.wire.errors import WireError
+from srp.wire.cluster import MAX_PAYLOAD, Activate, ActivateAck, Envelope, Member, registrationSize
 
 if TYPE_CHECKING:
     from srp.server.membership import Membership
@@ -78,13 +80,7 @@ class HandingOverRole(Role):
         others = tuple(p for p in previous.passives if p.nodeId != target.nodeId)
         now = core.reactor.seconds()
         ages = tuple(int((now - previous.lastSeen.get(p.nodeId, now)) * 1000) for p in others)
-        registrations = tuple(r for r in core.registry.registrations()
-                              if r.nodeId != core.nodeId)
-        message = Activate(others, registrations, ages, handover)
-        try:
-            message.payload()
-        except WireError:
-            message = Activate(others, (), ages, handover)  # too big: passives re-join
+        message = _fitting(Activate(others, (), ages, handover), core.registry.registrations())
         # From this node's own socket, which the new active answers with
         # ActivateAck.  Without a socket hand-over the port is released at
         # once, for the new active to bind.
@@ -112,3 +108,26 @@ class HandingOverRole(Role):
             self.core.machine.stopped()
         else:
             super().received(envelope, source, replyFrom)
+
+
+def _fitting(activate: Activate, registrations: Sequence[Registration]) -> Activate:
+    """
+    C{activate} with the registrations of as many of its passives as fit
+    in one datagram, each passive's all or none, in their order: a passive
+    left out finds the new active's count short and re-joins.
+    """
+    byNode: dict[int, list[Registration]] = {p.nodeId: [] for p in activate.passives}
+    for registration in registrations:
+        byNode.get(registration.nodeId, []).append(registration)
+    room = MAX_PAYLOAD - len(activate.payload())
+    carried: list[Registration] = []
+    for mine in byNode.values():
+        size = 0
+        for registration in mine:
+            size += registrationSize(registration)
+            if size > room:
+                break
+        else:
+            carried += mine
+            room -= size
+    return evolve(activate, registrations=tuple(carried))

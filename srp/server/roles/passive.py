@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from attrs import evolve
@@ -10,6 +11,7 @@ from twisted.logger import Logger
 
 from srp.server.roles.base import Address, ClusterView, Role
 from srp.wire.cluster import (
+    MAX_COUNT,
     Activate,
     Envelope,
     Join,
@@ -20,6 +22,7 @@ from srp.wire.cluster import (
     Redirect,
     ReJoin,
 )
+from srp.wire.errors import WireError
 
 if TYPE_CHECKING:
     from srp.server.membership import Membership
@@ -75,9 +78,19 @@ class PassiveRole(Role):
                       port=self.active.port, epoch=self.core.epoch)
 
     def join(self) -> None:
-        """Send Join with this node's registrations to the active."""
+        """Send Join with this node's registrations to the active (its first window of parts)."""
         self.core.counters["joins_sent"] += 1
-        self.core.send(Join(self.core.own), self._address)
+        self._send(self.core.joinParts.first)
+
+    def _send(self, joins: Callable[[], Sequence[Join]]) -> None:
+        try:
+            parts = joins()
+        except WireError as e:
+            self.core.counters["unsent"] += 1
+            self.log.warn("Cannot Join: {error}", error=e)
+            return
+        for join in parts:
+            self.core.send(join, self._address)
 
     def ownChanged(self) -> None:
         """
@@ -98,7 +111,8 @@ class PassiveRole(Role):
             self.core.machine.activeLost(self.view)
             return
         self.unanswered += 1
-        self.core.send(KeepAlive(len(self.core.own), self.view.listVersion), self._address)
+        count = min(len(self.core.own), MAX_COUNT)
+        self.core.send(KeepAlive(count, self.view.listVersion), self._address)
         if self._joinsToRepeat:
             self._joinsToRepeat -= 1
             self.join()
@@ -110,9 +124,14 @@ class PassiveRole(Role):
         match envelope.message:
             case KeepAliveAck() as ack:
                 self._acknowledged(ack, envelope, source)
-            case ReJoin() if fromActive:
+            case ReJoin(generation=0) if fromActive:
                 self.core.counters["rejoins"] += 1
                 self.join()
+            case ReJoin() as rejoin if fromActive:
+                # The active is receiving this node's Join in parts: it is alive.
+                self.unanswered = 0
+                self.core.counters["parts_resent"] += 1
+                self._send(lambda: self.core.joinParts.asked(rejoin))
             case Redirect(active=active) if fromActive:
                 self.core.counters["redirected"] += 1
                 self.view = evolve(self.view, active=active)
