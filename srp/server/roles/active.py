@@ -6,12 +6,13 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from attrs import define
+from attrs import define, field
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from srp.records import Registration
+from srp.server.fencing import REMIND_FOR
 from srp.server.responder import ResolutionResponder
 from srp.server.roles.base import Address, ClusterView, Role
 from srp.wire.cluster import (
@@ -40,6 +41,10 @@ class ClusterPorts:
 
     ports: list[IListeningPort]
     responders: list[ResolutionResponder]
+    #: Where duplicates of these sockets are offered to the passives of this host.
+    offer: IListeningPort | None = None
+    #: The active these sockets were taken from while it still held them.
+    fenced: Member | None = field(default=None, kw_only=True)
 
     @property
     def sender(self) -> DatagramProtocol | None:
@@ -47,7 +52,10 @@ class ClusterPorts:
         return self.responders[0] if self.responders else None
 
     def release(self) -> None:
-        """Stop answering on the cluster port."""
+        """Stop answering on the cluster port, and offering it."""
+        if self.offer is not None:
+            self.offer.stopListening()
+            self.offer = None
         for port in self.ports:
             port.stopListening()
         self.ports, self.responders = [], []
@@ -74,6 +82,11 @@ class ActiveRole(Role):
         now = core.reactor.seconds()
         #: When each passive last sent a KeepAlive (or Join), by node id.
         self.lastSeen = {p.nodeId: now - view.ages.get(p.nodeId, 0.0) for p in self._passives}
+        #: The active this one fenced, reminded that it is outranked until it
+        #: joins or C{remindUntil} passes.
+        self.fenced = ports.fenced
+        self.remindUntil = now + REMIND_FOR
+        self._lastTick = now
 
     @property
     def passives(self) -> list[Member]:
@@ -92,6 +105,9 @@ class ActiveRole(Role):
                       cluster=core.settings.name, epoch=core.epoch, count=len(self._passives))
         for passive in self._passives:
             self._ack((passive.host, passive.port), self.ports.sender)
+        core.fence.release()
+        self.ports.offer = core.fence.offer(self.ports.ports)
+        self._remind()
 
     def registrations(self) -> Sequence[Registration]:
         """Every registration this active answers for."""
@@ -100,6 +116,9 @@ class ActiveRole(Role):
     def received(self, envelope: Envelope, source: Address,
                  replyFrom: DatagramProtocol) -> None:
         """Answer the cluster's messages."""
+        if self.fenced is not None and envelope.sender == self.fenced.nodeId and isinstance(
+                envelope.message, (Join, KeepAlive)):
+            self.fenced = None  # it stepped down and follows this node
         match envelope.message:
             case Probe():
                 self._ack(source, replyFrom)
@@ -118,12 +137,42 @@ class ActiveRole(Role):
                 super().received(envelope, source, replyFrom)
 
     def tick(self) -> None:
-        """Expire silent passives; probe the other cluster addresses for a second active."""
-        self.expire()
+        """
+        Remind a fenced active; ask the passives after a pause; expire silent
+        passives; probe the other cluster addresses for a second active.
+        """
         settings = self.core.settings
+        now = self.core.reactor.seconds()
+        if now - self._lastTick > settings.misses * settings.interval:
+            self._paused(now - self._lastTick)
+        self._lastTick = now
+        self._remind()
+        self.expire()
         for host in settings.addresses:
             if host not in settings.listen:
                 self.core.send(Probe(), (host, settings.port))
+
+    def _remind(self) -> None:
+        fenced = self.fenced
+        if fenced is None:
+            return
+        if self.core.reactor.seconds() > self.remindUntil:
+            self.fenced = None
+            return
+        self.core.counters["fence_reminders"] += 1
+        self._ack((fenced.host, fenced.port), self.ports.sender)
+
+    def _paused(self, gap: float) -> None:
+        """
+        This node did not run for C{gap} seconds (stopped, or starved): its
+        passives may have taken over.  Ask each directly; one that did
+        answers with a higher epoch, and this node steps down.
+        """
+        if self.core.tally("pauses"):
+            self.log.warn("Did not run for {gap:.2f} s ({count} pauses): asking the passives "
+                          "whether one took over", gap=gap, count=self.core.counters["pauses"])
+        for passive in self._passives:
+            self.core.send(Probe(), (passive.host, passive.port))
 
     def expire(self) -> None:
         """Forget the passives (and their registrations) that stopped sending KeepAlives."""

@@ -64,6 +64,7 @@ class PassiveRole(Role):
     def begin(self) -> None:
         """Now passive: forget the registry (the active answers), Join the active."""
         self.core.clearRegistry()
+        self.core.fence.follow(self.active.nodeId)
         self.join()
         self.log.info("Passive in cluster {cluster}, active {host}:{port} at epoch {epoch}",
                       cluster=self.core.settings.name, host=self.active.host,
@@ -115,6 +116,7 @@ class PassiveRole(Role):
         self.core.epoch = envelope.epoch
         self.view = self.view.heard(ack, envelope.sender, source)
         self.unanswered = 0
+        self.core.fence.follow(envelope.sender)
         if followingAnother:
             self.join()
 
