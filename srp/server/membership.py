@@ -34,6 +34,7 @@ from srp.server.access import AccessPolicy
 from srp.server.fencing import Fence
 from srp.server.handover import sharingFor
 from srp.server.limits import ReplyLimiter, StateBounds
+from srp.server.mismatch import MismatchReport
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.server.roles.active import ActiveRole, ClusterPorts
@@ -173,6 +174,8 @@ class Membership:
         self.sharing = sharingFor(reactor)
         #: The duplicates of the active's sockets this node holds to fence it.
         self.fence = Fence(self)
+        #: Reports the messages of nodes with another key or cluster name.
+        self.mismatch = MismatchReport(self)
         self.machine: RoleInputs = _machineFactory(self)
 
     def setOwn(self, own: Sequence[Registration]) -> None:
@@ -344,8 +347,7 @@ class Membership:
         try:
             envelope = self.auth.open(datagram, source[0])
         except Rejected as e:
-            self.log.debug("Rejected a cluster message from {host}:{port}: {error}",
-                           host=source[0], port=source[1], error=str(e))
+            self.mismatch.rejected(e, datagram, source, replyFrom)
             return
         if isinstance(envelope.message, StatusQuery):
             self.send(StatusReply(json.dumps(self.status())), source, replyFrom)

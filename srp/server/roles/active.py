@@ -153,14 +153,22 @@ class ActiveRole(Role):
                 self.core.send(Probe(), (host, settings.port))
 
     def _remind(self) -> None:
-        fenced = self.fenced
+        """
+        Tell the active this node fenced that it is outranked; and ask at the
+        cluster address whether another active reads the socket too (one
+        that took over while this node's view was stale): the lower of the
+        two steps down.
+        """
+        fenced, core = self.fenced, self.core
         if fenced is None:
             return
-        if self.core.reactor.seconds() > self.remindUntil:
+        if core.reactor.seconds() > self.remindUntil:
             self.fenced = None
             return
-        self.core.counters["fence_reminders"] += 1
+        core.counters["fence_reminders"] += 1
         self._ack((fenced.host, fenced.port), self.ports.sender)
+        for host in core.settings.listen:
+            core.send(Probe(), (host, core.settings.port))
 
     def _paused(self, gap: float) -> None:
         """
@@ -257,9 +265,11 @@ class ActiveRole(Role):
                        source, replyFrom)
 
     def _challenged(self, envelope: Envelope, source: Address) -> None:
-        """Another active answered: step down if it outranks this one."""
+        """Another active answered: step down if it outranks this one, else tell it."""
         core = self.core
         if (envelope.epoch, envelope.sender) <= (core.epoch, core.nodeId):
+            core.counters["outranked_told"] += 1
+            self._ack(source, self.ports.sender, full=False)
             return
         core.epoch = envelope.epoch
         core.counters["step_downs"] += 1

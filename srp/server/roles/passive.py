@@ -10,6 +10,7 @@ from twisted.logger import Logger
 
 from srp.server.roles.base import Address, ClusterView, Role
 from srp.wire.cluster import (
+    NO_LIST_VERSION,
     Activate,
     Envelope,
     Join,
@@ -97,6 +98,8 @@ class PassiveRole(Role):
             case ReJoin() if fromActive:
                 self.core.counters["rejoins"] += 1
                 self.join()
+            case ReJoin() if self.unanswered and envelope.epoch > self.core.epoch:
+                self._tookOver(envelope.sender, source)
             case Redirect(active=active) if fromActive:
                 self.core.counters["redirected"] += 1
                 self.view = evolve(self.view, active=active)
@@ -119,6 +122,18 @@ class PassiveRole(Role):
         self.core.fence.follow(envelope.sender)
         if followingAnother:
             self.join()
+
+    def _tookOver(self, sender: int, source: Address) -> None:
+        """
+        The active stopped answering, and a node of a later epoch asks this
+        one to join: it took over while this node did not run.  Follow it.
+        """
+        self.core.counters["followed_rejoin"] += 1
+        self.view = evolve(self.view, active=Member(sender, source[0], source[1]),
+                           listVersion=NO_LIST_VERSION)
+        self.unanswered = 0
+        self.core.fence.follow(sender)
+        self.join()
 
     def _activated(self, activate: Activate, source: Address) -> None:
         self.core.counters["activated"] += 1

@@ -134,9 +134,11 @@ class BindingRole(_Listening):
         except CannotListenError:
             if self.core.tally("bind_refused"):
                 self.log.warn("Cannot bind the cluster port {port}, and no active answers "
-                              "there ({count} times): another program may hold it",
+                              "there ({count} times): {holder}",
                               port=self.core.settings.port,
-                              count=self.core.counters["bind_refused"])
+                              count=self.core.counters["bind_refused"],
+                              holder=self.core.mismatch.holder()
+                              or "another program may hold it")
             self.core.machine.portRefused(self.view, self.core.settings.interval)
         else:
             self.core.machine.portBound(ports, self.view)
