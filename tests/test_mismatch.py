@@ -6,12 +6,12 @@ bind the cluster port says an srp node with another key or name holds it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, capturedLogs, formatEvent
 
 from srp.records import InstanceInfo, Registration
 from srp.server.config import ClusterConfig, NodeConfig
@@ -24,11 +24,9 @@ OTHER_KEY = b"fedcba9876543210fedcba9876543210"
 
 
 @pytest.fixture
-def logged() -> Iterator[list[LogEvent]]:
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
+def logged() -> Iterator[Sequence[LogEvent]]:
+    with capturedLogs() as events:
+        yield events
 
 
 def node(network: FakeNetwork, index: int, host: str, addresses: tuple[str, ...],
@@ -50,7 +48,7 @@ def run(network: FakeNetwork, seconds: float) -> None:
         network.clock.advance(0.05)
 
 
-def lines(events: list[LogEvent], text: str) -> list[str]:
+def lines(events: Sequence[LogEvent], text: str) -> list[str]:
     return [formatEvent(e) for e in events if text in formatEvent(e)]
 
 

@@ -78,7 +78,7 @@ def runScenario(seed: int) -> tuple[list[str], float]:
         elif action in ("pause", "pause-active") and (actives or action == "pause"):
             paused = rng.choice(actives if action == "pause-active" else live)
             cluster.freeze(paused)
-            run(rng.uniform(MISSES * INTERVAL + 0.1, 4.0))
+            run(rng.uniform(MISSES * INTERVAL + 0.1, 2.5))
             cluster.thaw(paused)
         run(rng.uniform(0.1, 2.5))
     network.heal()

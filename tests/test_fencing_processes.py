@@ -1,0 +1,141 @@
+"""
+A hung active on one host, with real `srp serve` processes: three nodes
+share one loopback address, the active is stopped (SIGSTOP) under client
+load, a passive answers again within 1.5 s, and after SIGCONT exactly one
+node is active (`srp status --json` of each node) and the answers agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from srp.testing.load import Exchange, RequestStream
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.wire import InstanceRequest, InstancesResponse, decodeResponse
+from tests.conftest import BIN
+
+SIZE = 3
+TRIALS = 10
+#: The longest a stopped active may leave the cluster unanswered.
+TAKEOVER = 1.5
+#: Seconds the active stays stopped: well past the takeover.
+STOPPED_FOR = 1.6
+
+
+def config(directory: Path, address: str, index: int) -> Path:
+    return writeNodeConfig(directory / f"node{index}.toml", [address], [
+        {"name": "SALES", "tcp": 50000 + index, "priority": index},
+        {"name": f"N{index}", "tcp": 60000 + index},
+    ], serverName=f"H{index}", tables={"cluster": {"name": "fence"}})
+
+
+def statusOf(*hosts: tuple[str, int]) -> list[dict[str, Any]]:
+    """`srp status --json` of each node at (host, port), asked at once."""
+    runs = [subprocess.Popen([str(BIN / "srp"), "status", "--cluster", "fence", "--json",
+                              "--timeout", "1", "--port", str(port), host],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd="/", stdin=subprocess.DEVNULL) for host, port in hosts]
+    results = []
+    for run in runs:
+        out, err = run.communicate(timeout=30)
+        assert run.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+def everyNode(address: str) -> list[dict[str, Any]] | None:
+    """The status of the active at the cluster address and of each of its passives."""
+    [active] = statusOf((address, 1434))
+    if active["role"] != "active" or len(active["passives"]) != SIZE - 1:
+        return None
+    passives = statusOf(*[(p["address"].rsplit(":", 1)[0], int(p["address"].rsplit(":", 1)[1]))
+                          for p in active["passives"]])
+    return [active, *passives]
+
+
+def settled(address: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = everyNode(address)
+        if nodes is not None and sorted(n["role"] for n in nodes) == [
+                "active"] + ["passive"] * (SIZE - 1):
+            return nodes
+        assert time.monotonic() < deadline, f"not settled: {nodes}"
+        time.sleep(0.1)
+
+
+def tcpOf(exchange: Exchange) -> int | None:
+    if exchange.reply is None:
+        return None
+    response = decodeResponse(exchange.reply)
+    assert isinstance(response, InstancesResponse)
+    return response.instances[0].tcp
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[str, list[NodeProcess]]]:
+    address = freeLoopbackAddress()
+    nodes: list[NodeProcess] = []
+    try:
+        for index in range(SIZE):
+            nodes.append(NodeProcess(config(tmp_path, address, index),
+                                     tmp_path / f"node{index}.log").start())
+        settled(address)
+        yield address, nodes
+    finally:
+        for node in nodes:
+            if node.process is not None and node.process.poll() is None:
+                os.kill(node.pid, signal.SIGCONT)
+            node.stop()
+
+
+def test_a_stopped_active_is_fenced_and_steps_down_when_continued(
+        cluster: tuple[str, list[NodeProcess]]) -> None:
+    address, nodes = cluster
+    started = time.monotonic()
+    for trial in range(TRIALS):
+        [active] = [s for s in settled(address) if s["role"] == "active"]
+        [victim] = [n for n in nodes if f"srp node {active['node']} started" in n.log()]
+        stoppedAt: list[float] = []
+        continuedAt: list[float] = []
+
+        def stop(victim: NodeProcess = victim, at: list[float] = stoppedAt) -> None:
+            os.kill(victim.pid, signal.SIGSTOP)
+            at.append(time.monotonic())
+
+        def cont(victim: NodeProcess = victim, at: list[float] = continuedAt) -> None:
+            os.kill(victim.pid, signal.SIGCONT)
+            at.append(time.monotonic())
+
+        stream = RequestStream((address, 1434), InstanceRequest("SALES").encode(), rate=100,
+                               timeout=0.05)
+        exchanges = stream.run(0.3 + STOPPED_FOR + 1.0,
+                               at=[(0.3, stop), (0.3 + STOPPED_FOR, cont)])
+        after = [e for e in exchanges if e.sentAt > stoppedAt[0] and e.answeredAt is not None]
+        assert after, f"trial {trial}: nobody took over"
+        gap = after[0].answeredAt - stoppedAt[0]  # type: ignore[operator]
+        assert gap < TAKEOVER, f"trial {trial}: answered again after {gap:.3f} s"
+        # After SIGCONT the answers change at most once (the old active's
+        # registrations come back when it joins): two nodes answering with
+        # different data would alternate.
+        answers = [tcpOf(e) for e in exchanges
+                   if e.sentAt > continuedAt[0] and e.answeredAt is not None]
+        changes = sum(a != b for a, b in zip(answers, answers[1:], strict=False))
+        assert changes <= 1, f"trial {trial}: answers after SIGCONT {answers}"
+        statuses = settled(address)
+        assert [s["role"] for s in statuses].count("active") == 1
+        assert {s["epoch"] for s in statuses} == {max(s["epoch"] for s in statuses)}
+        assert victim.process is not None and victim.process.poll() is None
+        final = RequestStream((address, 1434), InstanceRequest("SALES").encode(), rate=50,
+                              timeout=0.2).run(0.2)
+        assert {tcpOf(e) for e in final} == {50000}
+    assert time.monotonic() - started < 60
