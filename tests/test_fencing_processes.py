@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from srp.testing.load import Exchange, RequestStream
-from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import NodeProcess, freeLoopbackAddress
 from srp.wire import InstanceRequest, InstancesResponse, decodeResponse
 from tests.conftest import BIN
+from tests.test_cluster_processes import clusterConfig
 
 SIZE = 3
 TRIALS = 10
@@ -31,16 +32,9 @@ TAKEOVER = 1.5
 STOPPED_FOR = 1.6
 
 
-def config(directory: Path, address: str, index: int) -> Path:
-    return writeNodeConfig(directory / f"node{index}.toml", [address], [
-        {"name": "SALES", "tcp": 50000 + index, "priority": index},
-        {"name": f"N{index}", "tcp": 60000 + index},
-    ], serverName=f"H{index}", tables={"cluster": {"name": "fence"}})
-
-
 def statusOf(*hosts: tuple[str, int]) -> list[dict[str, Any]]:
     """`srp status --json` of each node at (host, port), asked at once."""
-    runs = [subprocess.Popen([str(BIN / "srp"), "status", "--cluster", "fence", "--json",
+    runs = [subprocess.Popen([str(BIN / "srp"), "status", "--cluster", "proc", "--json",
                               "--timeout", "1", "--port", str(port), host],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              cwd="/", stdin=subprocess.DEVNULL) for host, port in hosts]
@@ -87,7 +81,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, list[NodeProcess]]]:
     nodes: list[NodeProcess] = []
     try:
         for index in range(SIZE):
-            nodes.append(NodeProcess(config(tmp_path, address, index),
+            nodes.append(NodeProcess(clusterConfig(tmp_path, address, index),
                                      tmp_path / f"node{index}.log").start())
         settled(address)
         yield address, nodes
