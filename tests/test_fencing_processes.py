@@ -7,6 +7,7 @@ node is active (`srp status --json` of each node) and the answers agree.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -123,7 +124,7 @@ def test_a_stopped_active_is_fenced_and_steps_down_when_continued(
         # different data would alternate.
         answers = [tcpOf(e) for e in exchanges
                    if e.sentAt > continuedAt[0] and e.answeredAt is not None]
-        changes = sum(a != b for a, b in zip(answers, answers[1:], strict=False))
+        changes = sum(a != b for a, b in itertools.pairwise(answers))
         assert changes <= 1, f"trial {trial}: answers after SIGCONT {answers}"
         statuses = settled(address)
         assert [s["role"] for s in statuses].count("active") == 1
