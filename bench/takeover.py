@@ -129,9 +129,10 @@ class ProcessCluster:
     def alive(self, node: NodeProcess) -> bool:
         return node.process is not None and node.process.poll() is None
 
-    def active(self) -> NodeProcess:
-        """The live node whose log says it is active (exactly one)."""
-        found = [n for n in self.nodes if self.alive(n) and roleIn(n.log()) == "active"]
+    def active(self, besides: NodeProcess | None = None) -> NodeProcess:
+        """The live node whose log says it is active (exactly one), C{besides} left out."""
+        found = [n for n in self.nodes if self.alive(n) and roleIn(n.log()) == "active"
+                 and n is not besides]
         if len(found) != 1:
             raise RuntimeError(f"{len(found)} active nodes: {self.roles()}")
         return found[0]
@@ -228,7 +229,8 @@ def faultUnderLoad(cluster: ProcessCluster, rng: random.Random,
     before = [e for e in exchanges if e.sentAt < faultAt[0] - 0.06]
     after = [e for e in exchanges if e.sentAt > faultAt[0] and e.answeredAt is not None]
     gap = after[0].answeredAt - faultAt[0] if after else None  # type: ignore[operator]
-    newActive = cluster.active() if after else None
+    # A stopped victim still says it is active: the new active is another.
+    newActive = cluster.active(besides=victim) if after else None
     return victim, {"victim": cluster.nodes.index(victim), "gap_s": gap,
                     "unanswered_before_fault": sum(e.answeredAt is None for e in before),
                     "sent": len(exchanges), "new_active": None if newActive is None
