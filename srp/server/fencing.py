@@ -101,6 +101,8 @@ class Fence:
         self.sockets = offer.sockets
         self.origin = None if offer.member is None else Member(active, *offer.member)
         self.core.counters["fence_taken"] += 1
+        self.log.info("Holding the cluster sockets of active {node:016x}, to fence it should "
+                      "it hang", node=active)
 
     def _notTaken(self, failure: Failure, attempt: int) -> None:
         if attempt != self._attempt:
@@ -109,8 +111,8 @@ class Fence:
             # The active did not hand them over in time: try again at its next answer.
             self._following = 0
         # Otherwise nothing is offered: the active is on another host.
-        self.log.debug("No cluster sockets to hold for fencing: {error}",
-                       error=failure.getErrorMessage())
+        self.log.info("No cluster sockets to hold for fencing: {error}",
+                      error=failure.getErrorMessage())
 
     def surrender(self) -> tuple[HandedSocket, ...]:
         """Give the held duplicates up, to be adopted; L{origin} stays until L{release}."""

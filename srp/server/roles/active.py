@@ -103,10 +103,12 @@ class ActiveRole(Role):
             core.registry.register(registration)
         self.log.info("Active for cluster {cluster} at epoch {epoch} with {count} passives",
                       cluster=core.settings.name, epoch=core.epoch, count=len(self._passives))
-        for passive in self._passives:
-            self._ack((passive.host, passive.port), self.ports.sender)
+        # Offer the sockets before the passives hear of this node: they ask
+        # for them as soon as they do.
         core.fence.release()
         self.ports.offer = core.fence.offer(self.ports.ports)
+        for passive in self._passives:
+            self._ack((passive.host, passive.port), self.ports.sender)
         self._remind()
 
     def registrations(self) -> Sequence[Registration]:
