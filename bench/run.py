@@ -11,7 +11,7 @@ Each benchmark is a function taking the L{Settings}; it prints its own small
 aligned table and returns a JSON-able summary, which is also written to
 C{bench/results/NAME.json}.  This module is the orchestrator and holds
 C{resolve_throughput}; the others live in their own modules:
-L{bench.takeover} (C{takeover}, C{handover}), L{bench.cluster_cost},
+L{bench.takeover} (C{takeover}, C{sigstop}, C{handover}), L{bench.cluster_cost},
 L{bench.client} (C{cached_resolve}, C{failover_gap}, C{cold_resolves}, run
 in L{bench.client_worker} processes).  docs/benchmarks.md says what they
 measure and holds the figures measured.
@@ -41,7 +41,7 @@ from bench.client import cached_resolve, cold_resolves, failover_gap
 from bench.cluster_cost import cluster_cost
 from bench.common import QUICK, RESULTS, ROOT, Benchmark, Settings, pinTo, stopPid
 from bench.loadgen import instanceName, instanceRequest
-from bench.takeover import handover, takeover
+from bench.takeover import handover, sigstop, takeover
 from srp.cli import formatTable
 from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire import InstancesResponse, decodeResponse
@@ -300,7 +300,7 @@ def transports(settings: Settings) -> dict[str, Any]:
 
 
 #: Every benchmark C{make bench} runs, in order.
-BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, handover, cluster_cost,
+BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, sigstop, handover, cluster_cost,
                                cached_resolve, failover_gap, cold_resolves, transports]
 
 
@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=defaults.retries,
                         help="runs repeated at most because other load slowed them")
     parser.add_argument("--trials", type=int, default=defaults.trials,
-                        help="faults injected per kind (takeover, failover_gap)")
+                        help="faults injected per kind (takeover, sigstop, failover_gap)")
     parser.add_argument("--handovers", type=int, default=defaults.handovers,
                         help="graceful stops of the active (handover)")
     parser.add_argument("--connects", type=int, default=defaults.connects,

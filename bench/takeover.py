@@ -1,7 +1,8 @@
 """
-C{takeover} and C{handover}: a cluster of three real C{srp serve} processes
-sharing one 127.0.0.N address, under [MC-SQLR] client load, losing its
-active to C{kill -9} (takeover) or to a graceful stop (handover).
+C{takeover}, C{sigstop} and C{handover}: a cluster of three real C{srp
+serve} processes sharing one 127.0.0.N address, under [MC-SQLR] client
+load, losing its active to C{kill -9} (takeover), to SIGSTOP (sigstop: the
+passive that takes over fences it) or to a graceful stop (handover).
 
 The client is L{RequestStream}: CLNT_UCAST_INST requests for SALES at a
 steady rate, each on a socket of its own so that every reply is matched
@@ -39,7 +40,7 @@ from srp.wire.mcsqlr import BROWSER_PORT
 
 SIZE = 3
 CLUSTER = "benchproc"
-#: Targets of takeover: median and maximum time from kill -9 to the next answer.
+#: Targets of takeover and sigstop: median and maximum time from the fault to the next answer.
 TAKEOVER_MEDIAN = 1.0
 TAKEOVER_MAX = 1.5
 #: Requests/s of the handover load, and the requests it may lose.
@@ -128,9 +129,10 @@ class ProcessCluster:
     def alive(self, node: NodeProcess) -> bool:
         return node.process is not None and node.process.poll() is None
 
-    def active(self) -> NodeProcess:
-        """The live node whose log says it is active (exactly one)."""
-        found = [n for n in self.nodes if self.alive(n) and roleIn(n.log()) == "active"]
+    def active(self, besides: NodeProcess | None = None) -> NodeProcess:
+        """The live node whose log says it is active (exactly one), C{besides} left out."""
+        found = [n for n in self.nodes if self.alive(n) and roleIn(n.log()) == "active"
+                 and n is not besides]
         if len(found) != 1:
             raise RuntimeError(f"{len(found)} active nodes: {self.roles()}")
         return found[0]
@@ -201,40 +203,70 @@ class _Answered(Exception):
     """The stream has seen what it waited for."""
 
 
-def takeoverTrial(cluster: ProcessCluster, rng: random.Random) -> dict[str, Any]:
-    """Kill -9 the active under load; return the time to the next answer, and restart it."""
+def faultUnderLoad(cluster: ProcessCluster, rng: random.Random,
+                   signum: signal.Signals) -> tuple[NodeProcess, dict[str, Any]]:
+    """Send C{signum} to the active under load; the victim, and the time to the next answer."""
     victim = cluster.active()
     stream = RequestStream((cluster.address, BROWSER_PORT), salesRequest(), rate=100, timeout=0.05)
-    killedAt: list[float] = []
+    faultAt: list[float] = []
 
-    def kill() -> None:
-        os.kill(victim.pid, signal.SIGKILL)
-        killedAt.append(time.monotonic())
+    def fault() -> None:
+        os.kill(victim.pid, signum)
+        faultAt.append(time.monotonic())
 
-    def answeredSinceKill() -> None:
-        if killedAt and any(e.answeredAt is not None and e.sentAt > killedAt[0]
-                            for e in stream.exchanges):
+    def answeredSinceFault() -> None:
+        if faultAt and any(e.answeredAt is not None and e.sentAt > faultAt[0]
+                           for e in stream.exchanges):
             raise _Answered
 
-    # The kill falls anywhere within one KeepAlive interval (0.25 s); checks
+    # The fault falls anywhere within one KeepAlive interval (0.25 s); checks
     # end the stream once a request sent after it is answered (5 s at most).
-    killAt = 0.3 + rng.uniform(0.0, 0.25)
-    checks = [(killAt + 0.2 + 0.02 * n, answeredSinceKill) for n in range(240)]
+    at = 0.3 + rng.uniform(0.0, 0.25)
+    checks = [(at + 0.2 + 0.02 * n, answeredSinceFault) for n in range(240)]
     with contextlib.suppress(_Answered):
-        stream.run(killAt + 5.0, at=[(killAt, kill), *checks])
+        stream.run(at + 5.0, at=[(at, fault), *checks])
     exchanges = sorted(stream.exchanges, key=lambda e: e.sentAt)
-    before = [e for e in exchanges if e.sentAt < killedAt[0] - 0.06]
-    after = [e for e in exchanges if e.sentAt > killedAt[0] and e.answeredAt is not None]
-    gap = after[0].answeredAt - killedAt[0] if after else None  # type: ignore[operator]
-    newActive = cluster.active() if after else None
-    died = [f"{cluster.nodes.index(n)} ({n.process.returncode if n.process else '?'})"
+    before = [e for e in exchanges if e.sentAt < faultAt[0] - 0.06]
+    after = [e for e in exchanges if e.sentAt > faultAt[0] and e.answeredAt is not None]
+    gap = after[0].answeredAt - faultAt[0] if after else None  # type: ignore[operator]
+    # A stopped victim still says it is active: the new active is another.
+    newActive = cluster.active(besides=victim) if after else None
+    return victim, {"victim": cluster.nodes.index(victim), "gap_s": gap,
+                    "unanswered_before_fault": sum(e.answeredAt is None for e in before),
+                    "sent": len(exchanges), "new_active": None if newActive is None
+                    else cluster.nodes.index(newActive),
+                    "answered_port": tcpOf(after[0].reply) if after else None}
+
+
+def othersDied(cluster: ProcessCluster, victim: NodeProcess) -> list[str]:
+    """The nodes other than C{victim} that exited, with their exit codes."""
+    return [f"{cluster.nodes.index(n)} ({n.process.returncode if n.process else '?'})"
             for n in cluster.dead() if n is not victim]
+
+
+def takeoverTrial(cluster: ProcessCluster, rng: random.Random) -> dict[str, Any]:
+    """Kill -9 the active under load; return the time to the next answer, and restart it."""
+    victim, row = faultUnderLoad(cluster, rng, signal.SIGKILL)
+    died = othersDied(cluster, victim)
     cluster.restartDead()
-    return {"victim": cluster.nodes.index(victim), "gap_s": gap, "others_died": died,
-            "unanswered_before_kill": sum(e.answeredAt is None for e in before),
-            "sent": len(exchanges), "new_active": None if newActive is None
-            else cluster.nodes.index(newActive),
-            "answered_port": tcpOf(after[0].reply) if after else None}
+    return row | {"others_died": died}
+
+
+def sigstopTrial(cluster: ProcessCluster, rng: random.Random) -> dict[str, Any]:
+    """
+    SIGSTOP the active under load; return the time to the next answer; then
+    SIGCONT it, and the time until the cluster settled with it passive.
+    """
+    victim, row = faultUnderLoad(cluster, rng, signal.SIGSTOP)
+    os.kill(victim.pid, signal.SIGCONT)
+    continuedAt = time.monotonic()
+    died = othersDied(cluster, victim)
+    if died or victim in cluster.dead():
+        cluster.restartDead()
+    else:
+        cluster.waitSettled()
+    return row | {"others_died": died, "settled_s": time.monotonic() - continuedAt,
+                  "old_role": roleIn(victim.log())}
 
 
 def runTrials(name: str, count: int,
@@ -253,15 +285,16 @@ def runTrials(name: str, count: int,
     return rows
 
 
-def takeover(settings: Settings) -> dict[str, Any]:
-    """Time from kill -9 of the active to the next answer, 3 srp serve nodes, RequestStream."""
-    rng = random.Random(3)
-    rows = runTrials("takeover", settings.trials, lambda cluster: takeoverTrial(cluster, rng))
+def gapReport(fault: str, victim: str, rows: list[dict[str, Any]],
+              more: Sequence[tuple[str, Callable[[dict[str, Any]], str]]] = ()
+              ) -> dict[str, Any]:
+    """Print the trials of a fault and their summary against the targets; the summary."""
     print(formatTable(
-        ["TRIAL", "KILLED NODE", "NEW ACTIVE", "KILL → NEXT ANSWER (ms)", "REQUESTS SENT",
-         "UNANSWERED BEFORE KILL", "OTHERS DIED (EXIT)"],
+        ["TRIAL", victim, "NEW ACTIVE", f"{fault} → NEXT ANSWER (ms)", "REQUESTS SENT",
+         f"UNANSWERED BEFORE {fault}", "OTHERS DIED (EXIT)", *(label for label, _ in more)],
         [[str(r["trial"]), str(r["victim"]), str(r["new_active"]), ms(r["gap_s"]),
-          str(r["sent"]), str(r["unanswered_before_kill"]), ", ".join(r["others_died"]) or "-"]
+          str(r["sent"]), str(r["unanswered_before_fault"]),
+          ", ".join(r["others_died"]) or "-", *(cell(r) for _, cell in more)]
          for r in rows]))
     gaps = [r["gap_s"] for r in rows if r["gap_s"] is not None]
     missing = len(rows) - len(gaps)
@@ -278,6 +311,25 @@ def takeover(settings: Settings) -> dict[str, Any]:
           f"{TAKEOVER_MAX * 1000:.0f} ms: {verdict(maxOk)}")
     return {"summary_s": stats, "no_answer": missing, "median_met": medianOk,
             "max_met": maxOk, "trials": rows}
+
+
+def takeover(settings: Settings) -> dict[str, Any]:
+    """Time from kill -9 of the active to the next answer, 3 srp serve nodes, RequestStream."""
+    rng = random.Random(3)
+    rows = runTrials("takeover", settings.trials, lambda cluster: takeoverTrial(cluster, rng))
+    return gapReport("KILL", "KILLED NODE", rows)
+
+
+def sigstop(settings: Settings) -> dict[str, Any]:
+    """Time from SIGSTOP of the active to the next answer, 3 srp serve nodes sharing an address."""
+    rng = random.Random(4)
+    rows = runTrials("sigstop", settings.trials, lambda cluster: sigstopTrial(cluster, rng))
+    result = gapReport("STOP", "STOPPED NODE", rows, [
+        ("SIGCONT → SETTLED (ms)", lambda r: ms(r["settled_s"])),
+        ("OLD ACTIVE THEN", lambda r: str(r["old_role"]))])
+    stepped = sum(r["old_role"] == "passive" for r in rows)
+    print(f"the old active was passive after SIGCONT in {stepped} of {len(rows)} trials")
+    return result | {"old_active_passive": stepped}
 
 
 def handoverTrial(cluster: ProcessCluster) -> dict[str, Any]:

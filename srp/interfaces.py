@@ -297,3 +297,66 @@ class IClusterRole(Interface):
         What C{srp status} lists: every registration the active answers for,
         the node's own in any other role.
         """
+
+
+@frozen
+class HandedSocket:
+    """
+    A bound cluster socket passed from another process of the same host.
+
+    @ivar fd: this process's descriptor of it (not yet adopted by a reactor).
+    @ivar family: its address family (C{AF_INET} or C{AF_INET6}).
+    @ivar host: the address it is bound to.
+    @ivar port: the port it is bound to.
+    """
+
+    fd: int
+    family: int
+    host: str
+    port: int
+
+
+@frozen
+class SocketOffer:
+    """
+    What a node of the same host handed over: its bound cluster sockets.
+
+    @ivar member: the address of the offering node's own cluster socket (the
+        one that is not shared), when it said.
+    """
+
+    sockets: tuple[HandedSocket, ...]
+    member: tuple[str, int] | None = None
+
+
+class ISocketSharing(Interface):
+    """
+    Passing bound cluster sockets between the nodes of one host: the
+    graceful hand-over, and the duplicates passives hold to fence a hung
+    active.  A process that holds a duplicate keeps the socket bound; the
+    datagrams it receives go to whichever holder reads first.
+    """
+
+    def offer(name: str, ports: Sequence[IListeningPort],
+              member: tuple[str, int] | None = None) -> IListeningPort:
+        """
+        Offer duplicates of the sockets of C{ports} under C{name}, to
+        processes of this user on this host, until the returned port stops
+        listening; C{member} is told to them as L{SocketOffer.member}.
+
+        @raise twisted.internet.error.CannotListenError: if C{name} is taken.
+        """
+
+    def take(name: str, timeout: float) -> Deferred[SocketOffer]:
+        """
+        Take duplicates of the sockets offered under C{name}: a Deferred of
+        the L{SocketOffer}, failing when nothing is offered there or nothing
+        came within C{timeout} seconds.
+        """
+
+    def adopt(handed: HandedSocket, protocol: DatagramProtocol,
+              maxPacketSize: int) -> IListeningPort:
+        """Read C{handed} with C{protocol}; C{handed}'s descriptor is released."""
+
+    def close(handed: HandedSocket) -> None:
+        """Let go of a socket not adopted (it stays bound while others hold it)."""

@@ -14,7 +14,7 @@ from srp.records import InstanceInfo, Registration
 from srp.server.config import ClusterConfig, NodeConfig
 from srp.server.health import HealthSettings
 from srp.server.node import NodeService
-from srp.testing import FakeNetwork
+from srp.testing import FakeHostReactor, FakeNetwork
 
 INTERVAL = 0.25
 MISSES = 3
@@ -32,8 +32,14 @@ class SimNode:
     host: str
     registrations: tuple[Registration, ...]
     service: NodeService
+    reactor: FakeHostReactor
     alive: bool = True
     diedAt: float | None = None
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the node's process is stopped (SIGSTOP)."""
+        return self.reactor.frozen
 
 
 @define
@@ -79,8 +85,9 @@ class SimCluster:
             health={r.key: HealthSettings(check="none") for r in registrations},
         )
         nodeId = self.network.random.getrandbits(64) | 1
-        service = NodeService(config, self.network.reactor(host), nodeId=nodeId)
-        node = SimNode(f"node{index}", host, service.membership.own, service)
+        reactor = self.network.reactor(host)
+        service = NodeService(config, reactor, nodeId=nodeId)
+        node = SimNode(f"node{index}", host, service.membership.own, service, reactor)
         service.startService()
         while len(self.nodes) <= index:
             self.nodes.append(node)
@@ -97,6 +104,14 @@ class SimCluster:
             node.service.membership.halt()
             node.alive = False
             node.diedAt = self.network.clock.seconds()
+
+    def freeze(self, index: int) -> None:
+        """Stop the node's process, as SIGSTOP does."""
+        self.nodes[index].reactor.freeze()
+
+    def thaw(self, index: int) -> None:
+        """Let the node's process run again, as SIGCONT does."""
+        self.nodes[index].reactor.thaw()
 
     def stop(self, index: int) -> Any:
         node = self.nodes[index]
@@ -117,7 +132,8 @@ class SimCluster:
         return [n for n in self.nodes if n.alive]
 
     def actives(self) -> list[SimNode]:
-        return [n for n in self.live() if n.service.role == "active"]
+        """The live nodes that are active and run (a frozen one answers nothing)."""
+        return [n for n in self.live() if n.service.role == "active" and not n.frozen]
 
     def roles(self) -> list[str]:
         return [n.service.role if n.alive else "dead" for n in self.nodes]

@@ -1,6 +1,8 @@
 """
 Seeded random scenarios of a cluster on a fake network: crashes, restarts,
-graceful stops, partitions, loss, delay, duplication and reordering.
+graceful stops, pauses (a node, the active included, frozen for longer than
+misses x interval and then resumed, as SIGSTOP and SIGCONT do), partitions,
+loss, delay, duplication and reordering.
 
 After each scenario the network heals and the cluster must settle within
 L{SETTLE} seconds to: exactly one active, every other live node passive,
@@ -18,7 +20,14 @@ import os
 import random
 
 from srp.testing import FakeNetwork
-from tests.cluster_sim import EXPIRY, INTERVAL, SimCluster, deadAnswered, violations
+from tests.cluster_sim import (
+    EXPIRY,
+    INTERVAL,
+    MISSES,
+    SimCluster,
+    deadAnswered,
+    violations,
+)
 
 #: Seconds after the network heals within which the invariants must hold.
 SETTLE = 6.0
@@ -45,7 +54,7 @@ def runScenario(seed: int) -> tuple[list[str], float]:
     run(rng.uniform(0.5, 2.0))
     for _ in range(rng.randint(3, 8)):
         action = rng.choice(["crash", "crash-active", "stop", "stop-active", "restart",
-                             "restart", "partition", "heal"])
+                             "restart", "partition", "heal", "pause", "pause-active"])
         live = [i for i, n in enumerate(cluster.nodes) if n.alive]
         dead = [i for i, n in enumerate(cluster.nodes) if not n.alive]
         actives = [i for i in live if cluster.nodes[i].service.role == "active"]
@@ -66,6 +75,11 @@ def runScenario(seed: int) -> tuple[list[str], float]:
             network.partition(hosts[:cut], hosts[cut:])
         elif action == "heal":
             network.heal()
+        elif action in ("pause", "pause-active") and (actives or action == "pause"):
+            paused = rng.choice(actives if action == "pause-active" else live)
+            cluster.freeze(paused)
+            run(rng.uniform(MISSES * INTERVAL + 0.1, 2.5))
+            cluster.thaw(paused)
         run(rng.uniform(0.1, 2.5))
     network.heal()
     network.loss = 0.0

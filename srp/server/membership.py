@@ -13,7 +13,6 @@ whole of it runs on a L{Clock} in tests and simulations.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -28,12 +27,14 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
-from srp.interfaces import IClusterRole
+from srp.interfaces import HandedSocket, IClusterRole
 from srp.records import Registration
 from srp.server.access import AccessPolicy
-from srp.server.handover import HandedSocket
+from srp.server.fencing import Fence
+from srp.server.handover import sharingFor
 from srp.server.joins import JoinParts
 from srp.server.limits import ReplyLimiter, StateBounds
+from srp.server.mismatch import MismatchReport
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.server.roles.active import ActiveRole, ClusterPorts
@@ -175,6 +176,12 @@ class Membership:
         self._ticker: LoopingCall | None = None
         self._timer: IDelayedCall | None = None
         self._stopped: Deferred[None] | None = None
+        #: How this node passes cluster sockets to the nodes of its host, if it can.
+        self.sharing = sharingFor(reactor)
+        #: The duplicates of the active's sockets this node holds to fence it.
+        self.fence = Fence(self)
+        #: Reports the messages of nodes with another key or cluster name.
+        self.mismatch = MismatchReport(self)
         self.machine: RoleInputs = _machineFactory(self)
 
     def setOwn(self, own: Sequence[Registration]) -> None:
@@ -227,6 +234,7 @@ class Membership:
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         self.cancelTimer()
+        self.fence.release()
         if self.socket is not None:
             self._socketPort.stopListening()
             self.socket = None
@@ -288,23 +296,26 @@ class Membership:
             raise
         return ClusterPorts(ports, responders)
 
+    def fits(self, handed: Sequence[HandedSocket]) -> bool:
+        """Whether C{handed} are bound exactly where this node listens as the active."""
+        wanted = {(host, self.settings.port) for host in self.settings.listen}
+        return {(s.host, s.port) for s in handed} == wanted
+
     def adopt(self, handed: Sequence[HandedSocket]) -> ClusterPorts | None:
         """
         Answer on the cluster sockets an old active handed over, or close
         them and return L{None} if they are not bound where this node listens.
         """
-        wanted = {(host, self.settings.port) for host in self.settings.listen}
-        if {(s.host, s.port) for s in handed} != wanted:
+        assert self.sharing is not None, "only a node that can share sockets receives them"
+        if not self.fits(handed):
             for s in handed:
-                os.close(s.fd)
+                self.sharing.close(s)
             return None
         adopted = ClusterPorts([], [])
         for s in handed:
             responder = self._responder()
-            adopted.ports.append(self.reactor.adoptDatagramPort(
-                s.fd, s.family, responder, maxPacketSize=MAX_DATAGRAM))
+            adopted.ports.append(self.sharing.adopt(s, responder, MAX_DATAGRAM))
             adopted.responders.append(responder)
-            os.close(s.fd)
         self.counters["sockets_taken"] += len(handed)
         return adopted
 
@@ -350,8 +361,7 @@ class Membership:
         try:
             envelope = self.auth.open(datagram, source[0])
         except Rejected as e:
-            self.log.debug("Rejected a cluster message from {host}:{port}: {error}",
-                           host=source[0], port=source[1], error=str(e))
+            self.mismatch.rejected(e, datagram, source, replyFrom)
             return
         if isinstance(envelope.message, StatusQuery):
             self.send(StatusReply(self.statusPage(envelope.message)), source, replyFrom)

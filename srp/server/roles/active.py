@@ -6,12 +6,13 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from attrs import define
+from attrs import define, field
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from srp.records import Registration
+from srp.server.fencing import REMIND_FOR
 from srp.server.joins import Assembled, JoinAssembler, PartDropped
 from srp.server.responder import ResolutionResponder
 from srp.server.roles.base import Address, ClusterView, Role
@@ -42,6 +43,10 @@ class ClusterPorts:
 
     ports: list[IListeningPort]
     responders: list[ResolutionResponder]
+    #: Where duplicates of these sockets are offered to the passives of this host.
+    offer: IListeningPort | None = None
+    #: The active these sockets were taken from while it still held them.
+    fenced: Member | None = field(default=None, kw_only=True)
 
     @property
     def sender(self) -> DatagramProtocol | None:
@@ -49,7 +54,10 @@ class ClusterPorts:
         return self.responders[0] if self.responders else None
 
     def release(self) -> None:
-        """Stop answering on the cluster port."""
+        """Stop answering on the cluster port, and offering it."""
+        if self.offer is not None:
+            self.offer.stopListening()
+            self.offer = None
         for port in self.ports:
             port.stopListening()
         self.ports, self.responders = [], []
@@ -81,6 +89,11 @@ class ActiveRole(Role):
         self.carried = {p.nodeId: core.registry.countOf(p.nodeId) for p in self._passives}
         #: The Joins in parts being received.
         self.assembler = JoinAssembler()
+        #: The active this one fenced, reminded that it is outranked until it
+        #: joins or C{remindUntil} passes.
+        self.fenced = ports.fenced
+        self.remindUntil = now + REMIND_FOR
+        self._lastTick = now
 
     @property
     def passives(self) -> list[Member]:
@@ -97,8 +110,13 @@ class ActiveRole(Role):
             core.registry.register(registration)
         self.log.info("Active for cluster {cluster} at epoch {epoch} with {count} passives",
                       cluster=core.settings.name, epoch=core.epoch, count=len(self._passives))
+        # Offer the sockets before the passives hear of this node: they ask
+        # for them as soon as they do.
+        core.fence.release()
+        self.ports.offer = core.fence.offer(self.ports.ports)
         for passive in self._passives:
             self._ack((passive.host, passive.port), self.ports.sender)
+        self._remind()
 
     def registrations(self) -> Sequence[Registration]:
         """Every registration this active answers for."""
@@ -117,6 +135,9 @@ class ActiveRole(Role):
     def received(self, envelope: Envelope, source: Address,
                  replyFrom: DatagramProtocol) -> None:
         """Answer the cluster's messages."""
+        if self.fenced is not None and envelope.sender == self.fenced.nodeId and isinstance(
+                envelope.message, (Join, KeepAlive)):
+            self.fenced = None  # it stepped down and follows this node
         match envelope.message:
             case Probe():
                 self._ack(source, replyFrom)
@@ -135,12 +156,50 @@ class ActiveRole(Role):
                 super().received(envelope, source, replyFrom)
 
     def tick(self) -> None:
-        """Expire silent passives; probe the other cluster addresses for a second active."""
-        self.expire()
+        """
+        Remind a fenced active; ask the passives after a pause; expire silent
+        passives; probe the other cluster addresses for a second active.
+        """
         settings = self.core.settings
+        now = self.core.reactor.seconds()
+        if now - self._lastTick > settings.misses * settings.interval:
+            self._paused(now - self._lastTick)
+        self._lastTick = now
+        self._remind()
+        self.expire()
         for host in settings.addresses:
             if host not in settings.listen:
                 self.core.send(Probe(), (host, settings.port))
+
+    def _remind(self) -> None:
+        """
+        Tell the active this node fenced that it is outranked; and ask at the
+        cluster address whether another active reads the socket too (one
+        that took over while this node's view was stale): the lower of the
+        two steps down.
+        """
+        fenced, core = self.fenced, self.core
+        if fenced is None:
+            return
+        if core.reactor.seconds() > self.remindUntil:
+            self.fenced = None
+            return
+        core.counters["fence_reminders"] += 1
+        self._ack((fenced.host, fenced.port), self.ports.sender)
+        for host in core.settings.listen:
+            core.send(Probe(), (host, core.settings.port))
+
+    def _paused(self, gap: float) -> None:
+        """
+        This node did not run for C{gap} seconds (stopped, or starved): its
+        passives may have taken over.  Ask each directly; one that did
+        answers with a higher epoch, and this node steps down.
+        """
+        if self.core.tally("pauses"):
+            self.log.warn("Did not run for {gap:.2f} s ({count} pauses): asking the passives "
+                          "whether one took over", gap=gap, count=self.core.counters["pauses"])
+        for passive in self._passives:
+            self.core.send(Probe(), (passive.host, passive.port))
 
     def expire(self) -> None:
         """
@@ -263,9 +322,11 @@ class ActiveRole(Role):
                        source, replyFrom)
 
     def _challenged(self, envelope: Envelope, source: Address) -> None:
-        """Another active answered: step down if it outranks this one."""
+        """Another active answered: step down if it outranks this one, else tell it."""
         core = self.core
         if (envelope.epoch, envelope.sender) <= (core.epoch, core.nodeId):
+            core.counters["outranked_told"] += 1
+            self._ack(source, self.ports.sender, full=False)
             return
         core.epoch = envelope.epoch
         core.counters["step_downs"] += 1

@@ -12,7 +12,6 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from srp.records import Registration
-from srp.server.handover import canHandOver, offerSockets
 from srp.server.roles.active import ActiveRole
 from srp.server.roles.base import Address, Role
 from srp.wire.cluster import MAX_PAYLOAD, Activate, ActivateAck, Envelope, Member, registrationSize
@@ -53,10 +52,10 @@ class HandingOverRole(Role):
     def begin(self) -> None:
         """Offer the cluster sockets (where the reactor can), and Activate the first target."""
         core = self.core
-        if self.previous.ports.ports and self.targets and canHandOver(core.reactor):
+        if self.previous.ports.ports and self.targets and core.sharing is not None:
             name = f"srp-handover-{core.auth.cluster:08x}-{core.nodeId:016x}"
             try:
-                self.offer = offerSockets(core.reactor, name, self.previous.ports.ports)
+                self.offer = core.sharing.offer(name, self.previous.ports.ports)
                 self._offerName = name
             except CannotListenError as e:
                 self.log.warn("Cannot offer the cluster sockets for hand-over: {error}",

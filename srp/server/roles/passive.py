@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from srp.server.roles.base import Address, ClusterView, Role
 from srp.wire.cluster import (
     MAX_COUNT,
+    NO_LIST_VERSION,
     Activate,
     Envelope,
     Join,
@@ -72,6 +73,7 @@ class PassiveRole(Role):
     def begin(self) -> None:
         """Now passive: forget the registry (the active answers), Join the active."""
         self.core.clearRegistry()
+        self.core.fence.follow(self.active.nodeId)
         self.join()
         self.log.info("Passive in cluster {cluster}, active {host}:{port} at epoch {epoch}",
                       cluster=self.core.settings.name, host=self.active.host,
@@ -132,6 +134,8 @@ class PassiveRole(Role):
                 self.unanswered = 0
                 self.core.counters["parts_resent"] += 1
                 self._send(lambda: self.core.joinParts.asked(rejoin))
+            case ReJoin() if self.unanswered and envelope.epoch > self.core.epoch:
+                self._tookOver(envelope.sender, source)
             case Redirect(active=active) if fromActive:
                 self.core.counters["redirected"] += 1
                 self.view = evolve(self.view, active=active)
@@ -151,8 +155,21 @@ class PassiveRole(Role):
         self.core.epoch = envelope.epoch
         self.view = self.view.heard(ack, envelope.sender, source)
         self.unanswered = 0
+        self.core.fence.follow(envelope.sender)
         if followingAnother:
             self.join()
+
+    def _tookOver(self, sender: int, source: Address) -> None:
+        """
+        The active stopped answering, and a node of a later epoch asks this
+        one to join: it took over while this node did not run.  Follow it.
+        """
+        self.core.counters["followed_rejoin"] += 1
+        self.view = evolve(self.view, active=Member(sender, source[0], source[1]),
+                           listVersion=NO_LIST_VERSION)
+        self.unanswered = 0
+        self.core.fence.follow(sender)
+        self.join()
 
     def _activated(self, activate: Activate, source: Address) -> None:
         self.core.counters["activated"] += 1

@@ -5,14 +5,13 @@ its turn to take over, and binding the cluster port to become the active.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from srp.server.handover import HandedSocket, canHandOver, takeSockets
+from srp.interfaces import SocketOffer
 from srp.server.roles.base import Address, ClusterView, Role
 from srp.wire.cluster import ActivateAck, Envelope, KeepAliveAck, Member
 
@@ -122,30 +121,54 @@ class BindingRole(_Listening):
         self.handover = handover
 
     def bind(self) -> None:
-        """Try to bind the cluster port, and tell the role machine how it went."""
+        """
+        Try to bind the cluster port, and tell the role machine how it went;
+        adopt the duplicates of the old active's sockets instead when this
+        node holds them (the port is bound while anyone does).
+        """
+        if self.core.fence.sockets:
+            self._fence()
+            return
         try:
             ports = self.core.listen()
         except CannotListenError:
             if self.core.tally("bind_refused"):
                 self.log.warn("Cannot bind the cluster port {port}, and no active answers "
-                              "there ({count} times): another program may hold it",
+                              "there ({count} times): {holder}",
                               port=self.core.settings.port,
-                              count=self.core.counters["bind_refused"])
+                              count=self.core.counters["bind_refused"],
+                              holder=self.core.mismatch.holder()
+                              or "another program may hold it")
             self.core.machine.portRefused(self.view, self.core.settings.interval)
         else:
             self.core.machine.portBound(ports, self.view)
 
+    def _fence(self) -> None:
+        fence = self.core.fence
+        origin = fence.origin
+        ports = self.core.adopt(fence.surrender())
+        if ports is None:
+            self.bind()
+            return
+        if self.activatedBy is None and origin is not None:
+            ports.fenced = origin
+            self.core.counters["fenced"] += 1
+            self.log.warn("Took over the cluster port that active {node:016x} still holds "
+                          "(stopped, or gone): it no longer gets the cluster's datagrams",
+                          node=origin.nodeId)
+        self.core.machine.portBound(ports, self.view)
+
     def take(self) -> None:
         """Activated: take the old active's sockets if it offers them, else bind."""
-        if not self.handover or not canHandOver(self.core.reactor):
+        sharing = self.core.sharing
+        if not self.handover or sharing is None:
             self.core.schedule(0, self.bind)
             return
-        taken = takeSockets(self.core.reactor, self.handover,
-                            timeout=self.core.settings.interval)
+        taken = sharing.take(self.handover, timeout=self.core.settings.interval)
         taken.addCallbacks(self._adopt, lambda failure: self.bind())
 
-    def _adopt(self, handed: Sequence[HandedSocket]) -> None:
-        ports = self.core.adopt(handed)
+    def _adopt(self, offer: SocketOffer) -> None:
+        ports = self.core.adopt(offer.sockets)
         if ports is None:
             self.bind()
         else:
