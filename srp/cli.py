@@ -311,7 +311,8 @@ def printResolution(resolution: Resolution, asJSON: bool, out: TextIO) -> None:
     if asJSON:
         out.write(json.dumps([
             {"host": c.host, "priority": c.priority,
-             "node": f"{c.nodeId:016x}" if resolution.extended else None}
+             "node": f"{c.nodeId:016x}" if resolution.extended else None,
+             "down": c.down if resolution.extended else None}
             | instanceJSON(c.info) for c in resolution.candidates], indent=2) + "\n")
         return
     rows = [[c.host, str(c.priority), *_row(c.info)] for c in resolution.candidates]

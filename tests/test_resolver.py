@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from attrs import evolve
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
@@ -160,3 +161,21 @@ def test_pending_resolves_are_bounded(network: FakeNetwork) -> None:
     for d in waiting:
         with pytest.raises(ClusterSilent):
             result(d, network)
+
+
+def test_extended_reply_puts_places_that_are_down_last() -> None:
+    cluster = SimCluster(FakeNetwork(seed=3), sharedHost=False, size=3)
+    cluster.startAll()
+    cluster.run(2.0)
+    primary = cluster.nodes[0].service
+    primary.membership.updateOwn([evolve(r, down=r.name == "SHARED")
+                                  for r in primary.membership.own])
+    cluster.run(0.1)
+    client = ClusterResolver(cluster.network.reactor("10.0.0.100"),
+                             key=b"0123456789abcdef0123456789abcdef", clusterName="sim")
+    resolution = result(client.resolve("sim", "SHARED", list(cluster.addresses)),
+                        cluster.network)
+    assert [(c.host, c.priority, c.down) for c in resolution.candidates] == [
+        ("10.0.0.3", 2, False), ("10.0.0.1", 0, True)]
+    answered = cluster.answered("SHARED")
+    assert answered is not None and answered.info.tcp == 30002

@@ -58,6 +58,8 @@ class Candidate:
     info: InstanceInfo
     priority: int = 0
     nodeId: int = 0
+    #: Whether its node's health checks found it dead (srp's extended resolve says).
+    down: bool = False
 
 
 @frozen
@@ -160,9 +162,11 @@ class _Query(DatagramProtocol):
         if not isinstance(message, ResolveReply) or instanceKey(
                 message.instanceName) != instanceKey(self.instance):
             return
-        candidates = tuple(
-            Candidate(host or source, r.info, r.priority, r.nodeId)
-            for r, host in zip(message.registrations, message.hosts, strict=True))
+        # Live places first, each group best first (sorted() is stable).
+        candidates = tuple(sorted(
+            (Candidate(host or source, r.info, r.priority, r.nodeId, r.down)
+             for r, host in zip(message.registrations, message.hosts, strict=True)),
+            key=lambda candidate: candidate.down))
         self.resolver.dialects[self.cluster] = "extended"
         if not candidates:
             self._finish(UnknownInstance(
