@@ -304,9 +304,10 @@ class NodeService(Service):
                              access=running.access, pipeDirectory=running.pipeDirectory,
                              viProvider=running.viProvider, instances=tuple(applied))
         self.membership.updateOwn([own[r.key] for r in applied if r.key in own])
-        for key in after:
-            if key not in self._monitors and self.running:
-                self._watch(next(r for r in self.membership.own if r.key == key))
+        if self.running:
+            for registration in self.membership.own:
+                if registration.key not in self._monitors:
+                    self._watch(registration)
         self.membership.counters["reloads"] += 1
         self.log.info("Reloaded {path}: {added} instances added, {removed} removed, "
                       "{changed} changed", path=str(self.configPath or "the configuration"),
