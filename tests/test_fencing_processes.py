@@ -36,7 +36,7 @@ STOPPED_FOR = 1.55
 def statusOf(*hosts: tuple[str, int]) -> list[dict[str, Any]]:
     """`srp status --json` of each node at (host, port), asked at once."""
     runs = [subprocess.Popen([str(BIN / "srp"), "status", "--cluster", "proc", "--json",
-                              "--timeout", "1", "--port", str(port), host],
+                              "--timeout", "3", "--port", str(port), host],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              cwd="/", stdin=subprocess.DEVNULL) for host, port in hosts]
     results = []
