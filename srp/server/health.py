@@ -13,6 +13,7 @@ on every short-lived start.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -60,13 +61,17 @@ class HealthMonitor:
 
     @ivar health: the current L{Health}; an instance starts up, so that a
         node that has just started advertises its instances at once.
+    @ivar counters: where the checks run (C{health_checks}) and failed
+        (C{health_failures}) are counted: the node's counters, or the
+        monitor's own.
     """
 
     log = Logger()
 
     def __init__(self, clock: IReactorTime, name: str, check: IHealthCheck,
                  target: Callable[[], tuple[str, InstanceInfo]], settings: HealthSettings,
-                 onChange: Callable[[str, Health], None]) -> None:
+                 onChange: Callable[[str, Health], None],
+                 counters: Counter[str] | None = None) -> None:
         self.clock = clock
         self.name = name
         self.check = check
@@ -74,8 +79,7 @@ class HealthMonitor:
         self.settings = settings
         self.onChange = onChange
         self.health = Health(True, clock.seconds())
-        self.checks = 0
-        self.failures = 0
+        self.counters: Counter[str] = Counter() if counters is None else counters
         self._streak = 0
         self._falls: list[float] = []
         self._loop = LoopingCall(self._run)
@@ -99,7 +103,7 @@ class HealthMonitor:
 
     def _run(self) -> Deferred[None]:
         host, info = self.target()
-        self.checks += 1
+        self.counters["health_checks"] += 1
         # A check that raises counts as a failed check, not a stopped monitor.
         result = maybeDeferred(self.check.check, self.clock, host, info, self.settings.timeout)
         result.addCallbacks(self._succeeded, self._failed)
@@ -114,7 +118,7 @@ class HealthMonitor:
             self._change(Health(True, self.clock.seconds()))
 
     def _failed(self, reason: Failure) -> None:
-        self.failures += 1
+        self.counters["health_failures"] += 1
         if not self.health.up:
             self._streak = 0
             return

@@ -331,7 +331,7 @@ class NodeService(Service):
             return
         monitor = HealthMonitor(self.reactor, registration.name, checkNamed(settings.check),
                                 partial(self._checkTarget, registration.key), settings,
-                                self._healthChanged)
+                                self._healthChanged, self.membership.counters)
         self._monitors[registration.key] = monitor
         monitor.start()
 
