@@ -177,6 +177,8 @@ class Membership:
     def setOwn(self, own: Sequence[Registration]) -> None:
         """The instances this node registers (before it starts: its listeners' ports)."""
         self.own = tuple(evolve(r, nodeId=self.nodeId) for r in own)
+        #: The same registrations by instance key.
+        self.ownByKey = {r.key: r for r in self.own}
 
     def updateOwn(self, own: Sequence[Registration]) -> None:
         """
