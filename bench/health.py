@@ -458,7 +458,8 @@ def reloadUnderLoad(node: NodeProcess, address: str,
                      "answered": sum(e.answeredAt is not None for e in window),
                      "unanswered": sum(e.answeredAt is None for e in window),
                      "slowest_s": slowest(window),
-                     "applied_s": min(applied) - at if applied else None})
+                     "applied_s": min(applied) - at
+                     if applied and change == "port changed" else None})
     inWindow = [any(at <= e.sentAt < at + RELOAD_WINDOW for at in hups) for e in exchanges]
     during = [e for e, flag in zip(exchanges, inWindow, strict=True) if flag]
     otherwise = [e for e, flag in zip(exchanges, inWindow, strict=True) if not flag]
