@@ -171,8 +171,14 @@ class PairCluster:
                 serverName=f"H{index}", tables={"cluster": {"name": "benchhealth"}})
             node = NodeProcess(config, self.directory / f"node{index}.log").start()
             self.nodes.append(node)
-            waitUntil(partial(hasRole, node), SETTLE_TIMEOUT, f"node {index} to take a role")
-        waitUntil(self.settled, SETTLE_TIMEOUT, "the cluster to settle")
+            waitUntil(partial(hasRole, node), SETTLE_TIMEOUT, self.describe)
+        waitUntil(self.settled, SETTLE_TIMEOUT, self.describe)
+
+    def describe(self) -> str:
+        """What the nodes logged last: for errors."""
+        return f"the cluster at {self.address} to settle:\n" + "\n".join(
+            f"--- {node.logPath.name}:\n" + "\n".join(node.log().splitlines()[-6:])
+            for node in self.nodes)
 
     def settled(self) -> bool:
         """The first node started is active, knows the other, and every registration is up."""
@@ -190,6 +196,28 @@ class PairCluster:
             node.stop()
         for servers in [*self.primaries, self.standby]:
             servers.stop()
+
+
+def startPair(directory: Path, instances: int, order: tuple[int, int],
+              attempts: int = 3) -> PairCluster:
+    """
+    Start a L{PairCluster}; if it does not settle (another process may take
+    the free address meanwhile), stop it and try another address.
+    """
+    for attempt in range(1, attempts + 1):
+        scratch = directory / f"attempt{attempt}"
+        scratch.mkdir()
+        cluster = PairCluster(scratch, instances, order)
+        try:
+            cluster.start()
+        except RuntimeError as e:
+            cluster.stop()
+            if attempt == attempts:
+                raise
+            print(f"note: {e}\ntrying another address", file=sys.stderr)
+            continue
+        return cluster
+    raise AssertionError("unreachable")
 
 
 def hasRole(node: NodeProcess) -> bool:
@@ -224,9 +252,8 @@ def instance_down(settings: Settings) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for label, order in ORDERS.items():
         with tempfile.TemporaryDirectory(prefix="srp-bench-down-") as scratch:
-            cluster = PairCluster(Path(scratch), settings.trials, order)
+            cluster = startPair(Path(scratch), settings.trials, order)
             try:
-                cluster.start()
                 for index in range(settings.trials):
                     print(f"instance_down ({label}): trial {index + 1}/{settings.trials} ...",
                           file=sys.stderr, flush=True)
