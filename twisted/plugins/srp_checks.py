@@ -1,3 +1,3 @@
-from srp.server.checks import ConnectCheck, NoCheck, TcpCheck
+from srp.server.checks import NoCheck, TcpCheck
 
-none, tcp, connect = NoCheck(), TcpCheck(), ConnectCheck()
+none, tcp = NoCheck(), TcpCheck()
