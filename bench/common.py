@@ -51,11 +51,16 @@ class Settings:
     keepalives: int = 4000
     #: Everything smaller, to check that the benchmarks run (not for figures).
     quick: bool = False
+    #: SIGHUP reloads in sighup_reload.
+    reloads: int = 10
+    #: Seconds over which health_cost measures a node's CPU time.
+    cpuSeconds: float = 10.0
 
 
 #: The settings of C{--quick}: a smoke run of every benchmark in about a minute.
 QUICK = {"rounds": 1, "seconds": 1.0, "trials": 3, "handovers": 2, "connects": 300,
-         "passives": (10, 100), "keepalives": 400, "quick": True}
+         "passives": (10, 100), "keepalives": 400, "quick": True, "reloads": 3,
+         "cpuSeconds": 3.0}
 
 Benchmark = Callable[[Settings], dict[str, Any]]
 

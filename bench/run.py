@@ -13,7 +13,8 @@ C{bench/results/NAME.json}.  This module is the orchestrator and holds
 C{resolve_throughput}; the others live in their own modules:
 L{bench.takeover} (C{takeover}, C{sigstop}, C{handover}), L{bench.cluster_cost},
 L{bench.client} (C{cached_resolve}, C{failover_gap}, C{cold_resolves}, run
-in L{bench.client_worker} processes).  docs/benchmarks.md says what they
+in L{bench.client_worker} processes), L{bench.health} (C{instance_down},
+C{sighup_reload}, C{health_cost}).  docs/benchmarks.md says what they
 measure and holds the figures measured.
 """
 
@@ -40,6 +41,7 @@ from bench.bare_responder import CANNED_REPLY, READY
 from bench.client import cached_resolve, cold_resolves, failover_gap
 from bench.cluster_cost import cluster_cost
 from bench.common import QUICK, RESULTS, ROOT, Benchmark, Settings, pinTo, stopPid
+from bench.health import health_cost, instance_down, sighup_reload
 from bench.loadgen import instanceName, instanceRequest
 from bench.takeover import handover, sigstop, takeover
 from srp.cli import formatTable
@@ -301,7 +303,8 @@ def transports(settings: Settings) -> dict[str, Any]:
 
 #: Every benchmark C{make bench} runs, in order.
 BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, sigstop, handover, cluster_cost,
-                               cached_resolve, failover_gap, cold_resolves, transports]
+                               cached_resolve, failover_gap, cold_resolves, transports,
+                               instance_down, sighup_reload, health_cost]
 
 
 def machine() -> dict[str, Any]:
@@ -343,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=defaults.retries,
                         help="runs repeated at most because other load slowed them")
     parser.add_argument("--trials", type=int, default=defaults.trials,
-                        help="faults injected per kind (takeover, sigstop, failover_gap)")
+                        help="faults injected per kind (takeover, sigstop, failover_gap, "
+                             "instance_down)")
     parser.add_argument("--handovers", type=int, default=defaults.handovers,
                         help="graceful stops of the active (handover)")
     parser.add_argument("--connects", type=int, default=defaults.connects,
@@ -353,6 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated passive counts (cluster_cost)")
     parser.add_argument("--keepalives", type=int, default=defaults.keepalives,
                         help="KeepAlives measured per passive count (cluster_cost)")
+    parser.add_argument("--reloads", type=int, default=defaults.reloads,
+                        help="SIGHUP reloads (sighup_reload)")
+    parser.add_argument("--cpu-seconds", type=float, default=defaults.cpuSeconds,
+                        help="seconds over which a node's CPU time is measured (health_cost)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: far fewer rounds, trials and connections, "
                         "no figures to quote; overrides the options above")
@@ -362,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(options.rounds, options.seconds, options.warmup, options.window,
                         options.instances, options.pin and len(os.sched_getaffinity(0)) >= 2,
                         options.retries, options.trials, options.handovers, options.connects,
-                        options.passives, options.keepalives)
+                        options.passives, options.keepalives, reloads=options.reloads,
+                        cpuSeconds=options.cpu_seconds)
     if options.quick:
         settings = dataclasses.replace(settings, **QUICK)  # type: ignore[arg-type]
     info = machine()

@@ -240,13 +240,15 @@ class IHealthCheck(Interface):
 
     name = Attribute("The check's name in the configuration: none, tcp, tds, ...")
 
-    def check(reactor: Any, host: str, info: InstanceInfo, timeout: float) -> Deferred[None]:
+    def check(reactor: Any, host: str, info: InstanceInfo,
+              timeout: float) -> Deferred[None] | None:
         """
         Check the instance C{info} describes, at C{host}.
 
         @return: a L{Deferred} that fires with L{None} if the instance is
             alive, or fails (with a message saying why) if it is not or
-            does not answer within C{timeout} seconds.
+            does not answer within C{timeout} seconds; or, for a check that
+            knows at once, L{None} (alive) or an exception raised (not).
         """
 
 

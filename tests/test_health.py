@@ -18,7 +18,7 @@ from zope.interface.verify import verifyObject
 from srp.interfaces import IHealthCheck
 from srp.records import InstanceInfo
 from srp.server.checks import ConnectCheck, NoCheck
-from srp.server.health import FLAP_WINDOW, Health, HealthMonitor, HealthSettings
+from srp.server.health import FLAP_WINDOW, CheckSchedule, Health, HealthMonitor, HealthSettings
 from tests.test_transports_processes import closedPort
 from tests.test_verifiers import echoFactory, portOf
 
@@ -142,3 +142,81 @@ class BuiltInCheckTests(TestCase):
     def test_no_check_always_passes(self) -> None:
         self.assertIsNone(self.successResultOf(
             NoCheck().check(reactor, "127.0.0.1", InstanceInfo("SRV", "X"), 1.0)))
+
+
+@implementer(IHealthCheck)
+class PendingCheck:
+    """A check that answers only when the test fires its Deferred."""
+
+    name = "pending"
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[None]] = []
+
+    def check(self, reactor: Any, host: str, info: InstanceInfo,
+              timeout: float) -> Deferred[None]:
+        self.pending.append(Deferred())
+        return self.pending[-1]
+
+
+class ScheduleTests(SynchronousTestCase):
+    def monitor(self, clock: Clock, schedule: CheckSchedule, check: IHealthCheck,
+                name: str = "SALES") -> HealthMonitor:
+        return HealthMonitor(clock, name, check, lambda: ("127.0.0.2", SALES),
+                             HealthSettings(check=check.name, interval=0.25), lambda *a: None,
+                             schedule=schedule)
+
+    def test_monitors_check_together_at_multiples_of_the_interval(self) -> None:
+        clock, check = Clock(), ScriptedCheck()
+        schedule = CheckSchedule(clock)
+        clock.advance(0.1)
+        self.monitor(clock, schedule, check, "A").start()
+        clock.advance(0.1)
+        self.monitor(clock, schedule, check, "B").start()
+        self.assertEqual(len(clock.getDelayedCalls()), 1, "one timer for both")
+        self.assertEqual(check.asked, [])
+        clock.advance(0.05)
+        self.assertEqual(len(check.asked), 2)
+        clock.advance(0.25)
+        self.assertEqual(len(check.asked), 4)
+
+    def test_the_last_one_stopped_stops_the_timer(self) -> None:
+        clock, check = Clock(), ScriptedCheck()
+        schedule = CheckSchedule(clock)
+        first, second = (self.monitor(clock, schedule, check, name) for name in "AB")
+        first.start()
+        second.start()
+        first.stop()
+        clock.advance(0.25)
+        self.assertEqual(len(check.asked), 3, "both at 0, the second at 0.25")
+        second.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_check_still_running_is_not_started_again(self) -> None:
+        clock, check = Clock(), PendingCheck()
+        monitor = self.monitor(clock, CheckSchedule(clock), check)
+        monitor.start()
+        clock.advance(0.25)
+        self.assertEqual(len(check.pending), 1)
+        check.pending[0].callback(None)
+        clock.advance(0.25)
+        self.assertEqual(len(check.pending), 2)
+        self.assertEqual(monitor.counters["health_checks"], 2)
+
+    def test_a_check_that_raises_has_failed(self) -> None:
+        @implementer(IHealthCheck)
+        class Raising:
+            name = "raising"
+
+            def check(self, reactor: Any, host: str, info: InstanceInfo,
+                      timeout: float) -> None:
+                raise ConnectError(string="nothing there")
+
+        clock = Clock()
+        monitor = self.monitor(clock, CheckSchedule(clock), Raising())
+        monitor.start()
+        clock.advance(0.25)
+        clock.advance(0.25)
+        self.assertFalse(monitor.health.up)
+        self.assertIn("nothing there", monitor.health.reason)
+        self.assertEqual(monitor.counters["health_failures"], 3)

@@ -1,12 +1,15 @@
 """
-The built-in instance health checks (L{IHealthCheck}): C{none} and C{tcp};
-L{checkNamed} finds them, then plugins (a dropin providing L{IHealthCheck}
-and L{IPlugin <twisted.plugin.IPlugin>}).
+The built-in instance health checks (L{IHealthCheck}): C{none}, C{tcp} and
+C{connect}; L{checkNamed} finds them, then plugins (a dropin providing
+L{IHealthCheck} and L{IPlugin <twisted.plugin.IPlugin>}).
 
-C{tcp} connects to the first entry of the instance's port map in the order
-tcp, np, via (the one plain SQL drivers use first) and closes the
+C{connect} connects to the first entry of the instance's port map in the
+order tcp, np, via (the one plain SQL drivers use first) and closes the
 connection at once: what HAProxy's default check and keepalived's
-C{TCP_CHECK} do.
+C{TCP_CHECK} do.  C{tcp}, the default, finds the same answer for a tcp
+entry at an address of the node's own host in the kernel's table of
+listening sockets (L{srp.server.listening}), one read for every instance,
+and connects everywhere else.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from zope.interface import implementer
 from srp.interfaces import IHealthCheck
 from srp.plugins import namedOrRaise, names
 from srp.records import InstanceInfo
+from srp.server.listening import Found, ListeningSockets
 from srp.transports import endpointsFor
 
 #: The order in which a connect check picks the port-map entry it checks.
@@ -45,7 +49,7 @@ class NoCheck:
 class ConnectCheck:
     """An instance is alive if its first port-map entry accepts a connection."""
 
-    name = "tcp"
+    name = "connect"
 
     def check(self, reactor: Any, host: str, info: InstanceInfo,
               timeout: float) -> Deferred[None]:
@@ -74,9 +78,38 @@ class ConnectCheck:
         return connected.addCallbacks(close, timedOut)
 
 
+@implementer(IPlugin, IHealthCheck)
+class TcpCheck:
+    """
+    An instance is alive if its first port-map entry would accept a
+    connection: for a tcp entry at an address of this host, if the kernel
+    lists a socket listening on that address (or a wildcard) and port with
+    room in its accept queue; otherwise as L{ConnectCheck} finds by
+    connecting.
+    """
+
+    name = "tcp"
+
+    def __init__(self, sockets: ListeningSockets | None = None,
+                 connect: IHealthCheck | None = None) -> None:
+        self.sockets = ListeningSockets() if sockets is None else sockets
+        self.connect = ConnectCheck() if connect is None else connect
+
+    def check(self, reactor: Any, host: str, info: InstanceInfo,
+              timeout: float) -> Deferred[None] | None:
+        if info.tcp is not None:
+            table = self.sockets.current(reactor)
+            found = None if table is None else table.find(host, info.tcp)
+            if found is Found.LISTENING:
+                return None
+            if found is not None:
+                raise ConnectError(string=f"{host}:{info.tcp}: {found.value} (the kernel's "
+                                   "table of listening sockets)")
+        return self.connect.check(reactor, host, info, timeout)
+
 
 #: srp's own checks.
-BUILT_IN_CHECKS: tuple[IHealthCheck, ...] = (NoCheck(), ConnectCheck())
+BUILT_IN_CHECKS: tuple[IHealthCheck, ...] = (NoCheck(), TcpCheck(), ConnectCheck())
 
 
 def checkNames() -> list[str]:

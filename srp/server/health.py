@@ -13,13 +13,12 @@ on every short-lived start.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -30,6 +29,8 @@ from srp.records import InstanceInfo
 FLAP_WINDOW = 60.0
 #: The most a flapping instance's rise is multiplied by.
 MAX_RISE_FACTOR = 16
+#: Seconds before a multiple of the interval that count as on it (float rounding).
+SAME_MULTIPLE = 0.001
 
 
 @frozen
@@ -42,6 +43,56 @@ class HealthSettings:
     rise: int = 2
     #: Seconds a single check may take before it counts as a failure.
     timeout: float = 0.5
+
+
+class CheckSchedule:
+    """
+    Runs checks at every multiple of their interval on the reactor's clock,
+    all those of one interval from one timer: the monitors of a node check
+    together, in the same reactor turn, so that a check can share work
+    between them (as C{tcp} does), and the reactor keeps one timer per
+    interval rather than one per instance.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._runs: dict[float, dict[Callable[[], None], None]] = {}
+        self._timers: dict[float, IDelayedCall] = {}
+
+    def add(self, interval: float, run: Callable[[], None]) -> None:
+        """
+        Call C{run} at every multiple of C{interval} seconds; the first time
+        at once if now is one, else at the next.
+        """
+        runs = self._runs.setdefault(interval, {})
+        runs[run] = None
+        if interval not in self._timers:
+            self._schedule(interval)
+        if self.clock.seconds() % interval == 0:
+            run()
+
+    def remove(self, interval: float, run: Callable[[], None]) -> None:
+        """Stop calling C{run}; the last one removed stops the interval's timer."""
+        runs = self._runs.get(interval, {})
+        runs.pop(run, None)
+        if not runs and interval in self._timers:
+            timer = self._timers.pop(interval)
+            if timer.active():
+                timer.cancel()
+            self._runs.pop(interval, None)
+
+    def _schedule(self, interval: float) -> None:
+        delay = interval - self.clock.seconds() % interval
+        if delay < SAME_MULTIPLE:
+            delay += interval
+        self._timers[interval] = self.clock.callLater(delay, self._tick, interval)
+
+    def _tick(self, interval: float) -> None:
+        self._schedule(interval)
+        runs = self._runs.get(interval, {})
+        for run in list(runs):
+            if run in runs:  # not removed by an earlier one
+                run()
 
 
 @frozen
@@ -60,13 +111,18 @@ class HealthMonitor:
 
     @ivar health: the current L{Health}; an instance starts up, so that a
         node that has just started advertises its instances at once.
+    @ivar counters: where the checks run (C{health_checks}) and failed
+        (C{health_failures}) are counted: the node's counters, or the
+        monitor's own.
     """
 
     log = Logger()
 
     def __init__(self, clock: IReactorTime, name: str, check: IHealthCheck,
                  target: Callable[[], tuple[str, InstanceInfo]], settings: HealthSettings,
-                 onChange: Callable[[str, Health], None]) -> None:
+                 onChange: Callable[[str, Health], None],
+                 counters: Counter[str] | None = None,
+                 schedule: CheckSchedule | None = None) -> None:
         self.clock = clock
         self.name = name
         self.check = check
@@ -74,21 +130,20 @@ class HealthMonitor:
         self.settings = settings
         self.onChange = onChange
         self.health = Health(True, clock.seconds())
-        self.checks = 0
-        self.failures = 0
+        self.counters: Counter[str] = Counter() if counters is None else counters
         self._streak = 0
         self._falls: list[float] = []
-        self._loop = LoopingCall(self._run)
-        self._loop.clock = clock
+        #: When the checks run: shared by the monitors of a node.
+        self.schedule = CheckSchedule(clock) if schedule is None else schedule
+        self._checking = False
 
     def start(self) -> None:
-        """Start checking, the first check at once."""
-        self._loop.start(self.settings.interval, now=True)
+        """Start checking (L{CheckSchedule.add})."""
+        self.schedule.add(self.settings.interval, self._run)
 
     def stop(self) -> None:
         """Stop checking."""
-        if self._loop.running:
-            self._loop.stop()
+        self.schedule.remove(self.settings.interval, self._run)
 
     def neededToRise(self) -> int:
         """Successes in a row this instance needs now to be marked up again."""
@@ -97,15 +152,25 @@ class HealthMonitor:
         factor: int = min(2 ** max(len(self._falls) - 1, 0), MAX_RISE_FACTOR)
         return self.settings.rise * factor
 
-    def _run(self) -> Deferred[None]:
-        host, info = self.target()
-        self.checks += 1
-        # A check that raises counts as a failed check, not a stopped monitor.
-        result = maybeDeferred(self.check.check, self.clock, host, info, self.settings.timeout)
-        result.addCallbacks(self._succeeded, self._failed)
-        return result
+    def _run(self) -> None:
+        if self._checking:
+            return  # the last check has not finished: skip this one
+        self.counters["health_checks"] += 1
+        try:
+            host, info = self.target()
+            result = self.check.check(self.clock, host, info, self.settings.timeout)
+        except Exception:
+            # A check that raises has failed; the monitor goes on.
+            self._failed(Failure())
+            return
+        if result is None:
+            self._succeeded(None)
+        else:
+            self._checking = True
+            result.addCallbacks(self._succeeded, self._failed)
 
     def _succeeded(self, _: Any) -> None:
+        self._checking = False
         if self.health.up:
             self._streak = 0
             return
@@ -114,7 +179,8 @@ class HealthMonitor:
             self._change(Health(True, self.clock.seconds()))
 
     def _failed(self, reason: Failure) -> None:
-        self.failures += 1
+        self._checking = False
+        self.counters["health_failures"] += 1
         if not self.health.up:
             self._streak = 0
             return

@@ -188,6 +188,8 @@ class Membership:
         """The instances this node registers (before it starts: its listeners' ports)."""
         self.own = tuple(evolve(r, nodeId=self.nodeId) for r in own)
         self.joinParts.update(self.own)
+        #: The same registrations by instance key.
+        self.ownByKey = {r.key: r for r in self.own}
 
     def updateOwn(self, own: Sequence[Registration]) -> None:
         """

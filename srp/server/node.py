@@ -21,7 +21,7 @@ from srp.interfaces import NodeListening
 from srp.records import InstanceInfo, Registration, instanceKey
 from srp.server.checks import checkNamed
 from srp.server.config import ClusterConfig, ConfigError, NodeConfig, loadConfig
-from srp.server.health import Health, HealthMonitor, HealthSettings
+from srp.server.health import CheckSchedule, Health, HealthMonitor, HealthSettings
 from srp.server.hello import HelloFactory
 from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
@@ -30,6 +30,9 @@ from srp.server.responder import ResponderStats
 from srp.server.roles.active import ClusterPorts
 from srp.transports import DEFAULT_PREFERENCE, transportNamed
 from srp.transports.splice import relayFactory
+
+#: Where a node listening on a wildcard address checks its instances.
+LOOPBACK_FOR_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 class NodeStartError(Exception):
@@ -74,8 +77,10 @@ class NodeService(Service):
         self._served: dict[str, tuple[IProtocolFactory, tuple[str, ...]]] = {}
         self._listeners: dict[str, list[IListeningPort]] = {}
         self._monitors: dict[str, HealthMonitor] = {}
+        #: Changes of health not yet applied, and the call that applies them.
         self._healthChanges: dict[str, Health] = {}
         self._healthFlush: IDelayedCall | None = None
+        self._checkSchedule = CheckSchedule(reactor)
         self._listening = False
         self._previousHangup: Any = None
         #: A standalone node's port, bound before it starts.
@@ -320,6 +325,7 @@ class NodeService(Service):
         if monitor is not None:
             monitor.stop()
         self.membership.healthSince.pop(key, None)
+        self._healthChanges.pop(key, None)
         if not keepServed:
             self._served.pop(key, None)
 
@@ -334,7 +340,8 @@ class NodeService(Service):
             return
         monitor = HealthMonitor(self.reactor, registration.name, checkNamed(settings.check),
                                 partial(self._checkTarget, registration.key), settings,
-                                self._healthChanged)
+                                self._healthChanged, self.membership.counters,
+                                self._checkSchedule)
         self._monitors[registration.key] = monitor
         monitor.start()
 
@@ -342,9 +349,10 @@ class NodeService(Service):
         for monitor in self._monitors.values():
             monitor.stop()
         self._monitors = {}
-        if self._healthFlush is not None and self._healthFlush.active():
+        if self._healthFlush is not None:
             self._healthFlush.cancel()
-        self._healthFlush = None
+            self._healthFlush = None
+        self._healthChanges = {}
 
     def _checkTarget(self, key: str) -> tuple[str, InstanceInfo]:
         """
@@ -352,26 +360,32 @@ class NodeService(Service):
         backend, any other at this node's address (loopback for a wildcard).
         """
         relay = self.config.relays.get(key)
-        registration = next(r for r in self.membership.own if r.key == key)
+        registration = self.membership.ownByKey[key]
         if relay is not None:
             (host, port), _ = relay
             return host, InstanceInfo(registration.info.serverName, registration.name, tcp=port)
         host = self.config.listen[0]
-        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), registration.info
+        return LOOPBACK_FOR_WILDCARD.get(host, host), registration.info
 
     def _healthChanged(self, name: str, health: Health) -> None:
-        key = instanceKey(name)
-        self.membership.healthSince[key] = health.since
-        self._healthChanges[key] = health
-        if self._healthFlush is None:
-            # Changes of the same moment (a host whose instances all went
-            # down) go to the cluster together: one Join, not one each.
-            self._healthFlush = self.reactor.callLater(0, self._flushHealth)
+        # Every change of one reactor turn goes to the cluster together at
+        # its end: when a host's servers all die at once, one update, not
+        # one per instance (each of which would re-register them all).
+        if not self._healthChanges:
+            self._healthFlush = self.reactor.callLater(0, self._applyHealth)
+        self._healthChanges[instanceKey(name)] = health
 
-    def _flushHealth(self) -> None:
-        changes, self._healthChanges, self._healthFlush = self._healthChanges, {}, None
-        self.membership.updateOwn([evolve(r, down=not changes[r.key].up)
-                                   if r.key in changes else r for r in self.membership.own])
+    def _applyHealth(self) -> None:
+        changes, self._healthChanges = self._healthChanges, {}
+        self._healthFlush = None
+        own = self.membership.ownByKey
+        changes = {key: health for key, health in changes.items() if key in own}
+        for key, health in changes.items():
+            self.membership.healthSince[key] = health.since
+        if changes:
+            self.membership.updateOwn([
+                evolve(r, down=not changes[r.key].up) if r.key in changes else r
+                for r in self.membership.own])
 
     def _roleChanged(self, role: str, epoch: int) -> None:
         cluster = self.config.cluster

@@ -1,3 +1,3 @@
-from srp.server.checks import ConnectCheck, NoCheck
+from srp.server.checks import NoCheck, TcpCheck
 
-none, tcp = NoCheck(), ConnectCheck()
+none, tcp = NoCheck(), TcpCheck()
