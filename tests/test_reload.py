@@ -23,8 +23,9 @@ from srp.server.node import NodeService
 from srp.testing import FakeNetwork
 from srp.testing.load import RequestStream
 from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
-from srp.wire import InstanceRequest, InstancesResponse, decodeResponse
+from srp.wire import InstanceRequest
 from tests.conftest import BIN, srp
+from tests.test_cluster_processes import tcpOf
 
 
 def instances(*tables: dict[str, Any]) -> list[dict[str, Any]]:
@@ -125,14 +126,6 @@ def test_a_file_that_fails_to_load_changes_nothing(tmp_path: Path) -> None:
 
 
 # Real processes
-
-
-def tcpOf(reply: bytes | None) -> int | None:
-    if reply is None:
-        return None
-    response = decodeResponse(reply)
-    assert isinstance(response, InstancesResponse)
-    return response.instances[0].tcp
 
 
 @pytest.mark.parametrize("runner", ["srp serve", "twistd -n srp"])
