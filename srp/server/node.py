@@ -279,7 +279,7 @@ class NodeService(Service):
         self.membership.bounds = config.bounds
         before = {r.key: r for r in running.instances}
         after = {r.key: r for r in config.instances}
-        own = {r.key: r for r in self.membership.own}
+        own = dict(self.membership.ownByKey)
         changes = {"added": 0, "removed": 0, "changed": 0}
         for key in before.keys() - after.keys():
             changes["removed"] += 1
