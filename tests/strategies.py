@@ -82,7 +82,8 @@ clusterMessages = st.one_of(
     joinParts,
     st.builds(ReJoin, st.integers(1, 2**32 - 1),
               st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=40).map(tuple)),
-    st.builds(KeepAlive, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1)),
+    st.builds(KeepAlive, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1),
+              st.integers(0, 2**32 - 1)),
     st.builds(KeepAliveAck, st.lists(members, max_size=6).map(tuple),
               st.integers(0, 2**32 - 1)),
     st.lists(members, max_size=4).flatmap(lambda passives: st.builds(

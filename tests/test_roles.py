@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import cast
 
 import pytest
+from attrs import evolve
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface.verify import verifyObject
 
@@ -36,6 +37,7 @@ from srp.wire.cluster import (
     Redirect,
     ReJoin,
     clusterId,
+    registrationsDigest,
 )
 
 HOST = "10.0.0.1"
@@ -113,7 +115,8 @@ def test_passive_reports_the_active_lost_after_misses_unanswered_keepalives() ->
     for _ in range(MISSES):
         core.clock.advance(INTERVAL)
         passive.tick()
-    assert core.sent == [(KeepAlive(1, 7), (ACTIVE.host, ACTIVE.port))] * MISSES
+    digest = registrationsDigest(core.membership.own)
+    assert core.sent == [(KeepAlive(1, 7, digest), (ACTIVE.host, ACTIVE.port))] * MISSES
     assert passive.unanswered == MISSES
     assert core.inputs.calls == []
     passive.tick()
@@ -234,6 +237,27 @@ def test_active_asks_an_unknown_passive_to_rejoin() -> None:
     active.received(core.envelope(KeepAlive(1, 0), OTHER.nodeId), (OTHER.host, OTHER.port),
                     DatagramProtocol())
     assert core.sent == [(ReJoin(), (OTHER.host, OTHER.port))]
+    assert core.membership.counters["rejoins_asked"] == 1
+
+
+def test_active_asks_a_rejoin_when_the_digest_shows_a_lost_join() -> None:
+    """A change of health keeps the count: only the digest shows the Join that was lost."""
+    core = Core()
+    active = ActiveRole(core.membership, ports(), ClusterView())
+    source = (OTHER.host, OTHER.port)
+    mine = Registration(InstanceInfo("H3", "N3", tcp=1003), nodeId=OTHER.nodeId)
+    active.received(core.envelope(Join((mine,)), OTHER.nodeId), source, DatagramProtocol())
+    core.sent.clear()
+    listVersion = active.listVersion
+    for digest in (0, registrationsDigest((mine,))):  # version 1, then the same digest
+        active.received(core.envelope(KeepAlive(1, listVersion, digest), OTHER.nodeId),
+                        source, DatagramProtocol())
+    assert [type(m) for m, _ in core.sent] == [KeepAliveAck, KeepAliveAck]
+    core.sent.clear()
+    down = registrationsDigest((evolve(mine, down=True),))
+    active.received(core.envelope(KeepAlive(1, listVersion, down), OTHER.nodeId), source,
+                    DatagramProtocol())
+    assert core.sent == [(ReJoin(), source)]
     assert core.membership.counters["rejoins_asked"] == 1
 
 

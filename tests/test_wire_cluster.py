@@ -7,6 +7,7 @@ import hmac
 import struct
 
 import pytest
+from attrs import evolve
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,12 +22,14 @@ from srp.wire.cluster import (
     Envelope,
     Join,
     KeepAlive,
+    Probe,
     ReJoin,
     StatusQuery,
     clusterId,
     decodeEnvelope,
     isClusterMessage,
     layoutVersion,
+    registrationsDigest,
 )
 from srp.wire.errors import WireError
 from srp.wire.instances import encodeInstance
@@ -84,7 +87,8 @@ def test_header_layout() -> None:
     [
         (_envelope().encode(b"other key"), "tag"),
         (_envelope(cluster=clusterId("d")).encode(KEY), "cluster"),
-        (_envelope(version=2).encode(KEY), "version"),
+        (_envelope(message=Probe(), version=2).encode(KEY), "version"),
+        (_envelope(version=3).encode(KEY), "version"),
         (_envelope().encode(KEY)[:-1], "truncated"),
         (_envelope().encode(KEY)[:20], "truncated"),
         (b"\xa3" * (MAX_MESSAGE + 1), "oversized"),
@@ -158,7 +162,9 @@ _PART = Join((REGISTRATION,), 5, 1, 2).payload()
         (_v2(0xA5, b"\5\0\0\0\2\0\1\0"), "malformed"),  # fewer parts than counted
         (_v2(0xAB, b"\0" * 8), "malformed"),  # the first page is version 1
         (_v2(0xAB, b"\0" * 7), "malformed"),
-        (_v2(0xA3, b"\3\0\0\0\0\0"), "version"),  # KeepAlive has no version 2
+        (_v2(0xA3, b"\3\0\0\0\0\0"), "malformed"),  # a version 2 KeepAlive lacks its digest
+        (_v2(0xA3, b"\3\0" + b"\0" * 8), "malformed"),  # ... or carries digest 0
+        (_v2(0xA4, b"\0" * 6), "version"),  # KeepAliveAck has no version 2
         (_v2(0xA0, b""), "version"),
         (_v2(0xA1, _PART, version=3), "version"),
         (_v2(0xA1, _PART, version=0), "version"),
@@ -181,3 +187,17 @@ def test_keepalive_counts_saturate() -> None:
     assert MAX_COUNT == 0xFFFF
     with pytest.raises(WireError, match="out of range"):
         _envelope(message=KeepAlive(MAX_COUNT + 1)).encode(KEY)
+
+
+def test_keepalive_carries_a_digest_in_version_2() -> None:
+    registrations = (Registration(InstanceInfo("H", "A", tcp=1), nodeId=5),
+                     Registration(InstanceInfo("H", "B", tcp=2), nodeId=5))
+    digest = registrationsDigest(registrations)
+    assert digest == registrationsDigest(registrations[::-1]) != 0
+    assert digest != registrationsDigest((evolve(registrations[0], down=True),
+                                          registrations[1]))
+    sent = _envelope(message=KeepAlive(2, 7, digest))
+    assert sent.version == 2
+    assert decodeEnvelope(sent.encode(KEY), KEY, clusterId("c")).message == KeepAlive(2, 7, digest)
+    assert _envelope().version == 1
+

@@ -29,6 +29,7 @@ from srp.wire.cluster import (
     TAG_SIZE,
     Join,
     ReJoin,
+    registrationsDigest,
     registrationSize,
 )
 from srp.wire.errors import WireError
@@ -84,12 +85,21 @@ class JoinParts:
         self.generation = 0
         self._registrations: tuple[Registration, ...] = ()
         self._parts: tuple[Join, ...] | None = None
+        self._digest: int | None = None
 
     def update(self, registrations: Sequence[Registration]) -> None:
         """The node now registers C{registrations}: a new generation."""
         self.generation = self.generation % MAX_GENERATION + 1
         self._registrations = tuple(registrations)
         self._parts = None
+        self._digest = None
+
+    @property
+    def digest(self) -> int:
+        """The L{registrationsDigest} of the registrations, for KeepAlive."""
+        if self._digest is None:
+            self._digest = registrationsDigest(self._registrations)
+        return self._digest
 
     @property
     def parts(self) -> tuple[Join, ...]:

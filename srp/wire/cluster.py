@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from attrs import Factory, field, frozen
@@ -33,7 +33,8 @@ T = TypeVar("T")
 #: The highest version of the message layouts this node speaks.  Every
 #: message is sent at the lowest version whose layout carries it: a Join in
 #: parts, a ReJoin naming parts and a StatusQuery for a later page need
-#: version 2, every other message is version 1, as version 1 nodes send it.
+#: version 2, as does a KeepAlive carrying a digest of the passive's
+#: registrations; every other message is version 1, as version 1 nodes send it.
 VERSION = 2
 #: The largest epoch the header can carry.
 MAX_EPOCH = 0xFFFFFFFF
@@ -148,6 +149,16 @@ def registrationSize(registration: Registration) -> int:
     return len(_encodeRegistration(registration))
 
 
+def registrationsDigest(registrations: Iterable[Registration]) -> int:
+    """
+    A digest of a node's registrations, whatever their order: what a
+    KeepAlive carries so that the active sees a Join it missed (a change of
+    health keeps the count).  Never 0, which means "no digest".
+    """
+    total = sum(zlib.crc32(_encodeRegistration(r)) for r in registrations)
+    return total % 0xFFFFFFFF or 0xFFFFFFFF
+
+
 def _encodeRegistration(registration: Registration) -> bytes:
     flags = ((1 if registration.hidden else 0) | (2 if registration.dacPort is not None else 0)
              | (4 if registration.down else 0) | (8 if registration.hideWhenDown else 0))
@@ -239,16 +250,25 @@ class Leave:
 @frozen
 class KeepAlive:
     """
-    A passive is alive, holds C{registrations} registrations, and knows the
-    passive list at C{listVersion}.
+    A passive is alive, holds C{registrations} registrations whose
+    L{registrationsDigest} is C{digest} (version 2; 0 in version 1: none),
+    and knows the passive list at C{listVersion}.
     """
 
     opcode = 0xA3
     registrations: int
     listVersion: int = 0
+    digest: int = 0
+
+    @property
+    def version(self) -> int:
+        """1 without a digest, 2 with one."""
+        return 2 if self.digest else 1
 
     def payload(self) -> bytes:
-        return struct.pack("<HI", self.registrations, self.listVersion)
+        if not self.digest:
+            return struct.pack("<HI", self.registrations, self.listVersion)
+        return struct.pack("<HII", self.registrations, self.listVersion, self.digest)
 
 
 @frozen
@@ -427,7 +447,7 @@ ClusterMessage = (Probe | Join | Leave | KeepAlive | KeepAliveAck | ReJoin | Act
                   | StatusReply)
 
 #: The messages that have a version 2 layout.
-_VERSIONED = (Join, ReJoin, StatusQuery)
+_VERSIONED = (Join, KeepAlive, ReJoin, StatusQuery)
 
 
 def layoutVersion(message: ClusterMessage) -> int:
@@ -473,8 +493,14 @@ def _decodePayload(opcode: int, version: int, payload: bytes) -> ClusterMessage:
     elif opcode == Leave.opcode:
         message = Leave()
     elif opcode == KeepAlive.opcode:
-        count, version = reader.unpack("<HI")
-        message = KeepAlive(count, version)
+        if version == 2:
+            count, listVersion, digest = reader.unpack("<HII")
+            if not digest:
+                raise ClusterWireError("malformed", "a version 2 KeepAlive carries a digest")
+            message = KeepAlive(count, listVersion, digest)
+        else:
+            count, listVersion = reader.unpack("<HI")
+            message = KeepAlive(count, listVersion)
     elif opcode == KeepAliveAck.opcode:
         (version,) = reader.unpack("<I")
         message = KeepAliveAck(_readMembers(reader), version)

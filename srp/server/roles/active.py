@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from attrs import define, field
@@ -31,6 +31,7 @@ from srp.wire.cluster import (
     ReJoin,
     Resolve,
     ResolveReply,
+    registrationsDigest,
 )
 
 if TYPE_CHECKING:
@@ -87,6 +88,10 @@ class ActiveRole(Role):
         #: How many registrations each passive's last complete Join carried
         #: (an Activate's: those it handed over), what its KeepAlives count.
         self.carried = {p.nodeId: core.registry.countOf(p.nodeId) for p in self._passives}
+        #: The L{registrationsDigest} of each passive's registrations here,
+        #: what its KeepAlives carry; none when a Join passed the node's bound.
+        self.digests: dict[int, int | None] = _digestsOf(
+            core.registry.registrations(), self.carried)
         #: The Joins in parts being received.
         self.assembler = JoinAssembler()
         #: The active this one fenced, reminded that it is outranked until it
@@ -220,6 +225,7 @@ class ActiveRole(Role):
         self.core.registry.removeNode(nodeId)
         self.lastSeen.pop(nodeId, None)
         self.carried.pop(nodeId, None)
+        self.digests.pop(nodeId, None)
         self.assembler.forget(nodeId)
         remaining = [p for p in self._passives if p.nodeId != nodeId]
         if len(remaining) != len(self._passives):
@@ -284,6 +290,8 @@ class ActiveRole(Role):
             self._passivesChanged()
         self.lastSeen[nodeId] = self.core.reactor.seconds()
         self.carried[nodeId] = joined.carried
+        self.digests[nodeId] = (registrationsDigest(joined.registrations)
+                                if joined.carried == len(joined.registrations) else None)
         self._ack(source, replyFrom)
 
     def _refuse(self, counter: str, message: str, **fields: object) -> None:
@@ -304,9 +312,10 @@ class ActiveRole(Role):
                 core.counters["parts_asked_again"] += 1
                 core.send(rejoin, source, replyFrom)
             return
-        carried = self.carried.get(nodeId)
+        carried, digest = self.carried.get(nodeId), self.digests.get(nodeId)
         if (nodeId not in self.lastSeen or carried is None
-                or min(carried, MAX_COUNT) != keepAlive.registrations):
+                or min(carried, MAX_COUNT) != keepAlive.registrations
+                or (keepAlive.digest and digest is not None and digest != keepAlive.digest)):
             core.counters["rejoins_asked"] += 1
             core.send(ReJoin(), source, replyFrom)
             return
@@ -337,3 +346,13 @@ class ActiveRole(Role):
         self.ports.release()
         core.clearRegistry()
         core.machine.outranked(ClusterView(None, tuple(self._passives), self.listVersion))
+
+
+def _digestsOf(registrations: Sequence[Registration],
+               nodes: Iterable[int]) -> dict[int, int | None]:
+    """The L{registrationsDigest} of what each of C{nodes} holds in C{registrations}."""
+    byNode: dict[int, list[Registration]] = {node: [] for node in nodes}
+    for registration in registrations:
+        if registration.nodeId in byNode:
+            byNode[registration.nodeId].append(registration)
+    return {node: registrationsDigest(held) for node, held in byNode.items()}

@@ -114,7 +114,8 @@ class PassiveRole(Role):
             return
         self.unanswered += 1
         count = min(len(self.core.own), MAX_COUNT)
-        self.core.send(KeepAlive(count, self.view.listVersion), self._address)
+        self.core.send(KeepAlive(count, self.view.listVersion, self.core.joinParts.digest),
+                       self._address)
         if self._joinsToRepeat:
             self._joinsToRepeat -= 1
             self.join()
