@@ -1,6 +1,8 @@
 """
 A cluster of srp nodes on a L{FakeNetwork}: what the deterministic cluster
-tests and the seeded simulation drive.
+tests and the seeded simulation drive.  The servers behind the instances
+exist only in a L{SwitchedCheck}: the simulation takes them down and
+brings them back while their nodes live.
 """
 
 from __future__ import annotations
@@ -14,13 +16,20 @@ from srp.records import InstanceInfo, Registration
 from srp.server.config import ClusterConfig, NodeConfig
 from srp.server.health import HealthSettings
 from srp.server.node import NodeService
-from srp.testing import FakeHostReactor, FakeNetwork
+from srp.testing import FakeHostReactor, FakeNetwork, SwitchedCheck
 
 INTERVAL = 0.25
 MISSES = 3
 #: How long after a node dies its registrations may still be answered:
 #: (misses + 1) KeepAlive intervals, checked once an interval.
 EXPIRY = (MISSES + 2) * INTERVAL
+#: The instances' health checks: every interval, down after FALL failures.
+HEALTH = HealthSettings(check=SwitchedCheck.name, interval=INTERVAL, fall=3, rise=2)
+#: How long after its server went down (or its node last resumed) an
+#: active may still answer with a registration not marked down: the
+#: checks' detection, then the node's registrations expiring at the active
+#: (a partitioned or frozen node) or a lost Join re-asked on a lossy network.
+DOWN_BOUND = (HEALTH.fall + 1) * HEALTH.interval + EXPIRY + 4 * INTERVAL
 KEY = b"0123456789abcdef0123456789abcdef"
 
 
@@ -30,11 +39,17 @@ class SimNode:
 
     name: str
     host: str
-    registrations: tuple[Registration, ...]
     service: NodeService
     reactor: FakeHostReactor
     alive: bool = True
     diedAt: float | None = None
+    #: When the node last started or resumed running (after SIGCONT).
+    resumedAt: float = 0.0
+
+    @property
+    def registrations(self) -> tuple[Registration, ...]:
+        """The node's registrations as it registers them now (with their health)."""
+        return tuple(self.service.membership.own)
 
     @property
     def frozen(self) -> bool:
@@ -56,6 +71,7 @@ class SimCluster:
     sharedHost: bool = True
     size: int = 5
     nodes: list[SimNode] = field(factory=list)
+    servers: SwitchedCheck = field(factory=SwitchedCheck)
     _started: int = 0
 
     def hostOf(self, index: int) -> str:
@@ -81,13 +97,14 @@ class SimCluster:
             listen=(host,), port=1434, instances=registrations,
             cluster=ClusterConfig(name="sim", addresses=self.addresses, interval=INTERVAL,
                                   misses=MISSES, key=KEY),
-            # No servers run behind the simulated instances.
-            health={r.key: HealthSettings(check="none") for r in registrations},
+            health={r.key: HEALTH for r in registrations},
         )
         nodeId = self.network.random.getrandbits(64) | 1
         reactor = self.network.reactor(host)
-        service = NodeService(config, reactor, nodeId=nodeId)
-        node = SimNode(f"node{index}", host, service.membership.own, service, reactor)
+        service = NodeService(config, reactor, nodeId=nodeId,
+                              checks={SwitchedCheck.name: self.servers})
+        node = SimNode(f"node{index}", host, service, reactor,
+                       resumedAt=self.network.clock.seconds())
         service.startService()
         while len(self.nodes) <= index:
             self.nodes.append(node)
@@ -112,6 +129,14 @@ class SimCluster:
     def thaw(self, index: int) -> None:
         """Let the node's process run again, as SIGCONT does."""
         self.nodes[index].reactor.thaw()
+        self.nodes[index].resumedAt = self.network.clock.seconds()
+
+    def switch(self, index: int, up: bool) -> None:
+        """Take the servers of node C{index}'s instances down, or bring them back."""
+        for registration in self.registrationsFor(index):
+            assert registration.info.tcp is not None
+            self.servers.switch(self.hostOf(index), registration.info.tcp, up,
+                                self.network.clock.seconds())
 
     def stop(self, index: int) -> Any:
         node = self.nodes[index]
@@ -145,9 +170,13 @@ class SimCluster:
 
 
 def expectedBest(nodes: Sequence[SimNode], name: str) -> Registration | None:
-    """The registration of C{name} that the live nodes' priorities make best."""
-    candidates = [r for n in nodes for r in n.registrations if r.key == name.upper()]
-    return min(candidates, key=lambda r: r.priority) if candidates else None
+    """
+    The registration of C{name} that the live nodes' priorities and their
+    health checks make best: the best one not down, else the best one.
+    """
+    candidates = sorted((r for n in nodes for r in n.registrations if r.key == name.upper()),
+                        key=lambda r: (r.down, r.priority))
+    return candidates[0] if candidates else None
 
 
 def violations(cluster: SimCluster) -> list[str]:
@@ -174,9 +203,9 @@ def violations(cluster: SimCluster) -> list[str]:
     for name in {r.name for n in live for r in n.registrations}:
         best = expectedBest(live, name)
         got = active.service.registry.lookup(name)
-        if got is None or best is None or got.priority != best.priority:
+        if got is None or best is None or (got.priority, got.down) != (best.priority, best.down):
             problems.append(f"{name} answered with {got}, expected priority "
-                            f"{best.priority if best else None}")
+                            f"{best.priority if best else None}, down {best and best.down}")
     return problems
 
 
@@ -188,3 +217,29 @@ def deadAnswered(cluster: SimCluster) -> list[str]:
     return [f"{r.name} of dead node {r.nodeId:x}"
             for active in cluster.actives()
             for r in active.service.registry.registrations() if r.nodeId in dead]
+
+
+def downAnswered(cluster: SimCluster) -> list[str]:
+    """
+    Registrations an active answers with, not marked down, although their
+    server has been down for longer than L{DOWN_BOUND} (counted from when
+    their node last started or resumed, whose checks start afresh).
+    """
+    now = cluster.network.clock.seconds()
+    nodes = {r.nodeId: n for n in cluster.nodes for r in n.registrations}
+    problems = []
+    for active in cluster.actives():
+        if now - active.resumedAt < 2 * INTERVAL:
+            continue  # a thawed active answers from what it knew for one interval
+        for name in {r.name for r in active.service.registry.registrations()}:
+            answered = active.service.registry.lookup(name)
+            if answered is None or answered.down or answered.info.tcp is None:
+                continue
+            node = nodes.get(answered.nodeId)
+            off = None if node is None else cluster.servers.off.get(
+                (node.host, answered.info.tcp))
+            if off is not None and node is not None and (
+                    now - max(off, node.resumedAt) > DOWN_BOUND):
+                problems.append(f"{name} of {node.name} answered as up, its server down "
+                                f"for {now - off:.2f} s")
+    return problems

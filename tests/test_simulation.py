@@ -2,13 +2,16 @@
 Seeded random scenarios of a cluster on a fake network: crashes, restarts,
 graceful stops, pauses (a node, the active included, frozen for longer than
 misses x interval and then resumed, as SIGSTOP and SIGCONT do), partitions,
-loss, delay, duplication and reordering.
+loss, delay, duplication and reordering, and the servers behind instances
+going down and coming back (flapping) while their nodes live.
 
 After each scenario the network heals and the cluster must settle within
 L{SETTLE} seconds to: exactly one active, every other live node passive,
 every registration of every live node answered (the best one by
-priority), nothing answered that no live node registers.  Throughout, no
-active may hold a registration of a node dead for longer than L{EXPIRY}.
+priority among those its node's checks find alive), nothing answered that no
+live node registers.  Throughout, no active may hold a registration of a
+node dead for longer than L{EXPIRY}, nor answer with a registration whose
+server has been down for longer than L{DOWN_BOUND} as if it were alive.
 
 C{make test} runs 1,000 scenarios; C{SRP_SIM_SCENARIOS=N} runs N, and
 C{SRP_SIM_SEED=S} replays one.  A failure prints its seed.
@@ -21,11 +24,13 @@ import random
 
 from srp.testing import FakeNetwork
 from tests.cluster_sim import (
+    DOWN_BOUND,
     EXPIRY,
     INTERVAL,
     MISSES,
     SimCluster,
     deadAnswered,
+    downAnswered,
     violations,
 )
 
@@ -50,11 +55,13 @@ def runScenario(seed: int) -> tuple[list[str], float]:
         while network.clock.seconds() < end:
             cluster.run(INTERVAL, step=0.05)
             problems.extend(deadAnswered(cluster))
+            problems.extend(downAnswered(cluster))
 
     run(rng.uniform(0.5, 2.0))
     for _ in range(rng.randint(3, 8)):
         action = rng.choice(["crash", "crash-active", "stop", "stop-active", "restart",
-                             "restart", "partition", "heal", "pause", "pause-active"])
+                             "restart", "partition", "heal", "pause", "pause-active",
+                             "server-down", "server-up", "server-flap"])
         live = [i for i, n in enumerate(cluster.nodes) if n.alive]
         dead = [i for i, n in enumerate(cluster.nodes) if not n.alive]
         actives = [i for i in live if cluster.nodes[i].service.role == "active"]
@@ -80,6 +87,15 @@ def runScenario(seed: int) -> tuple[list[str], float]:
             cluster.freeze(paused)
             run(rng.uniform(MISSES * INTERVAL + 0.1, 2.5))
             cluster.thaw(paused)
+        elif action in ("server-down", "server-up"):
+            cluster.switch(rng.randrange(len(cluster.nodes)), up=action == "server-up")
+        elif action == "server-flap":
+            flapping = rng.randrange(len(cluster.nodes))
+            for _ in range(rng.randint(2, 6)):
+                cluster.switch(flapping, up=False)
+                run(rng.uniform(0.1, 1.2))
+                cluster.switch(flapping, up=True)
+                run(rng.uniform(0.1, 1.2))
         run(rng.uniform(0.1, 2.5))
     network.heal()
     network.loss = 0.0
@@ -110,4 +126,4 @@ def test_seeded_scenarios() -> None:
         + "; ".join(f"seed {seed}: {problems}" for seed, problems in list(failures.items())[:5])
     )
     assert slowest <= SETTLE
-    assert EXPIRY < SETTLE
+    assert EXPIRY < DOWN_BOUND < SETTLE

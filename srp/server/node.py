@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProtocolF
 from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger
 
-from srp.interfaces import NodeListening
+from srp.interfaces import IHealthCheck, NodeListening
 from srp.records import InstanceInfo, Registration, instanceKey
 from srp.server.checks import checkNamed
 from srp.server.config import ClusterConfig, ConfigError, NodeConfig, loadConfig
@@ -56,7 +56,8 @@ class NodeService(Service):
     log = Logger()
 
     def __init__(self, config: NodeConfig, reactor: Any = None,
-                 nodeId: int | None = None, configPath: str | Path | None = None) -> None:
+                 nodeId: int | None = None, configPath: str | Path | None = None,
+                 checks: Mapping[str, IHealthCheck] | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -64,6 +65,9 @@ class NodeService(Service):
         self.config = config
         #: The file C{config} came from: SIGHUP reloads it (L{reloadFile}).
         self.configPath = configPath
+        #: Health checks by name, found before srp's own and the plugins':
+        #: checks of a program that embeds a node.
+        self.checks = dict(checks or {})
         self.reactor = reactor
         self.registry = Registry()
         self.stats = ResponderStats()
@@ -338,7 +342,8 @@ class NodeService(Service):
         settings = self.config.health.get(registration.key, HealthSettings())
         if settings.check == "none":
             return
-        monitor = HealthMonitor(self.reactor, registration.name, checkNamed(settings.check),
+        check = self.checks.get(settings.check) or checkNamed(settings.check)
+        monitor = HealthMonitor(self.reactor, registration.name, check,
                                 partial(self._checkTarget, registration.key), settings,
                                 self._healthChanged, self.membership.counters,
                                 self._checkSchedule)

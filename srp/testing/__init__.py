@@ -8,7 +8,8 @@ through a protocol and returns its replies.  L{FakeNetwork} is a whole
 UDP network on a L{Clock}, with loss, delay, duplication and partitions,
 for deterministic tests of clusters; its processes (L{FakeHostReactor})
 pass sockets to each other as the nodes of one host do, and can be frozen
-and thawed as SIGSTOP and SIGCONT do.
+and thawed as SIGSTOP and SIGCONT do.  L{SwitchedCheck} is a health check
+whose servers a test takes down and brings back.
 
 Real C{srp serve} processes are driven by L{srp.testing.processes}; load
 generators live in L{srp.testing.load}, and a PRELOGIN server for the
@@ -37,7 +38,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from srp.interfaces import HandedSocket, ISocketSharing, SocketOffer
+from srp.interfaces import HandedSocket, IHealthCheck, ISocketSharing, SocketOffer
+from srp.records import InstanceInfo
 from srp.wire.mcsqlr import BROWSER_PORT
 
 #: How many datagrams wait in a fake socket that nobody reads; more are dropped.
@@ -470,3 +472,31 @@ class FakeNetwork:
                 source: tuple[str, int]) -> None:
         reader = readers[0] if len(readers) == 1 else self.random.choice(readers)
         reader.protocol.datagramReceived(datagram, source)
+
+
+@implementer(IHealthCheck)
+class SwitchedCheck:
+    """
+    An L{IHealthCheck} for servers that exist only in a test: each server
+    (a host and a tcp port) is up unless the test switched it off.  Give it
+    to L{srp.server.node.NodeService} in C{checks}, under its L{name}.
+    """
+
+    name = "switched"
+
+    def __init__(self) -> None:
+        #: The servers switched off, as (host, tcp port), with when.
+        self.off: dict[tuple[str, int], float] = {}
+
+    def switch(self, host: str, port: int, up: bool, now: float) -> None:
+        """Take the server at C{host}:C{port} down, or bring it back, at C{now}."""
+        if up:
+            self.off.pop((host, port), None)
+        else:
+            self.off.setdefault((host, port), now)
+
+    def check(self, reactor: Any, host: str, info: InstanceInfo,
+              timeout: float) -> Deferred[None] | None:
+        if (host, info.tcp) in self.off:
+            raise ConnectionRefusedError(f"{host}:{info.tcp} is switched off")
+        return None
