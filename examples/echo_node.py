@@ -7,8 +7,8 @@ The node serves the instance itself (`NodeService.serve`) on VIA (emulated),
 TCP and a named pipe, each on whatever port the system gives it, behind
 srp's hello wrapper, and registers them with the instance's priority (0 for
 the primary, higher for standbys) in a cluster node sharing the address.
-Each line ``N`` is answered with ``NAME N``, so a client can tell which
-server answered.  This is what `make demo` and the fail-over tests run.
+Each line ``N`` is answered with ``NAME N`` (L{srp.testing.echo}), so a
+client can tell which server answered.  This is what `make demo` and the fail-over tests run.
 """
 
 from __future__ import annotations
@@ -17,34 +17,14 @@ import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
-from twisted.protocols.basic import LineReceiver
 from twisted.python import usage
 
 from srp.records import InstanceInfo, Registration
 from srp.server.config import ClusterConfig, NodeConfig
 from srp.server.node import NodeService
-
-
-class EchoLine(LineReceiver):
-    """Answers each line with the server's name and the line."""
-
-    delimiter = b"\n"
-    factory: EchoFactory
-
-    def lineReceived(self, line: bytes) -> None:
-        self.sendLine(self.factory.name + b" " + line)
-
-
-class EchoFactory(ServerFactory):
-    """Builds L{EchoLine}s that answer with C{name}."""
-
-    protocol = EchoLine  # type: ignore[assignment]
-
-    def __init__(self, name: bytes) -> None:
-        self.name = name
+from srp.testing.echo import EchoFactory
 
 
 class Options(usage.Options):

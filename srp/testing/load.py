@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from srp.interfaces import IFailoverAware
+from srp.testing.history import Answer
 
 
 @frozen
@@ -147,6 +148,8 @@ class LineRequester(LineReceiver):
         self.sent: dict[int, float] = {}
         #: Request number to (time answered, server name), first answer only.
         self.answers: dict[int, tuple[float, str]] = {}
+        #: Every answer, in the order they came (L{srp.testing.history}).
+        self.history: list[Answer] = []
         self.failovers: list[tuple[float, str]] = []
         self.lost: Failure | None = None
         self._next = 0
@@ -174,7 +177,9 @@ class LineRequester(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         name, _, number = line.decode("ascii", "replace").partition(" ")
         if number.isdigit():
-            self.answers.setdefault(int(number), (self.clock.seconds(), name))
+            now = self.clock.seconds()
+            self.answers.setdefault(int(number), (now, name))
+            self.history.append(Answer(now, int(number), name))
 
     def failedOver(self, previous: IAddress | None, current: IAddress) -> None:
         self.failovers.append((self.clock.seconds(), str(current)))

@@ -1,0 +1,83 @@
+"""
+A history checker for fail-over runs, in the spirit of Jepsen's: it reads
+what a client sent and every answer it got, and says what a user would
+call broken.
+
+A run is a set of numbered requests (each sent, perhaps resent) and the
+answers, each naming the place (server) that gave it.  After a fault at
+C{faultAt} the client moves from place to place; a place is I{replaced}
+from the moment the client first hears from a place that had not answered
+since the fault.  The checker reports:
+
+  - B{lost}: requests never answered (those sent within C{grace} seconds of
+    the end are still in flight and not counted);
+  - B{stale}: answers from a place after it was replaced;
+  - B{duplicated}: requests answered more than once (a resend whose first
+    answer was on the way: harmless for idempotent requests, counted);
+  - the longest time without an answer after the fault, and the places in
+    the order they first answered.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from attrs import frozen
+
+
+@frozen
+class Answer:
+    """One answer a client got: when, to which request, from which place."""
+
+    at: float
+    number: int
+    place: str
+
+
+@frozen
+class HistoryReport:
+    """What L{checkHistory} found in one run."""
+
+    sent: int
+    lost: tuple[int, ...]
+    stale: tuple[Answer, ...]
+    duplicated: int
+    longestGap: float
+    places: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """No request lost, no answer from a replaced place."""
+        return not self.lost and not self.stale
+
+
+def checkHistory(sent: Mapping[int, float], answers: Sequence[Answer], faultAt: float,
+                 end: float, grace: float = 0.5) -> HistoryReport:
+    """
+    Check one run: C{sent} maps each request number to when it was last
+    sent, C{answers} are all the answers in the order they arrived.
+    """
+    answered = Counter(a.number for a in answers)
+    lost = tuple(sorted(n for n, at in sent.items() if not answered[n] and at < end - grace))
+    replacedAt: dict[str, float] = {}
+    places: list[str] = []
+    stale = []
+    for answer in sorted(answers, key=lambda a: a.at):
+        if answer.at < faultAt:
+            continue
+        if answer.place in replacedAt:
+            stale.append(answer)
+            continue
+        if answer.place not in places:
+            for earlier in places:
+                replacedAt.setdefault(earlier, answer.at)
+            places.append(answer.place)
+    times = sorted(a.at for a in answers if a.at >= faultAt)
+    gaps = itertools.pairwise([faultAt, *times])
+    return HistoryReport(
+        sent=len(sent), lost=lost, stale=tuple(stale),
+        duplicated=sum(1 for count in answered.values() if count > 1),
+        longestGap=max((b - a for a, b in gaps), default=end - faultAt),
+        places=tuple(places))
