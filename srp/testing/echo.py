@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -28,6 +29,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python import usage
 
 from srp.server.hello import HelloFactory
+from srp.testing.processes import NodeProcess
 
 
 class EchoLine(LineReceiver):
@@ -47,6 +49,27 @@ class EchoFactory(ServerFactory):
 
     def __init__(self, name: bytes) -> None:
         self.name = name
+
+
+class EchoProcess(NodeProcess):
+    """
+    An echo server process (C{python -m srp.testing.echo}): started, ended
+    and logged as a L{NodeProcess}; L{port} is where it listens.
+    """
+
+    READY = '"port"'
+
+    def __init__(self, logPath: Path, address: str, name: str, port: int = 0,
+                 instance: str = "ECHO", prefix: tuple[str, ...] = ()) -> None:
+        super().__init__(logPath, logPath, prefix=prefix, argv=[
+            sys.executable, "-m", "srp.testing.echo", "--listen", address, "--name", name,
+            "--port", str(port), "--instance", instance])
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on."""
+        port: int = json.loads(self.log().splitlines()[0])["port"]
+        return port
 
 
 class Options(usage.Options):

@@ -1,0 +1,95 @@
+"""
+C{fault_matrix}: topologies x namings x paths x faults, each cell measured
+over C{--trials} faults by L{bench.matrix_worker} (a process of its own,
+in a session of its own: everything it starts is ended with it).
+
+Each cell reports the longest application-visible gap after the fault
+(between two answers, or from the fault to the first answer), requests
+lost, answered twice, and answered from a place already replaced, as the
+history checker (L{srp.testing.history}) reads each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from bench.common import ROOT, Settings, ms, summary, verdict
+from srp.cli import formatTable
+
+#: Targets: kill -9 (or a stop) of the primary's server, through srp:.
+KILL_MEDIAN, KILL_MAX = 0.050, 0.150
+#: Target: SIGSTOP of the primary's server (a silent peer), default answer timeout.
+STOP_MEDIAN = 1.1
+#: Seconds each trial of each cell may take, at most, before the run is ended.
+CELL_TIMEOUT = 30.0
+
+
+def runMatrix(arguments: Sequence[str], timeout: float) -> list[dict[str, Any]]:
+    """
+    Run C{python -m bench.matrix_worker ARGUMENTS}; return its rows.  The
+    worker runs in a session of its own, ended with every process in it
+    should it outlive C{timeout}.
+    """
+    process = subprocess.Popen([sys.executable, "-m", "bench.matrix_worker", *arguments],
+                               stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT,
+                               start_new_session=True)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    lines = [line for line in out.decode().splitlines() if line.startswith("RESULT ")]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"bench.matrix_worker failed ({process.returncode}): "
+                           f"{out.decode()[-2000:]}")
+    rows: list[dict[str, Any]] = json.loads(lines[-1][len("RESULT "):])["rows"]
+    return rows
+
+
+def cells(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """The rows of each cell: (topology, naming, path, fault)."""
+    grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (row["topology"], row["naming"], row["path"], row["fault"])
+        grouped.setdefault(key, []).append(row)
+    return grouped
+
+
+def fault_matrix(settings: Settings) -> dict[str, Any]:
+    """Every cell of the fault matrix, C{settings.trials} faults each (10 in C{make bench})."""
+    trials = 1 if settings.quick else min(settings.trials, 10)
+    rows = runMatrix(["--trials", str(trials)], timeout=600 + 24 * trials * CELL_TIMEOUT)
+    table, results, misses = [], [], []
+    for (topology, naming, path, fault), mine in cells(rows).items():
+        gaps = summary([r["longest_gap_s"] for r in mine if "longest_gap_s" in r])
+        lost = sum(r.get("lost", 0) for r in mine)
+        stale = sum(r.get("stale", 0) for r in mine)
+        failed = [r["error"] for r in mine if "error" in r]
+        target = (KILL_MEDIAN, KILL_MAX) if fault in ("kill -9 server", "server stops") else (
+            (STOP_MEDIAN, None) if fault == "SIGSTOP server" else (None, None))
+        met = (not failed and not lost and not stale
+               and (target[0] is None or gaps["median"] < target[0])
+               and (target[1] is None or gaps["max"] < target[1]))
+        if not met:
+            misses.append(f"{topology}/{naming}/{path}/{fault}")
+        table.append([topology, naming, path, fault, str(len(mine)), ms(gaps["median"]),
+                      ms(gaps["max"]), str(lost), str(stale),
+                      str(sum(r.get("duplicated", 0) for r in mine)),
+                      "; ".join(failed)[:60] or verdict(met)])
+        results.append({"topology": topology, "naming": naming, "path": path, "fault": fault,
+                        "trials": len(mine), "gap_s": gaps, "lost": lost, "stale": stale,
+                        "errors": failed, "met": met})
+    print(formatTable(["TOPOLOGY", "NAMING", "PATH", "FAULT", "TRIALS", "MEDIAN GAP (ms)",
+                       "MAX GAP (ms)", "LOST", "STALE", "TWICE", "VERDICT"], table))
+    print(f"\nTargets: kill -9 or a stop of the primary's server, median < "
+          f"{KILL_MEDIAN * 1000:.0f} ms and max < {KILL_MAX * 1000:.0f} ms; SIGSTOP of it, "
+          f"median < {STOP_MEDIAN * 1000:.0f} ms; every cell 0 lost and 0 stale. "
+          f"Cells missed: {', '.join(misses) or 'none'}")
+    return {"cells": results, "missed": misses, "rows": rows}

@@ -1,0 +1,288 @@
+"""
+The reactor side of the fault matrix (L{bench.matrix}), a process of its own:
+
+    python -m bench.matrix_worker --trials 1 [--topology primary-active ...]
+                                  [--fault "kill -9 server" ...] [--naming named ...]
+
+A topology is a set of real processes: the instance ECHO served by two echo
+servers (L{srp.testing.echo}), A the primary and B the standby, each a
+process of its own, registered by two C{srp serve} nodes (priority 0 and
+1, default C{tcp} health checks).  An application on srp's public API
+(C{clientFromString(reactor, "srp:ADDRESS/ECHO...")} and a
+L{FailoverClient}) sends a numbered line every 10 ms and resends what is
+unanswered after 200 ms; each cell applies one fault to A or its node,
+waits for the application to be answered by B, and checks the run's
+history (L{srp.testing.history}).  Then it undoes the fault and waits for
+the cluster to answer with A again, for the next cell.
+
+It ends every process it started by its PID (also on errors), reports
+progress on stderr and prints one line C{RESULT <json>} on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.task import deferLater, react
+
+from srp.client.endpoint import sharedResolver
+from srp.client.failover import FailoverClient
+from srp.client.resolver import ClusterResolver
+from srp.testing.echo import EchoProcess
+from srp.testing.history import checkHistory
+from srp.testing.load import LineRequester
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
+
+#: Where the primary's node is (the cluster's active, or a passive), and
+#: whether each server is a process of its own beside its node or the node
+#: serves the instance itself (C{examples/echo_node.py}, as the README shows).
+TOPOLOGIES = ("primary-active", "standby-active", "embedded/primary-active",
+              "embedded/standby-active")
+#: Whether the client names the cluster (C{:cluster=NAME}) or not.
+NAMINGS = ("named", "unnamed")
+#: Each fault: whom it hits (A's server or A's node) and how.
+FAULTS = {
+    "kill -9 server": ("server", signal.SIGKILL),
+    "kill -9 node": ("node", signal.SIGKILL),
+    "SIGSTOP server": ("server", signal.SIGSTOP),
+    "SIGSTOP node": ("node", signal.SIGSTOP),
+    "server stops": ("server", signal.SIGTERM),
+    "graceful stop of node": ("node", signal.SIGTERM),
+}
+CLUSTER = "matrix"
+ECHO_NODE = Path(__file__).resolve().parent.parent / "examples" / "echo_node.py"
+#: Requests per second the application sends, and its resend delay.
+RATE, RETRY = 100.0, 0.2
+#: How long a cell waits for the application to be answered by B.
+MOVE_TIMEOUT = 6.0
+#: Every process started, ended by PID at exit.
+STARTED: list[NodeProcess] = []
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def sleep(reactor: Any, seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+async def until(reactor: Any, predicate: Callable[[], bool], timeout: float, what: str,
+                step: float = 0.02) -> None:
+    """Poll C{predicate} on the reactor; raise after C{timeout} seconds."""
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() >= deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        await sleep(reactor, step)
+
+
+def running(process: NodeProcess) -> bool:
+    return process.process is not None and process.process.poll() is None
+
+
+def start(process: NodeProcess) -> NodeProcess:
+    STARTED.append(process)
+    return process.start()
+
+
+def stopAll() -> None:
+    for process in STARTED:
+        if running(process):
+            os.kill(process.pid, signal.SIGCONT)
+        process.stop()
+
+
+@define
+class OneHost:
+    """
+    Servers A and B and their nodes on one loopback address; C{activeFirst}
+    says whose node starts first and so is the cluster's active.  With
+    C{embedded}, each node serves its instance itself: a fault of the
+    server is one of the node.
+    """
+
+    directory: Path
+    activeFirst: str
+    embedded: bool = False
+    address: str = field(factory=freeLoopbackAddress)
+    servers: dict[str, NodeProcess] = field(factory=dict)
+    nodes: dict[str, NodeProcess] = field(factory=dict)
+    ports: dict[str, int] = field(factory=dict)
+
+    @classmethod
+    def named(cls, directory: Path, name: str) -> OneHost:
+        """The topology called C{name} (one of L{TOPOLOGIES})."""
+        embedded, _, where = name.rpartition("/")
+        return cls(directory, where.split("-")[0], embedded=bool(embedded))
+
+    @property
+    def faults(self) -> tuple[str, ...]:
+        """The faults that differ in this topology."""
+        return tuple(f for f in FAULTS if not (self.embedded and FAULTS[f][0] == "node"))
+
+    def server(self, name: str) -> NodeProcess:
+        if self.embedded:
+            return self.node(name)
+        server = EchoProcess(self.directory / f"server-{name}.log", self.address, name,
+                             port=self.ports.get(name, 0))
+        start(server)
+        self.ports[name] = server.port
+        self.servers[name] = server
+        return server
+
+    def node(self, name: str) -> NodeProcess:
+        if self.embedded:
+            node = start(NodeProcess(
+                self.directory / "none.toml", self.directory / f"node-{name}.log",
+                argv=[sys.executable, str(ECHO_NODE), "--listen", self.address, "--name",
+                      name, "--priority", str("AB".index(name)), "--instance", "ECHO",
+                      "--cluster", CLUSTER]))
+            self.nodes[name] = self.servers[name] = node
+            return node
+        config = writeNodeConfig(
+            self.directory / f"node-{name}.toml", [self.address],
+            [{"name": "ECHO", "tcp": self.ports[name], "priority": "AB".index(name)}],
+            serverName=f"HOST{name}", tables={"cluster": {"name": CLUSTER}})
+        node = start(NodeProcess(config, self.directory / f"node-{name}.log"))
+        self.nodes[name] = node
+        return node
+
+    async def start(self, reactor: Any) -> None:
+        for name in "AB" if not self.embedded else "":
+            self.server(name)
+        first = "A" if self.activeFirst == "primary" else "B"
+        self.node(first)
+        await until(reactor, lambda: "Active for cluster" in self.nodes[first].log(), 10.0,
+                    f"node {first} to become active", step=0.05)
+        self.node("B" if first == "A" else "A")
+        await self.settled(reactor)
+
+    async def settled(self, reactor: Any) -> None:
+        """Wait until the cluster answers with A first and alive, B next, one active."""
+        probe = ClusterResolver(reactor, clusterName=CLUSTER, timeout=0.5)
+
+        async def answers() -> bool:
+            probe.purge(self.address, "ECHO")
+            try:
+                found = await probe.resolve(self.address, "ECHO")
+            except Exception:
+                return False
+            return [(c.info.serverName, c.down) for c in found.candidates] == [
+                ("HOSTA", False), ("HOSTB", False)]
+
+        deadline = reactor.seconds() + 15.0
+        while not await answers():
+            if reactor.seconds() > deadline:
+                raise RuntimeError("the cluster did not answer with A then B within 15 s")
+            await sleep(reactor, 0.1)
+
+    def fault(self, fault: str) -> None:
+        """Apply C{fault} to A's server or A's node."""
+        target, signum = FAULTS[fault]
+        os.kill((self.servers if target == "server" else self.nodes)["A"].pid, signum)
+
+    async def undo(self, reactor: Any) -> None:
+        """Wake or restart A's server and node, and wait until the cluster answers with A."""
+        for process, restart in [(self.servers["A"], self.server), (self.nodes["A"], self.node)]:
+            if running(process):
+                os.kill(process.pid, signal.SIGCONT)
+            elif not (self.embedded and restart == self.node):
+                restart("A")
+        await self.settled(reactor)
+
+
+async def runCell(reactor: Any, topology: OneHost, named: bool, fault: str) -> dict[str, Any]:
+    """One cell: the application on A, the fault, the move to B, the history checked."""
+    description = f"srp:{topology.address}/ECHO:verify=hello:timeout=0.5"
+    if named:
+        description += f":cluster={CLUSTER}"
+    # Each cell is a new application: nothing cached from the last one.
+    for name in ("srp", CLUSTER):
+        sharedResolver(reactor, clusterName=name).purge(topology.address, "ECHO")
+    endpoint = clientFromString(reactor, description)
+    requester = LineRequester(reactor, rate=RATE, retry=RETRY)
+    client = FailoverClient(reactor, endpoint, requester, deadline=10.0)
+    try:
+        await client.connect()
+        await until(reactor, lambda: len(requester.answers) >= 20, 5.0, "answers from A")
+        if requester.servers() != ["A"]:
+            raise RuntimeError(f"the application started on {requester.servers()}, not A")
+        faultAt = reactor.seconds()
+        topology.fault(fault)
+        moved = FAULTS[fault][0] == "server"  # a node's fault leaves A's server serving
+        if moved:
+            await until(reactor, lambda: any(a.place == "B" and a.at > faultAt
+                                             for a in requester.history),
+                        MOVE_TIMEOUT, "the application to be answered by B")
+        await sleep(reactor, 0.5)
+        end = reactor.seconds()
+        report = checkHistory(requester.sent, requester.history, faultAt, end)
+        return {"lost": len(report.lost), "stale": len(report.stale),
+                "duplicated": report.duplicated, "longest_gap_s": report.longestGap,
+                "places": list(report.places), "failovers": client.failovers,
+                "moved": moved, "app_lost": requester.lost is not None,
+                "ok": report.ok and requester.lost is None}
+    finally:
+        await client.close()
+
+
+async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    rows = []
+    for topologyName in options.topology:
+        topology = OneHost.named(directory / topologyName.replace("/", "-"), topologyName)
+        topology.directory.mkdir()
+        await topology.start(reactor)
+        for trial in range(options.trials):
+            for naming in options.naming:
+                for fault in [f for f in options.fault if f in topology.faults]:
+                    cell = {"topology": topologyName, "naming": naming, "path": "srp:",
+                            "fault": fault, "trial": trial + 1}
+                    try:
+                        cell |= await runCell(reactor, topology, naming == "named", fault)
+                    except RuntimeError as e:
+                        cell |= {"ok": False, "error": str(e)}
+                    progress(f"fault_matrix: {json.dumps(cell)}")
+                    rows.append(cell)
+                    await topology.undo(reactor)
+    return {"rows": rows}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.matrix_worker")
+    parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument("--topology", action="append", choices=TOPOLOGIES)
+    parser.add_argument("--naming", action="append", choices=NAMINGS)
+    parser.add_argument("--fault", action="append", choices=sorted(FAULTS))
+    options = parser.parse_args(argv)
+    options.topology = options.topology or list(TOPOLOGIES)
+    options.naming = options.naming or list(NAMINGS)
+    options.fault = options.fault or list(FAULTS)
+
+    async def run(reactor: Any) -> None:
+        with tempfile.TemporaryDirectory(prefix="srp-matrix-") as scratch:
+            try:
+                result = await matrix(reactor, options, Path(scratch))
+            finally:
+                stopAll()
+        print("RESULT " + json.dumps(result), flush=True)
+
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    finally:
+        stopAll()
+
+
+if __name__ == "__main__":
+    main()

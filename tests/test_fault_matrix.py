@@ -1,0 +1,24 @@
+"""
+The fault matrix, reduced to one trial per cell (C{make bench} runs ten and
+prints the table, L{bench.matrix}): real echo servers and srp nodes, an
+application on the public API, each fault in each topology; the history
+checker fails a cell that lost a request or was answered from a place
+already replaced.
+"""
+
+from __future__ import annotations
+
+from bench.matrix import cells, runMatrix
+
+
+def test_every_cell_loses_nothing_and_never_answers_from_a_replaced_place() -> None:
+    rows = runMatrix(["--trials", "1"], timeout=900)
+    assert len(cells(rows)) == len(rows) >= 24
+    broken = [r for r in rows if not r.get("ok")]
+    assert broken == [], broken
+    for row in rows:
+        if row["moved"]:
+            assert row["places"][-1] == "B", row
+            assert row["failovers"] == 1, row
+        else:
+            assert row["places"] in (["A"], []) and row["failovers"] == 0, row
