@@ -37,7 +37,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.task import deferLater, react
 
 from srp.client.endpoint import sharedResolver
-from srp.client.failover import FailoverClient
+from srp.client.failover import DEFAULT_ANSWER_TIMEOUT, FailoverClient
 from srp.client.resolver import ClusterResolver
 from srp.testing.echo import EchoProcess
 from srp.testing.history import checkHistory
@@ -56,6 +56,7 @@ FAULTS = {
     "kill -9 server": ("server", signal.SIGKILL),
     "kill -9 node": ("node", signal.SIGKILL),
     "SIGSTOP server": ("server", signal.SIGSTOP),
+    "SIGSTOP server, answerTimeout=0.25": ("server", signal.SIGSTOP),
     "SIGSTOP node": ("node", signal.SIGSTOP),
     "server stops": ("server", signal.SIGTERM),
     "graceful stop of node": ("node", signal.SIGTERM),
@@ -213,7 +214,9 @@ async def runCell(reactor: Any, topology: OneHost, named: bool, fault: str) -> d
         sharedResolver(reactor, clusterName=name).purge(topology.address, "ECHO")
     endpoint = clientFromString(reactor, description)
     requester = LineRequester(reactor, rate=RATE, retry=RETRY)
-    client = FailoverClient(reactor, endpoint, requester, deadline=10.0)
+    _, _, setting = fault.partition("answerTimeout=")
+    client = FailoverClient(reactor, endpoint, requester, deadline=10.0,
+                            answerTimeout=float(setting) if setting else DEFAULT_ANSWER_TIMEOUT)
     try:
         await client.connect()
         await until(reactor, lambda: len(requester.answers) >= 20, 5.0, "answers from A")
