@@ -19,8 +19,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from attrs import asdict
+
 from bench.common import ROOT, Settings, ms, summary, verdict
+from bench.matrix_worker import TOPOLOGIES
 from srp.cli import formatTable
+from srp.testing.netns import lan
 
 #: Targets: kill -9 (or a stop) of the primary's server, through srp:.
 KILL_MEDIAN, KILL_MAX = 0.050, 0.150
@@ -31,13 +35,16 @@ STOP_MEDIAN, SHORT_STOP_MEDIAN = 1.1, 0.300
 CELL_TIMEOUT = 30.0
 
 
-def runMatrix(arguments: Sequence[str], timeout: float) -> list[dict[str, Any]]:
+def runWorker(arguments: Sequence[str], timeout: float,
+              prefix: Sequence[str] = ()) -> list[dict[str, Any]]:
     """
-    Run C{python -m bench.matrix_worker ARGUMENTS}; return its rows.  The
-    worker runs in a session of its own, ended with every process in it
-    should it outlive C{timeout}.
+    Run C{python -m bench.matrix_worker ARGUMENTS} (through C{prefix}, such
+    as C{ip netns exec HOST}); return its rows.  The worker runs in a
+    session of its own, ended with every process in it should it outlive
+    C{timeout}.
     """
-    process = subprocess.Popen([sys.executable, "-m", "bench.matrix_worker", *arguments],
+    process = subprocess.Popen([*prefix, sys.executable, "-m", "bench.matrix_worker",
+                                *arguments],
                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT,
                                start_new_session=True)
     try:
@@ -54,6 +61,21 @@ def runMatrix(arguments: Sequence[str], timeout: float) -> list[dict[str, Any]]:
     return rows
 
 
+def runMatrix(trials: int, timeout: float) -> list[dict[str, Any]]:
+    """
+    Every cell, C{trials} faults each: the one-host topologies from here, and
+    three-hosts from a fourth network-namespace host of a LAN made for it.
+    """
+    oneHost = [f"--topology={t}" for t in TOPOLOGIES if t != "three-hosts"]
+    rows = runWorker(["--trials", str(trials), *oneHost], timeout)
+    with lan(4) as hosts:
+        servers, client = hosts[:3], hosts[3]
+        rows += runWorker(["--trials", str(trials), "--topology=three-hosts",
+                           "--lan", json.dumps([asdict(h) for h in servers])],
+                          timeout, prefix=client.command())
+    return rows
+
+
 def cells(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
     """The rows of each cell: (topology, naming, path, fault)."""
     grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -66,7 +88,7 @@ def cells(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str
 def fault_matrix(settings: Settings) -> dict[str, Any]:
     """Every cell of the fault matrix, C{settings.trials} faults each (10 in C{make bench})."""
     trials = 1 if settings.quick else min(settings.trials, 10)
-    rows = runMatrix(["--trials", str(trials)], timeout=600 + 24 * trials * CELL_TIMEOUT)
+    rows = runMatrix(trials, timeout=600 + 24 * trials * CELL_TIMEOUT)
     table, results, misses = [], [], []
     for (topology, naming, path, fault), mine in cells(rows).items():
         gaps = summary([r["longest_gap_s"] for r in mine if "longest_gap_s" in r])

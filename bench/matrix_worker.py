@@ -39,16 +39,23 @@ from twisted.internet.task import deferLater, react
 from srp.client.endpoint import sharedResolver
 from srp.client.failover import DEFAULT_ANSWER_TIMEOUT, FailoverClient
 from srp.client.resolver import ClusterResolver
+from srp.clusterkey import loadKey
 from srp.testing.echo import EchoProcess
 from srp.testing.history import checkHistory
 from srp.testing.load import LineRequester
-from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.netns import Host
+from srp.testing.processes import (
+    NodeProcess,
+    freeLoopbackAddress,
+    writeKeyFile,
+    writeNodeConfig,
+)
 
 #: Where the primary's node is (the cluster's active, or a passive), and
 #: whether each server is a process of its own beside its node or the node
 #: serves the instance itself (C{examples/echo_node.py}, as the README shows).
 TOPOLOGIES = ("primary-active", "standby-active", "embedded/primary-active",
-              "embedded/standby-active")
+              "embedded/standby-active", "three-hosts")
 #: Whether the client names the cluster (C{:cluster=NAME}) or not.
 NAMINGS = ("named", "unnamed")
 #: Each fault: whom it hits (A's server or A's node) and how.
@@ -60,6 +67,7 @@ FAULTS = {
     "SIGSTOP node": ("node", signal.SIGSTOP),
     "server stops": ("server", signal.SIGTERM),
     "graceful stop of node": ("node", signal.SIGTERM),
+    "partition of the primary's host": ("host", None),
 }
 CLUSTER = "matrix"
 ECHO_NODE = Path(__file__).resolve().parent.parent / "examples" / "echo_node.py"
@@ -106,78 +114,120 @@ def stopAll() -> None:
 
 
 @define
-class OneHost:
+class Topology:
     """
-    Servers A and B and their nodes on one loopback address; C{activeFirst}
-    says whose node starts first and so is the cluster's active.  With
-    C{embedded}, each node serves its instance itself: a fault of the
-    server is one of the node.
+    Servers A (primary) and B (standby) of ECHO and their nodes.
+
+    On one host (C{lan} empty) everything shares a free loopback address;
+    C{activeFirst} says whose node starts first and so is the cluster's
+    active.  With C{embedded}, each node serves its instance itself: a
+    fault of the server is one of the node.  On three hosts (C{lan}: three
+    network namespaces, the worker in a fourth), A and its node are on the
+    first, B and its node on the second, and a third node (registering
+    another instance) on the third; A's node starts first.
     """
 
     directory: Path
-    activeFirst: str
+    activeFirst: str = "primary"
     embedded: bool = False
-    address: str = field(factory=freeLoopbackAddress)
+    lan: Sequence[Host] = ()
+    address: str = ""
     servers: dict[str, NodeProcess] = field(factory=dict)
     nodes: dict[str, NodeProcess] = field(factory=dict)
     ports: dict[str, int] = field(factory=dict)
+    keyFile: Path | None = None
 
     @classmethod
-    def named(cls, directory: Path, name: str) -> OneHost:
+    def named(cls, directory: Path, name: str, lan: Sequence[Host]) -> Topology:
         """The topology called C{name} (one of L{TOPOLOGIES})."""
+        directory.mkdir()
+        if name == "three-hosts":
+            keyFile = writeKeyFile(directory / "cluster.key")
+            return cls(directory, lan=lan, address="lan", keyFile=keyFile)
         embedded, _, where = name.rpartition("/")
-        return cls(directory, where.split("-")[0], embedded=bool(embedded))
+        return cls(directory, where.split("-")[0], embedded=bool(embedded),
+                   address=freeLoopbackAddress())
 
     @property
     def faults(self) -> tuple[str, ...]:
         """The faults that differ in this topology."""
-        return tuple(f for f in FAULTS if not (self.embedded and FAULTS[f][0] == "node"))
+        return tuple(f for f, (target, _) in FAULTS.items()
+                     if not (self.embedded and target == "node")
+                     and (target != "host" or self.lan))
+
+    @property
+    def addresses(self) -> list[str]:
+        """The cluster's addresses."""
+        return [h.address for h in self.lan] if self.lan else [self.address]
+
+    def hostOf(self, name: str) -> tuple[str, Sequence[str]]:
+        """The address of C{name} (A, B or C) and the command prefix that runs there."""
+        if not self.lan:
+            return self.address, ()
+        host = self.lan["ABC".index(name)]
+        return host.address, host.command()
+
+    def endpoint(self, named: bool) -> str:
+        """The application's C{srp:} endpoint string."""
+        description = f"srp:{self.address}/ECHO:verify=hello:timeout=0.5"
+        if self.lan:
+            description += f":addresses={','.join(self.addresses)}:key_file={self.keyFile}"
+        return description + (f":cluster={CLUSTER}" if named else "")
 
     def server(self, name: str) -> NodeProcess:
         if self.embedded:
             return self.node(name)
-        server = EchoProcess(self.directory / f"server-{name}.log", self.address, name,
-                             port=self.ports.get(name, 0))
+        address, prefix = self.hostOf(name)
+        server = EchoProcess(self.directory / f"server-{name}.log", address, name,
+                             port=self.ports.get(name, 0), prefix=tuple(prefix))
         start(server)
         self.ports[name] = server.port
         self.servers[name] = server
         return server
 
     def node(self, name: str) -> NodeProcess:
+        address, prefix = self.hostOf(name)
         if self.embedded:
             node = start(NodeProcess(
                 self.directory / "none.toml", self.directory / f"node-{name}.log",
-                argv=[sys.executable, str(ECHO_NODE), "--listen", self.address, "--name",
+                argv=[sys.executable, str(ECHO_NODE), "--listen", address, "--name",
                       name, "--priority", str("AB".index(name)), "--instance", "ECHO",
                       "--cluster", CLUSTER]))
             self.nodes[name] = self.servers[name] = node
             return node
-        config = writeNodeConfig(
-            self.directory / f"node-{name}.toml", [self.address],
-            [{"name": "ECHO", "tcp": self.ports[name], "priority": "AB".index(name)}],
-            serverName=f"HOST{name}", tables={"cluster": {"name": CLUSTER}})
-        node = start(NodeProcess(config, self.directory / f"node-{name}.log"))
+        instance = ({"name": "ECHO", "tcp": self.ports[name], "priority": "AB".index(name)}
+                    if name in "AB" else {"name": "OTHER", "tcp": 1, "check": "none"})
+        cluster: dict[str, Any] = {"name": CLUSTER}
+        if self.lan:
+            cluster |= {"addresses": self.addresses, "key_file": str(self.keyFile)}
+        config = writeNodeConfig(self.directory / f"node-{name}.toml", [address], [instance],
+                                 serverName=f"HOST{name}", tables={"cluster": cluster})
+        node = start(NodeProcess(config, self.directory / f"node-{name}.log",
+                                 prefix=prefix))
         self.nodes[name] = node
         return node
 
     async def start(self, reactor: Any) -> None:
         for name in "AB" if not self.embedded else "":
             self.server(name)
-        first = "A" if self.activeFirst == "primary" else "B"
+        first, *others = list(("AB" if self.activeFirst == "primary" else "BA")
+                              + ("C" if self.lan else ""))
         self.node(first)
         await until(reactor, lambda: "Active for cluster" in self.nodes[first].log(), 10.0,
                     f"node {first} to become active", step=0.05)
-        self.node("B" if first == "A" else "A")
+        for name in others:
+            self.node(name)
         await self.settled(reactor)
 
     async def settled(self, reactor: Any) -> None:
-        """Wait until the cluster answers with A first and alive, B next, one active."""
-        probe = ClusterResolver(reactor, clusterName=CLUSTER, timeout=0.5)
+        """Wait until the cluster answers with A first and alive, B next."""
+        key = b"" if self.keyFile is None else loadKey(str(self.keyFile))
+        probe = ClusterResolver(reactor, clusterName=CLUSTER, timeout=0.5, key=key)
 
         async def answers() -> bool:
             probe.purge(self.address, "ECHO")
             try:
-                found = await probe.resolve(self.address, "ECHO")
+                found = await probe.resolve(self.address, "ECHO", self.addresses)
             except Exception:
                 return False
             return [(c.info.serverName, c.down) for c in found.candidates] == [
@@ -190,12 +240,18 @@ class OneHost:
             await sleep(reactor, 0.1)
 
     def fault(self, fault: str) -> None:
-        """Apply C{fault} to A's server or A's node."""
+        """Apply C{fault} to A's server, A's node or A's host."""
         target, signum = FAULTS[fault]
-        os.kill((self.servers if target == "server" else self.nodes)["A"].pid, signum)
+        if target == "host":
+            self.lan[0].cut()
+        else:
+            assert signum is not None
+            os.kill((self.servers if target == "server" else self.nodes)["A"].pid, signum)
 
     async def undo(self, reactor: Any) -> None:
-        """Wake or restart A's server and node, and wait until the cluster answers with A."""
+        """Mend, wake or restart A's host, server and node; wait until the cluster answers."""
+        if self.lan:
+            self.lan[0].mend()
         for process, restart in [(self.servers["A"], self.server), (self.nodes["A"], self.node)]:
             if running(process):
                 os.kill(process.pid, signal.SIGCONT)
@@ -204,11 +260,9 @@ class OneHost:
         await self.settled(reactor)
 
 
-async def runCell(reactor: Any, topology: OneHost, named: bool, fault: str) -> dict[str, Any]:
+async def runCell(reactor: Any, topology: Topology, named: bool, fault: str) -> dict[str, Any]:
     """One cell: the application on A, the fault, the move to B, the history checked."""
-    description = f"srp:{topology.address}/ECHO:verify=hello:timeout=0.5"
-    if named:
-        description += f":cluster={CLUSTER}"
+    description = topology.endpoint(named)
     # Each cell is a new application: nothing cached from the last one.
     for name in ("srp", CLUSTER):
         sharedResolver(reactor, clusterName=name).purge(topology.address, "ECHO")
@@ -224,7 +278,7 @@ async def runCell(reactor: Any, topology: OneHost, named: bool, fault: str) -> d
             raise RuntimeError(f"the application started on {requester.servers()}, not A")
         faultAt = reactor.seconds()
         topology.fault(fault)
-        moved = FAULTS[fault][0] == "server"  # a node's fault leaves A's server serving
+        moved = FAULTS[fault][0] != "node"  # a fault of a node leaves A's server serving
         if moved:
             await until(reactor, lambda: any(a.place == "B" and a.at > faultAt
                                              for a in requester.history),
@@ -244,8 +298,8 @@ async def runCell(reactor: Any, topology: OneHost, named: bool, fault: str) -> d
 async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> dict[str, Any]:
     rows = []
     for topologyName in options.topology:
-        topology = OneHost.named(directory / topologyName.replace("/", "-"), topologyName)
-        topology.directory.mkdir()
+        topology = Topology.named(directory / topologyName.replace("/", "-"), topologyName,
+                                  options.lan)
         await topology.start(reactor)
         for trial in range(options.trials):
             for naming in options.naming:
@@ -254,8 +308,8 @@ async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> 
                             "fault": fault, "trial": trial + 1}
                     try:
                         cell |= await runCell(reactor, topology, naming == "named", fault)
-                    except RuntimeError as e:
-                        cell |= {"ok": False, "error": str(e)}
+                    except Exception as e:  # a broken cell is a result, not the end
+                        cell |= {"ok": False, "error": f"{type(e).__name__}: {e}"}
                     progress(f"fault_matrix: {json.dumps(cell)}")
                     rows.append(cell)
                     await topology.undo(reactor)
@@ -268,7 +322,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--topology", action="append", choices=TOPOLOGIES)
     parser.add_argument("--naming", action="append", choices=NAMINGS)
     parser.add_argument("--fault", action="append", choices=sorted(FAULTS))
+    parser.add_argument("--lan", type=json.loads, default=[],
+                        help="the hosts of three-hosts: JSON, a list of Host fields")
     options = parser.parse_args(argv)
+    options.lan = [Host(**fields) for fields in options.lan]
     options.topology = options.topology or list(TOPOLOGIES)
     options.naming = options.naming or list(NAMINGS)
     options.fault = options.fault or list(FAULTS)

@@ -6,9 +6,9 @@ import json
 import subprocess
 from pathlib import Path
 
+from srp.testing.netns import lan
 from srp.testing.processes import NodeProcess, writeNodeConfig
 from tests.conftest import BIN
-from tests.netns import lan
 
 
 def test_browse_hears_every_host_on_the_lan(tmp_path: Path) -> None:

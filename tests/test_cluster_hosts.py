@@ -13,9 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from srp.testing.netns import Host, lan
 from srp.testing.processes import NodeProcess, writeNodeConfig
 from tests.conftest import BIN
-from tests.netns import Host, lan
 
 
 def answering(client: Host, hosts: list[Host]) -> list[str]:

@@ -12,7 +12,7 @@ from bench.matrix import cells, runMatrix
 
 
 def test_every_cell_loses_nothing_and_never_answers_from_a_replaced_place() -> None:
-    rows = runMatrix(["--trials", "1"], timeout=900)
+    rows = runMatrix(1, timeout=900)
     assert len(cells(rows)) == len(rows) >= 24
     broken = [r for r in rows if not r.get("ok")]
     assert broken == [], broken

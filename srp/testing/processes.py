@@ -121,6 +121,13 @@ class NodeProcess:
         self.stop()
 
 
+def writeKeyFile(path: Path) -> Path:
+    """Write a fresh random cluster key to C{path} (mode 600, as a node requires)."""
+    path.write_bytes(os.urandom(32).hex().encode())
+    path.chmod(0o600)
+    return path
+
+
 def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any]],
                     port: int = BROWSER_PORT, serverName: str = "SRPTEST",
                     tables: dict[str, dict[str, Any]] | None = None,

@@ -4,7 +4,8 @@ Hosts on a private LAN for multi-host tests: Linux network namespaces.
 Each host is a namespace with an C{eth0} address in 10.231.0.0/24, all
 joined by a bridge in a switch namespace; a default route lets limited
 broadcast (255.255.255.255) out.  Nothing leaves the namespaces the test
-created.  Needs root (CI runs as root).
+created.  A host can be cut off the LAN and put back (a partition).
+Needs root (CI runs as root).
 """
 
 from __future__ import annotations
@@ -22,14 +23,24 @@ SUBNET = "10.231.0"
 
 @frozen
 class Host:
-    """One namespace: its name and its address on the LAN."""
+    """One namespace: its name, its address on the LAN, and its port on the switch."""
 
     namespace: str
     address: str
+    switch: str = ""
+    port: str = ""
 
     def command(self, *argv: str) -> list[str]:
         """C{argv} run inside this host."""
         return ["ip", "netns", "exec", self.namespace, *argv]
+
+    def cut(self) -> None:
+        """Cut this host off the LAN (a partition): its switch port goes down."""
+        _ip("-n", self.switch, "link", "set", self.port, "down")
+
+    def mend(self) -> None:
+        """Put this host back on the LAN."""
+        _ip("-n", self.switch, "link", "set", self.port, "up")
 
 
 def _ip(*argv: str) -> None:
@@ -49,7 +60,8 @@ def lan(count: int) -> Iterator[Sequence[Host]]:
     assert os.geteuid() == 0, "multi-host tests create network namespaces and need root"
     prefix = f"srp{os.getpid()}"
     switch = f"{prefix}sw"
-    hosts = [Host(f"{prefix}h{n}", f"{SUBNET}.{n + 1}") for n in range(count)]
+    hosts = [Host(f"{prefix}h{n}", f"{SUBNET}.{n + 1}", switch, f"port{n}")
+             for n in range(count)]
     try:
         _ip("netns", "add", switch)
         _ip("-n", switch, "link", "add", "br0", "type", "bridge")
