@@ -28,9 +28,11 @@ from srp.wire.cluster import (
     Member,
     Probe,
     Redirect,
+    Register,
     ReJoin,
     Resolve,
     ResolveReply,
+    Unregister,
 )
 
 if TYPE_CHECKING:
@@ -108,6 +110,7 @@ class ActiveRole(Role):
         self.expire()
         for registration in core.own:
             core.registry.register(registration)
+        core.leases.serve()
         self.log.info("Active for cluster {cluster} at epoch {epoch} with {count} passives",
                       cluster=core.settings.name, epoch=core.epoch, count=len(self._passives))
         # Offer the sockets before the passives hear of this node: they ask
@@ -150,6 +153,9 @@ class ActiveRole(Role):
                 self._forget(envelope.sender)
             case Resolve() as resolve:
                 self._resolve(resolve, source, replyFrom)
+            case Register() | Unregister() as lease:
+                self.core.leases.request(lease, source, replyFrom,
+                                         [(p.host, p.port) for p in self._passives])
             case KeepAliveAck():
                 self._challenged(envelope, source)
             case _:
@@ -285,6 +291,8 @@ class ActiveRole(Role):
         self.lastSeen[nodeId] = self.core.reactor.seconds()
         self.carried[nodeId] = joined.carried
         self._ack(source, replyFrom)
+        for lease in self.core.leases.leases():
+            self.core.leases.forward(lease, source, replyFrom)
 
     def _refuse(self, counter: str, message: str, **fields: object) -> None:
         if self.core.tally(counter):
@@ -316,7 +324,7 @@ class ActiveRole(Role):
     def _resolve(self, resolve: Resolve, source: Address, replyFrom: DatagramProtocol) -> None:
         visible = tuple(r for r in self.core.registry.candidates(resolve.instanceName)
                         if not r.hidden)
-        hosts = {p.nodeId: p.host for p in self._passives}
+        hosts = self.core.leases.hosts() | {p.nodeId: p.host for p in self._passives}
         self.core.send(ResolveReply(resolve.instanceName, visible,
                                     tuple(hosts.get(r.nodeId, "") for r in visible)),
                        source, replyFrom)

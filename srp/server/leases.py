@@ -1,0 +1,229 @@
+"""
+Registrations by command (C{srp register}): leases that expire on the reactor's clock.
+
+Every node keeps the same lease table: the active grants each lease and
+forwards it to every passive (and the whole table to a passive whose Join
+it applies), so the node that takes over already holds every lease, with
+the time it has left.  Only the active answers from the table: it puts the
+leases in its registry when it becomes active, and takes each one out as it
+ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from attrs import define, evolve
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from srp.authenticator import isLoopback
+from srp.records import Registration, instanceKey
+from srp.wire.cluster import (
+    FULL,
+    REFUSED,
+    REGISTERED,
+    UNKNOWN,
+    Register,
+    RegisterAck,
+    Unregister,
+)
+
+if TYPE_CHECKING:
+    from srp.server.membership import Membership
+    from srp.server.roles.base import Address
+
+#: The most leases a cluster holds; more are refused, logged and counted.
+MAX_LEASES = 1024
+#: The longest lease, in seconds (what the wire's milliseconds carry).
+MAX_TTL = 0xFFFFFFFF // 1000
+
+
+def leaseId(name: str, priority: int) -> int:
+    """
+    The node id a lease registers as: the same for a name (any case) and a
+    priority wherever it is computed, so that registering again renews the
+    lease, and a registration by command never replaces a node's own.
+    """
+    digest = hashlib.sha256(f"srp lease\0{instanceKey(name)}\0{priority}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") | 1
+
+
+@define
+class Lease:
+    """
+    One registration by command: what it registers, the address its ports
+    are at (empty: the address the client asked), and when it ends
+    (reactor seconds; L{None}: when it is unregistered).
+    """
+
+    registration: Registration
+    host: str
+    expires: float | None
+    timer: IDelayedCall | None = None
+
+    def left(self, now: float) -> int:
+        """The milliseconds the lease has left (0 for one without an end)."""
+        if self.expires is None:
+            return 0
+        return max(1, round((self.expires - now) * 1000))
+
+
+class LeaseTable:
+    """
+    The leases of a cluster, as one node holds them.
+
+    @ivar serving: whether this node answers from them (it is the active):
+        its registry then holds every lease.
+    """
+
+    log = Logger()
+
+    def __init__(self, core: Membership, limit: int = MAX_LEASES) -> None:
+        self.core = core
+        self.limit = limit
+        self.serving = False
+        self._leases: dict[int, Lease] = {}
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def leases(self) -> Sequence[Lease]:
+        """Every lease this node holds."""
+        return tuple(self._leases.values())
+
+    def hosts(self) -> dict[int, str]:
+        """The address of each lease's ports, by the node id it registers as."""
+        return {nodeId: lease.host for nodeId, lease in self._leases.items()}
+
+    def serve(self) -> None:
+        """This node is now the active: answer for every lease."""
+        self.serving = True
+        for lease in self._leases.values():
+            self.core.registry.register(lease.registration)
+
+    # -- the active --------------------------------------------------------
+
+    def request(self, message: Register | Unregister, source: Address,
+                replyFrom: DatagramProtocol, passives: Sequence[Address]) -> None:
+        """
+        A registrant asks the active: grant (or renew) or end a lease, tell
+        every passive, and answer with a L{RegisterAck}.
+        """
+        if isinstance(message, Register):
+            ack = self._grant(message, source, passives)
+        elif self._end(message.instanceName, message.priority, passives):
+            self.core.counters["unregistered"] += 1
+            self.log.info("Instance {name} (priority {priority}) unregistered by "
+                          "{source}", name=message.instanceName, priority=message.priority,
+                          source=source[0])
+            ack = RegisterAck(REGISTERED)
+        else:
+            ack = RegisterAck(UNKNOWN, reason=f"{message.instanceName} at priority "
+                              f"{message.priority} is not registered by command")
+        self.core.send(ack, source, replyFrom)
+
+    def _grant(self, register: Register, source: Address,
+               passives: Sequence[Address]) -> RegisterAck:
+        core, registration = self.core, register.registration
+        nodeId = leaseId(registration.name, registration.priority)
+        renewal = nodeId in self._leases
+        if not renewal and len(self._leases) >= self.limit:
+            if core.tally("leases_refused"):
+                self.log.warn("Refused to register {name}: the cluster holds {limit} "
+                              "registrations by command (refused {count} times)",
+                              name=registration.name, limit=self.limit,
+                              count=core.counters["leases_refused"])
+            return RegisterAck(FULL, reason=f"the cluster holds {self.limit} registrations "
+                               "by command, its limit")
+        if (not renewal and len(core.registry) >= core.bounds.maxInstances
+                and core.registry.lookup(registration.name) is None):
+            core.counters["instances_refused"] += 1
+            return RegisterAck(REFUSED, reason=f"the cluster holds {core.bounds.maxInstances}"
+                               " instances, its limit")
+        host = register.host or ("" if isLoopback(source[0]) else source[0])
+        lease = self._keep(evolve(registration, nodeId=nodeId, down=False), register.ttl,
+                           host)
+        core.counters["lease_renewals" if renewal else "leases_granted"] += 1
+        if not renewal:
+            self.log.info("Instance {name} registered by {source} at priority {priority}, "
+                          "tcp {tcp}, for {ttl}", name=registration.name, source=source[0],
+                          priority=registration.priority, tcp=registration.info.tcp,
+                          ttl=f"{register.ttl / 1000:g} s" if register.ttl
+                          else "until unregistered")
+        for passive in passives:
+            self.forward(lease, passive)
+        return RegisterAck(REGISTERED, register.ttl)
+
+    def forward(self, lease: Lease, to: Address, sender: DatagramProtocol | None = None
+                ) -> None:
+        """Tell a passive of C{lease}, with the time it has left."""
+        self.core.send(Register(lease.registration, lease.left(self.core.reactor.seconds()),
+                                lease.host), to, sender)
+
+    def _end(self, name: str, priority: int, passives: Sequence[Address]) -> bool:
+        removed = self.remove(leaseId(name, priority))
+        if removed:
+            for passive in passives:
+                self.core.send(Unregister(name, priority), passive)
+        return removed
+
+    # -- every node --------------------------------------------------------
+
+    def follow(self, message: Register | Unregister) -> None:
+        """The active tells this passive of a lease granted, renewed or ended."""
+        if isinstance(message, Register):
+            self._keep(message.registration, message.ttl, message.host)
+        else:
+            self.remove(leaseId(message.instanceName, message.priority))
+
+    def _keep(self, registration: Registration, ttl: int, host: str) -> Lease:
+        nodeId = registration.nodeId
+        old = self._leases.pop(nodeId, None)
+        if old is not None and old.timer is not None and old.timer.active():
+            old.timer.cancel()
+        clock = self.core.reactor
+        lease = Lease(registration, host, clock.seconds() + ttl / 1000 if ttl else None)
+        if ttl:
+            lease.timer = clock.callLater(ttl / 1000, self._expired, nodeId)
+        self._leases[nodeId] = lease
+        if self.serving:
+            if old is not None and old.registration.key != registration.key:
+                self.core.registry.unregister(old.registration.name, nodeId)
+            self.core.registry.register(registration)
+        return lease
+
+    def mark(self, nodeId: int, down: bool) -> None:
+        """A health check found the server behind lease C{nodeId} down (or up again)."""
+        lease = self._leases.get(nodeId)
+        if lease is None or lease.registration.down == down:
+            return
+        lease.registration = evolve(lease.registration, down=down)
+        if self.serving:
+            self.core.registry.register(lease.registration)
+
+    def _expired(self, nodeId: int) -> None:
+        lease = self._leases[nodeId]
+        lease.timer = None
+        self.core.counters["leases_expired"] += 1
+        self.log.info("The registration of {name} (priority {priority}) by command expired",
+                      name=lease.registration.name, priority=lease.registration.priority)
+        self.remove(nodeId)
+
+    def remove(self, nodeId: int) -> bool:
+        """End lease C{nodeId}, if this node holds it; whether it did."""
+        lease = self._leases.pop(nodeId, None)
+        if lease is None:
+            return False
+        if lease.timer is not None and lease.timer.active():
+            lease.timer.cancel()
+        self.core.registry.unregister(lease.registration.name, nodeId)
+        return True
+
+    def clear(self) -> None:
+        """Forget every lease: this node follows an active that will send its table."""
+        for nodeId in list(self._leases):
+            self.remove(nodeId)
