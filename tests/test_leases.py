@@ -6,7 +6,11 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.error import ConnectError
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from srp.interfaces import IHealthCheck
 
 from srp.client.browser import NoAnswer
 from srp.client.registration import Cluster, LeaseKeeper, Refused, request
@@ -19,9 +23,28 @@ from tests.cluster_sim import INTERVAL, KEY, SimCluster
 REGISTRANT = "127.0.0.1"
 
 
-def cluster(sharedHost: bool = True, size: int = 3) -> SimCluster:
+@implementer(IHealthCheck)
+class PortCheck:
+    """A health check that finds the ports in C{dead} down, and records where it looked."""
+
+    name = "ports"
+
+    def __init__(self) -> None:
+        self.dead: set[int] = set()
+        self.checked: set[tuple[str, int | None]] = set()
+
+    def check(self, reactor: Any, host: str, info: InstanceInfo, timeout: float) -> None:
+        self.checked.add((host, info.tcp))
+        if info.tcp in self.dead:
+            raise ConnectError(string=f"{host}:{info.tcp} refused")
+
+
+def cluster(sharedHost: bool = True, size: int = 3, check: PortCheck | None = None
+            ) -> SimCluster:
     nodes = SimCluster(FakeNetwork(), sharedHost=sharedHost, size=size)
     nodes.startAll()
+    for node in nodes.nodes:
+        node.service.membership.leases.check = check or PortCheck()
     nodes.run(2.0)
     return nodes
 
@@ -229,3 +252,27 @@ def test_keeper_renews_every_third_and_unregisters_on_stop() -> None:
     assert answered(nodes) is None
     nodes.run(5 * INTERVAL)
     assert all(len(n.service.membership.leases) == 0 for n in nodes.live())
+
+
+@pytest.mark.parametrize("sharedHost", [True, False])
+def test_the_active_checks_leases_and_answers_the_live_one(sharedHost: bool) -> None:
+    check = PortCheck()
+    nodes = cluster(sharedHost, check=check)
+    register(nodes, ttl=0, port=41433, priority=0)
+    register(nodes, ttl=0, port=41434, priority=1)
+    nodes.run(1.0)
+    assert answered(nodes) == 41433
+    [active] = nodes.actives()
+    assert (active.host, 41433) in check.checked, "checked at the active's address"
+    check.dead.add(41433)
+    nodes.run(3 * INTERVAL + 0.01)
+    assert answered(nodes) == 41434
+    assert [r.down for r in active.service.registry.candidates("LEASED")] == [True, False]
+    register(nodes, ttl=0, port=41433, priority=0)
+    assert answered(nodes) == 41434, "a renewal does not make a dead server live"
+    nodes.crash(nodes.nodes.index(active))
+    nodes.run(2.0)
+    assert answered(nodes) == 41434, "the new active checks them too"
+    check.dead.clear()
+    nodes.run(3 * INTERVAL)
+    assert answered(nodes) == 41433

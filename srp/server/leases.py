@@ -21,7 +21,15 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from srp.authenticator import isLoopback
-from srp.records import Registration, instanceKey
+from srp.interfaces import IHealthCheck
+from srp.records import InstanceInfo, Registration, instanceKey
+from srp.server.health import (
+    LOOPBACK_FOR_WILDCARD,
+    CheckSchedule,
+    Health,
+    HealthMonitor,
+    HealthSettings,
+)
 from srp.wire.cluster import (
     FULL,
     REFUSED,
@@ -64,6 +72,8 @@ class Lease:
     host: str
     expires: float | None
     timer: IDelayedCall | None = None
+    #: Its health checks, while this node answers for it.
+    monitor: HealthMonitor | None = None
 
     def left(self, now: float) -> int:
         """The milliseconds the lease has left (0 for one without an end)."""
@@ -77,7 +87,9 @@ class LeaseTable:
     The leases of a cluster, as one node holds them.
 
     @ivar serving: whether this node answers from them (it is the active):
-        its registry then holds every lease.
+        its registry then holds every lease, and it checks their health
+        with C{check} and C{health} (L{None}: no checks), as a node checks
+        its own instances.
     """
 
     log = Logger()
@@ -86,6 +98,9 @@ class LeaseTable:
         self.core = core
         self.limit = limit
         self.serving = False
+        self.check: IHealthCheck | None = None
+        self.health = HealthSettings()
+        self.schedule = CheckSchedule(core.reactor)
         self._leases: dict[int, Lease] = {}
 
     def __len__(self) -> int:
@@ -100,9 +115,45 @@ class LeaseTable:
         return {nodeId: lease.host for nodeId, lease in self._leases.items()}
 
     def serve(self) -> None:
-        """This node is now the active: answer for every lease."""
+        """This node is now the active: answer for every lease, and check it."""
         self.serving = True
+        for nodeId, lease in self._leases.items():
+            self.core.registry.register(lease.registration)
+            self._watch(nodeId, lease)
+
+    def unserve(self) -> None:
+        """This node no longer answers for the cluster: stop checking."""
+        self.serving = False
         for lease in self._leases.values():
+            self._unwatch(lease)
+
+    def _watch(self, nodeId: int, lease: Lease) -> None:
+        if self.check is None or lease.monitor is not None:
+            return
+        lease.monitor = HealthMonitor(
+            self.core.reactor, lease.registration.name, self.check,
+            lambda: self._target(nodeId), self.health,
+            lambda _, health: self._healthChanged(nodeId, health), self.core.counters,
+            self.schedule)
+        lease.monitor.start()
+
+    def _unwatch(self, lease: Lease) -> None:
+        if lease.monitor is not None:
+            lease.monitor.stop()
+            lease.monitor = None
+
+    def _target(self, nodeId: int) -> tuple[str, InstanceInfo]:
+        """Where a lease's server is: the registrant's address, or this node's."""
+        lease = self._leases[nodeId]
+        host = lease.host or self.core.settings.listen[0]
+        return LOOPBACK_FOR_WILDCARD.get(host, host), lease.registration.info
+
+    def _healthChanged(self, nodeId: int, health: Health) -> None:
+        lease = self._leases.get(nodeId)
+        if lease is None or lease.registration.down != health.up:
+            return
+        lease.registration = evolve(lease.registration, down=not health.up)
+        if self.serving:
             self.core.registry.register(lease.registration)
 
     # -- the active --------------------------------------------------------
@@ -183,27 +234,24 @@ class LeaseTable:
     def _keep(self, registration: Registration, ttl: int, host: str) -> Lease:
         nodeId = registration.nodeId
         old = self._leases.pop(nodeId, None)
-        if old is not None and old.timer is not None and old.timer.active():
-            old.timer.cancel()
         clock = self.core.reactor
         lease = Lease(registration, host, clock.seconds() + ttl / 1000 if ttl else None)
+        if old is not None:
+            if old.timer is not None and old.timer.active():
+                old.timer.cancel()
+            if (old.host, evolve(old.registration, down=False)) == (
+                    host, evolve(registration, down=False)):
+                # A renewal of the same place: its checks go on.
+                lease.registration, lease.monitor = old.registration, old.monitor
+            else:
+                self._unwatch(old)
         if ttl:
             lease.timer = clock.callLater(ttl / 1000, self._expired, nodeId)
         self._leases[nodeId] = lease
         if self.serving:
-            if old is not None and old.registration.key != registration.key:
-                self.core.registry.unregister(old.registration.name, nodeId)
-            self.core.registry.register(registration)
-        return lease
-
-    def mark(self, nodeId: int, down: bool) -> None:
-        """A health check found the server behind lease C{nodeId} down (or up again)."""
-        lease = self._leases.get(nodeId)
-        if lease is None or lease.registration.down == down:
-            return
-        lease.registration = evolve(lease.registration, down=down)
-        if self.serving:
             self.core.registry.register(lease.registration)
+            self._watch(nodeId, lease)
+        return lease
 
     def _expired(self, nodeId: int) -> None:
         lease = self._leases[nodeId]
@@ -220,6 +268,7 @@ class LeaseTable:
             return False
         if lease.timer is not None and lease.timer.active():
             lease.timer.cancel()
+        self._unwatch(lease)
         self.core.registry.unregister(lease.registration.name, nodeId)
         return True
 

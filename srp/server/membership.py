@@ -332,7 +332,7 @@ class Membership:
 
     def clearRegistry(self) -> None:
         """Forget every registration: the node no longer answers for the cluster."""
-        self.leases.serving = False
+        self.leases.unserve()
         for registration in self.registry.registrations():
             self.registry.unregister(registration.name, registration.nodeId)
 
