@@ -10,10 +10,9 @@ from twisted.internet.error import ConnectError
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from srp.interfaces import IHealthCheck
-
 from srp.client.browser import NoAnswer
 from srp.client.registration import Cluster, LeaseKeeper, Refused, request
+from srp.interfaces import IHealthCheck
 from srp.records import InstanceInfo, Registration
 from srp.server.leases import leaseId
 from srp.testing import FakeNetwork
@@ -276,3 +275,34 @@ def test_the_active_checks_leases_and_answers_the_live_one(sharedHost: bool) -> 
     check.dead.clear()
     nodes.run(3 * INTERVAL)
     assert answered(nodes) == 41433
+
+
+def test_a_passive_ignores_lease_messages_that_arrive_out_of_order() -> None:
+    nodes = cluster()
+    [active] = nodes.actives()
+    passive = next(n for n in nodes.live() if n is not active).service.membership
+    leases = passive.leases
+    leases.follow(Unregister("other", 0), sequence=20)
+    leases.follow(Register(registration(name="OTHER"), 0), sequence=10)
+    assert len(leases) == 0, "the Register was sent before the Unregister"
+    assert passive.counters["lease_messages_reordered"] == 1
+    leases.follow(Register(registration(name="OTHER"), 0), sequence=30)
+    assert [lease.registration.nodeId for lease in leases.leases()] == [leaseId("other", 0)]
+
+
+def test_the_active_tells_every_change_again_at_the_next_ticks() -> None:
+    nodes = cluster(sharedHost=False, size=2)
+    [active] = nodes.actives()
+    [passive] = [n for n in nodes.live() if n is not active]
+    register(nodes, ttl=0)
+    assert len(passive.service.membership.leases) == 1
+    # The Unregister the active forwards first is lost; the repeats still end the lease.
+    nodes.network.partition([active.host], [passive.host])
+    client = nodes.network.reactor(REGISTRANT)
+    done = ensureDeferred(request(client, where(nodes), Unregister("leased", 0)))
+    nodes.run(0.02, step=0.005)
+    assert done.called
+    nodes.network.heal()
+    assert len(passive.service.membership.leases) == 1
+    nodes.run(INTERVAL)
+    assert len(passive.service.membership.leases) == 0

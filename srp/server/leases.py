@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 MAX_LEASES = 1024
 #: The longest lease, in seconds (what the wire's milliseconds carry).
 MAX_TTL = 0xFFFFFFFF // 1000
+#: Ticks after a change of a lease at which the active tells its passives
+#: again: a change lost on the way would otherwise stay lost (until a
+#: renewal or a Join), and a passive that takes over would answer wrongly.
+REPEATS = 2
 
 
 def leaseId(name: str, priority: int) -> int:
@@ -102,6 +106,12 @@ class LeaseTable:
         self.health = HealthSettings()
         self.schedule = CheckSchedule(core.reactor)
         self._leases: dict[int, Lease] = {}
+        #: The active's changes still to be told again: name, priority and
+        #: how many more times, by lease id.
+        self._repeats: dict[int, tuple[str, int, int]] = {}
+        #: The sequence of the active's last message applied for each
+        #: lease id: an older one, reordered on the way, is ignored.
+        self._applied: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -196,8 +206,7 @@ class LeaseTable:
             return RegisterAck(REFUSED, reason=f"the cluster holds {core.bounds.maxInstances}"
                                " instances, its limit")
         host = register.host or ("" if isLoopback(source[0]) else source[0])
-        lease = self._keep(evolve(registration, nodeId=nodeId, down=False), register.ttl,
-                           host)
+        self._keep(evolve(registration, nodeId=nodeId, down=False), register.ttl, host)
         core.counters["lease_renewals" if renewal else "leases_granted"] += 1
         if not renewal:
             self.log.info("Instance {name} registered by {source} at priority {priority}, "
@@ -205,8 +214,7 @@ class LeaseTable:
                           priority=registration.priority, tcp=registration.info.tcp,
                           ttl=f"{register.ttl / 1000:g} s" if register.ttl
                           else "until unregistered")
-        for passive in passives:
-            self.forward(lease, passive)
+        self._changed(registration.name, registration.priority, passives)
         return RegisterAck(REGISTERED, register.ttl)
 
     def forward(self, lease: Lease, to: Address, sender: DatagramProtocol | None = None
@@ -218,20 +226,56 @@ class LeaseTable:
     def _end(self, name: str, priority: int, passives: Sequence[Address]) -> bool:
         removed = self.remove(leaseId(name, priority))
         if removed:
-            for passive in passives:
-                self.core.send(Unregister(name, priority), passive)
+            self._changed(name, priority, passives)
         return removed
+
+    def _changed(self, name: str, priority: int, passives: Sequence[Address]) -> None:
+        """Tell the passives of a lease as it is now, and again at the next ticks."""
+        self._repeats[leaseId(name, priority)] = (name, priority, REPEATS)
+        self._tell(name, priority, passives)
+
+    def _tell(self, name: str, priority: int, passives: Sequence[Address]) -> None:
+        lease = self._leases.get(leaseId(name, priority))
+        for passive in passives:
+            if lease is None:
+                self.core.send(Unregister(name, priority), passive)
+            else:
+                self.forward(lease, passive)
+
+    def tick(self, passives: Sequence[Address]) -> None:
+        """The active's periodic work: tell the passives of recent changes again."""
+        for nodeId, (name, priority, left) in list(self._repeats.items()):
+            if left > 1:
+                self._repeats[nodeId] = (name, priority, left - 1)
+            else:
+                del self._repeats[nodeId]
+            self._tell(name, priority, passives)
 
     # -- every node --------------------------------------------------------
 
-    def follow(self, message: Register | Unregister) -> None:
-        """The active tells this passive of a lease granted, renewed or ended."""
+    def follow(self, message: Register | Unregister, sequence: int) -> None:
+        """
+        The active tells this passive of a lease granted, renewed or ended,
+        in its message of C{sequence}.
+        """
         if isinstance(message, Register):
-            self._keep(message.registration, message.ttl, message.host)
+            registration = message.registration
+            nodeId = leaseId(registration.name, registration.priority)
         else:
-            self.remove(leaseId(message.instanceName, message.priority))
+            nodeId = leaseId(message.instanceName, message.priority)
+        if sequence <= self._applied.get(nodeId, -1):
+            self.core.counters["lease_messages_reordered"] += 1
+            return
+        self._applied.pop(nodeId, None)
+        self._applied[nodeId] = sequence
+        if len(self._applied) > 4 * self.limit:
+            del self._applied[next(iter(self._applied))]
+        if isinstance(message, Register):
+            self._keep(evolve(registration, nodeId=nodeId), message.ttl, message.host)
+        else:
+            self.remove(nodeId)
 
-    def _keep(self, registration: Registration, ttl: int, host: str) -> Lease:
+    def _keep(self, registration: Registration, ttl: int, host: str) -> None:
         nodeId = registration.nodeId
         old = self._leases.pop(nodeId, None)
         clock = self.core.reactor
@@ -251,7 +295,6 @@ class LeaseTable:
         if self.serving:
             self.core.registry.register(lease.registration)
             self._watch(nodeId, lease)
-        return lease
 
     def _expired(self, nodeId: int) -> None:
         lease = self._leases[nodeId]
@@ -276,3 +319,5 @@ class LeaseTable:
         """Forget every lease: this node follows an active that will send its table."""
         for nodeId in list(self._leases):
             self.remove(nodeId)
+        self._repeats.clear()
+        self._applied.clear()

@@ -173,6 +173,7 @@ class ActiveRole(Role):
         self._lastTick = now
         self._remind()
         self.expire()
+        self.core.leases.tick([(p.host, p.port) for p in self._passives])
         for host in settings.addresses:
             if host not in settings.listen:
                 self.core.send(Probe(), (host, settings.port))

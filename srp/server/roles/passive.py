@@ -148,7 +148,7 @@ class PassiveRole(Role):
             case Activate() as activate if fromActive:
                 self._activated(activate, source)
             case Register() | Unregister() as lease if fromActive:
-                self.core.leases.follow(lease)
+                self.core.leases.follow(lease, envelope.sequence)
             case Register() | Unregister():
                 # A registrant asked a passive: the active grants leases.
                 self.core.counters["leases_redirected"] += 1
