@@ -56,6 +56,9 @@ class SimCluster:
     sharedHost: bool = True
     size: int = 5
     nodes: list[SimNode] = field(factory=list)
+    #: The registrations by command asked for: the latest time each may end
+    #: (reactor seconds), by the node id it registers as.
+    leases: dict[int, float] = field(factory=dict)
     _started: int = 0
 
     def hostOf(self, index: int) -> str:
@@ -87,6 +90,8 @@ class SimCluster:
         nodeId = self.network.random.getrandbits(64) | 1
         reactor = self.network.reactor(host)
         service = NodeService(config, reactor, nodeId=nodeId)
+        # No servers run behind the registrations by command either.
+        service.membership.leases.check = None
         node = SimNode(f"node{index}", host, service.membership.own, service, reactor)
         service.startService()
         while len(self.nodes) <= index:
@@ -168,7 +173,7 @@ def violations(cluster: SimCluster) -> list[str]:
                 problems.append(f"{registration.name} of {node.name} "
                                 f"({registration.nodeId:x}) is not registered")
     registered = {r for n in live for r in n.registrations}
-    for registration in held - registered:
+    for registration in {r for r in held if r.nodeId not in cluster.leases} - registered:
         problems.append(f"{registration.name} of node {registration.nodeId:x} is answered "
                         "but no live node registers it")
     for name in {r.name for n in live for r in n.registrations}:
@@ -188,3 +193,13 @@ def deadAnswered(cluster: SimCluster) -> list[str]:
     return [f"{r.name} of dead node {r.nodeId:x}"
             for active in cluster.actives()
             for r in active.service.registry.registrations() if r.nodeId in dead]
+
+
+def expiredAnswered(cluster: SimCluster) -> list[str]:
+    """Registrations by command an active still holds more than an interval after they end."""
+    now = cluster.network.clock.seconds()
+    return [f"{r.name} at priority {r.priority}, registered by command, "
+            f"{now - cluster.leases[r.nodeId]:.2f} s after it ended"
+            for active in cluster.actives()
+            for r in active.service.registry.registrations()
+            if r.nodeId in cluster.leases and now > cluster.leases[r.nodeId] + INTERVAL]
