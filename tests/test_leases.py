@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import struct
 from typing import Any
 
 import pytest
@@ -16,7 +19,17 @@ from srp.interfaces import IHealthCheck
 from srp.records import InstanceInfo, Registration
 from srp.server.leases import leaseId
 from srp.testing import FakeNetwork
-from srp.wire.cluster import REGISTERED, Register, RegisterAck, Unregister
+from srp.wire.cluster import (
+    HEADER_SIZE,
+    REGISTERED,
+    ClusterWireError,
+    Envelope,
+    Register,
+    RegisterAck,
+    Unregister,
+    clusterId,
+    decodeEnvelope,
+)
 from tests.cluster_sim import INTERVAL, KEY, SimCluster
 
 REGISTRANT = "127.0.0.1"
@@ -306,3 +319,19 @@ def test_the_active_tells_every_change_again_at_the_next_ticks() -> None:
     assert len(passive.service.membership.leases) == 1
     nodes.run(INTERVAL)
     assert len(passive.service.membership.leases) == 0
+
+
+def test_a_lease_message_with_an_unknown_action_is_malformed() -> None:
+    body = struct.pack("<BBHIQIQH", Register.opcode, 1, 0, clusterId("c"), 1, 1, 1, 1) + b"\x03"
+    with pytest.raises(ClusterWireError, match="unknown lease action 3") as caught:
+        decodeEnvelope(body + hmac.digest(KEY, body, hashlib.sha256), KEY, clusterId("c"))
+    assert caught.value.reason == "malformed"
+
+
+def test_register_round_trips_with_its_action_byte() -> None:
+    message = Register(registration(), 1500, "10.0.0.7")
+    datagram = Envelope(message, clusterId("c"), 1, 0, 1).encode(KEY)
+    assert datagram[HEADER_SIZE] == 1
+    assert decodeEnvelope(datagram, KEY, clusterId("c")).message == message
+    unregister = Envelope(Unregister("LEASED", 3), clusterId("c"), 1, 0, 1).encode(KEY)
+    assert unregister[0] == Register.opcode and unregister[HEADER_SIZE] == 2
