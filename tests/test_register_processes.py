@@ -155,14 +155,6 @@ def test_bad_input_is_one_line_and_exit_2(arguments: tuple[str, ...], complaint:
     assert complaint in result.stderr.splitlines()[0]
 
 
-@pytest.mark.parametrize("command", ["register", "unregister"])
-def test_help_has_examples(command: str) -> None:
-    result = srp(command, "--help")
-    assert result.returncode == 0
-    assert result.stdout.startswith(f"Usage: srp {command}")
-    assert f"Examples:\n  srp {command}" in result.stdout
-
-
 def test_unreachable_cluster_exits_1() -> None:
     result = srp("register", freeLoopbackAddress(), "X", "--tcp", "1", "--timeout", "0.3")
     assert result.returncode == 1
