@@ -335,3 +335,9 @@ def test_register_round_trips_with_its_action_byte() -> None:
     assert decodeEnvelope(datagram, KEY, clusterId("c")).message == message
     unregister = Envelope(Unregister("LEASED", 3), clusterId("c"), 1, 0, 1).encode(KEY)
     assert unregister[0] == Register.opcode and unregister[HEADER_SIZE] == 2
+
+
+def test_keeper_never_turns_a_short_lease_into_an_endless_one() -> None:
+    keeper = LeaseKeeper(None, Cluster("127.0.0.1"), registration(), ttl=0.0001)
+    assert keeper.message().ttl == 1
+    assert LeaseKeeper(None, Cluster("127.0.0.1"), registration(), ttl=0).message().ttl == 0

@@ -95,7 +95,8 @@ class LeaseKeeper:
 
     def message(self) -> Register:
         """The Register this keeper sends."""
-        return Register(self.registration, round(self.ttl * 1000))
+        # A lease shorter than a millisecond is one, not one without an end (0).
+        return Register(self.registration, max(1, round(self.ttl * 1000)) if self.ttl else 0)
 
     async def start(self) -> RegisterAck:
         """Register, and renew every third of the lease from then on."""
