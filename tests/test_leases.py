@@ -341,3 +341,19 @@ def test_keeper_never_turns_a_short_lease_into_an_endless_one() -> None:
     keeper = LeaseKeeper(None, Cluster("127.0.0.1"), registration(), ttl=0.0001)
     assert keeper.message().ttl == 1
     assert LeaseKeeper(None, Cluster("127.0.0.1"), registration(), ttl=0).message().ttl == 0
+
+
+def test_status_shows_a_lease_and_the_time_it_has_left() -> None:
+    nodes = cluster()
+    register(nodes, ttl=3.0)
+    nodes.run(1.0)
+    [active] = nodes.actives()
+    [leased] = [r for r in active.service.membership.status()["registrations"]
+                if r["instance"] == "LEASED"]
+    assert leased["by_command"] is True
+    assert leased["node"] == f"{leaseId('LEASED', 0):016x}"
+    assert 1.8 < leased["lease"] < 2.0
+    assert leased["since"] is not None, "the active checks it"
+    own = [r for r in active.service.membership.status()["registrations"]
+           if r["instance"] != "LEASED"]
+    assert own and all("by_command" not in r for r in own)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, evolve
 from twisted.internet.interfaces import IDelayedCall
@@ -123,6 +123,20 @@ class LeaseTable:
     def hosts(self) -> dict[int, str]:
         """The address of each lease's ports, by the node id it registers as."""
         return {nodeId: lease.host for nodeId, lease in self._leases.items()}
+
+    def describe(self, nodeId: int) -> dict[str, Any]:
+        """
+        For status: the seconds lease C{nodeId} has left (L{None}: until
+        unregistered) and when its health last changed; nothing if there
+        is no such lease.
+        """
+        lease = self._leases.get(nodeId)
+        if lease is None:
+            return {}
+        now = self.core.reactor.seconds()
+        return {"lease": None if lease.expires is None else round(lease.expires - now, 3),
+                "by_command": True} | (
+            {} if lease.monitor is None else {"since": lease.monitor.health.since})
 
     def serve(self) -> None:
         """This node is now the active: answer for every lease, and check it."""

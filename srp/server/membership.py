@@ -397,9 +397,13 @@ class Membership:
                           describe=self._describe)
 
     def _describe(self, registration: Registration) -> dict[str, Any]:
-        """A registration for status, with when its health changed if it is this node's."""
+        """
+        A registration for status, with when its health changed if it is this
+        node's, and its lease if it is a registration by command.
+        """
         return registrationStatus(registration, self.healthSince.get(registration.key)
-                                  if registration.nodeId == self.nodeId else None)
+                                  if registration.nodeId == self.nodeId else None
+                                  ) | self.leases.describe(registration.nodeId)
 
     def _summary(self) -> dict[str, Any]:
         role = self.current
