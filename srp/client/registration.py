@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from srp.client.browser import NoAnswer, QueryFailed
+from srp.client.browser import QueryFailed
 from srp.client.cluster import clusterQuery
 from srp.records import Registration
 from srp.wire.cluster import (
@@ -125,4 +125,4 @@ class LeaseKeeper:
                       Unregister(self.registration.name, self.registration.priority))
 
 
-__all__ = ["Cluster", "LeaseKeeper", "NoAnswer", "Refused", "request"]
+__all__ = ["Cluster", "LeaseKeeper", "Refused", "request"]
