@@ -11,6 +11,7 @@ import getopt
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -29,10 +30,13 @@ from twisted.python import usage
 
 from srp.client.browser import Answer, NoAnswer, QueryFailed, browse, query
 from srp.client.cluster import fetchStatus
+from srp.client.registration import Cluster, LeaseKeeper, Refused, request
 from srp.client.resolver import ClusterResolver, Resolution, ResolveError
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.options import CommandOptions, NodeOptions
+from srp.records import Registration
 from srp.server.config import ConfigError, loadConfig
+from srp.server.leases import MAX_TTL
 from srp.server.node import NodeService, NodeStartError
 from srp.wire import (
     BroadcastRequest,
@@ -44,6 +48,7 @@ from srp.wire import (
     InstancesResponse,
     WireError,
 )
+from srp.wire.cluster import Unregister
 from srp.wire.mcsqlr import BROWSER_PORT
 
 
@@ -243,6 +248,83 @@ class StatusOptions(_ClusterOptions):
         self["host"] = host.strip("[]")
 
 
+def _number(what: str, value: str, kind: type[int] | type[float], low: float,
+            high: float) -> Any:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise usage.UsageError(f"{what} {value!r} is not a number") from None
+    if not low <= number <= high:
+        raise usage.UsageError(f"{what} {value} is out of range ({low:.10g}-{high:.10g})")
+    return number
+
+
+class UnregisterOptions(_ClusterOptions):
+    """Options of C{srp unregister}."""
+
+    synopsis = "Usage: srp unregister [options] CLUSTER_ADDRESS INSTANCE"
+    longdesc = ("End the registration by command of INSTANCE at --priority (what "
+                "'srp register' made) in the cluster answering at CLUSTER_ADDRESS.")
+    examples: Sequence[str] = ("srp unregister 127.0.0.1 SALES",
+                "srp unregister --key-file /etc/srp/cluster.key --priority 1 db SALES")
+    optParameters = [["priority", None, "0", "The priority it was registered at."]]
+
+    def parseArgs(self, host: str, instance: str) -> None:  # type: ignore[override]
+        self["host"], self["instance"] = host.strip("[]"), instance
+        self["priority"] = _number("--priority", self["priority"], int, 0, 0xFFFF)
+        try:
+            Unregister(instance, self["priority"])
+        except WireError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def cluster(self) -> Cluster:
+        """Where the cluster answers, and how to speak to it."""
+        return Cluster(self["host"], self["port"], self["cluster"], self.key(),
+                       self["timeout"], tuple(self.addresses()))
+
+
+class RegisterOptions(UnregisterOptions):
+    """Options of C{srp register}."""
+
+    synopsis = ("Usage: srp register [options] CLUSTER_ADDRESS INSTANCE --tcp PORT "
+                "[--np PIPE]")
+    longdesc = (
+        "Register INSTANCE, listening on --tcp PORT (and/or --np PIPE) at this host, with "
+        "the srp cluster answering at CLUSTER_ADDRESS, for --ttl seconds (0: until "
+        "'srp unregister'); registering again renews it.  With --keep, stay in the "
+        "foreground renewing every third of the ttl, and unregister on SIGTERM or SIGINT: "
+        "a container entrypoint's way to register itself.  Sealed with the cluster key "
+        "(--key-file or $SRP_CLUSTER_KEY); a cluster without a key accepts loopback only."
+    )
+    examples = (
+        "srp register 127.0.0.1 SALES --tcp 14330",
+        "srp register --key-file /etc/srp/cluster.key --ttl 0 db SALES --tcp 1433",
+        "srp register --keep --ttl 30 --priority 1 127.0.0.1 SALES --tcp 14331 &",
+    )
+    optFlags = [["keep", None, "Stay in the foreground, renewing; unregister on SIGTERM."]]
+    optParameters = [
+        ["tcp", None, None, "The TCP port the instance listens on."],
+        ["np", None, None, "The named pipe it listens on."],
+        ["ttl", None, "30", f"Seconds the registration lasts (0-{MAX_TTL}; 0: until "
+         "unregistered)."],
+        ["server-name", None, socket.gethostname().split(".")[0].upper(),
+         "The server name clients are told."],
+    ]
+
+    def parseArgs(self, host: str, instance: str) -> None:  # type: ignore[override]
+        super().parseArgs(host, instance)
+        if self["tcp"] is None and self["np"] is None:
+            raise usage.UsageError("--tcp PORT or --np PIPE is required")
+        tcp = None if self["tcp"] is None else _number("--tcp", self["tcp"], int, 1, 65535)
+        self["ttl"] = _number("--ttl", self["ttl"], float, 0, MAX_TTL)
+        try:
+            self["registration"] = Registration(
+                InstanceInfo(self["server-name"], instance, tcp=tcp, np=self["np"]),
+                priority=self["priority"])
+        except WireError as e:
+            raise usage.UsageError(str(e)) from None
+
+
 class ServeOptions(NodeOptions):
     """Options of C{srp serve}."""
 
@@ -272,12 +354,16 @@ class Options(CommandOptions):
         ["enumerate", None, EnumerateOptions, "List the instances of HOST."],
         ["browse", None, BrowseOptions, "Broadcast and list the instances that answer."],
         ["status", None, StatusOptions, "Show the role and state of an srp node."],
+        ["register", None, RegisterOptions, "Register an instance with a cluster, for a "
+         "while."],
+        ["unregister", None, UnregisterOptions, "End a registration by command."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError(
-                "a command is required: serve, resolve, enumerate, browse or status")
+                "a command is required: serve, resolve, enumerate, browse, status, register "
+                "or unregister")
 
 
 async def _resolve(reactor: Any, options: ResolveOptions, out: TextIO) -> None:
@@ -378,6 +464,49 @@ async def _status(reactor: Any, options: StatusOptions, out: TextIO) -> None:
         + "\n")
 
 
+async def _lease(reactor: Any, options: UnregisterOptions, out: TextIO, err: TextIO) -> None:
+    cluster = options.cluster()
+    registering = isinstance(options, RegisterOptions)
+    keeper = LeaseKeeper(reactor, cluster, options["registration"], options["ttl"]
+                         ) if registering else None
+    try:
+        if keeper is not None:
+            await keeper.start()
+        else:
+            await request(reactor, cluster, Unregister(options["instance"],
+                                                       options["priority"]))
+    except NoAnswer as e:
+        raise CommandError(f"{e} — wrong cluster key? (or cluster name, or no srp node "
+                           "listens there)") from None
+    except QueryFailed as e:
+        raise CommandError(str(e)) from None
+    result = {"instance": options["instance"], "priority": options["priority"],
+              "result": "registered" if registering else "unregistered"}
+    if keeper is not None:
+        info = keeper.registration.info
+        result |= {"tcp": info.tcp, "np": info.np, "ttl": options["ttl"] or None}
+    if options["json"]:
+        out.write(json.dumps(result) + "\n")
+    else:
+        out.write(formatTable([k.upper() for k in result],
+                              [["-" if v is None else str(v) for v in result.values()]])
+                  + "\n")
+    if keeper is not None and options["keep"]:
+        out.flush()
+        _startLogging(err)
+        reactor.addSystemEventTrigger("before", "shutdown",
+                                      lambda: Deferred.fromCoroutine(_unregister(keeper)))
+        await Deferred()  # until the reactor stops (SIGINT, SIGTERM)
+
+
+async def _unregister(keeper: LeaseKeeper) -> None:
+    try:
+        await keeper.stop()
+    except (QueryFailed, Refused) as e:
+        keeper.log.warn("Could not unregister {name}: {error}",
+                        name=keeper.registration.name, error=e)
+
+
 def _startLogging(err: TextIO) -> None:
     observer = FilteringLogObserver(
         textFileLogObserver(err), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)]
@@ -426,6 +555,8 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
         "browse": lambda: _browse(reactor, sub, out),
         "serve": lambda: _serve(reactor, sub, err),
         "status": lambda: _status(reactor, sub, out),
+        "register": lambda: _lease(reactor, sub, out, err),
+        "unregister": lambda: _lease(reactor, sub, out, err),
     }
 
     def failed(failure: Any) -> None:

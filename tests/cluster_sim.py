@@ -72,6 +72,9 @@ class SimCluster:
     size: int = 5
     nodes: list[SimNode] = field(factory=list)
     servers: SwitchedCheck = field(factory=SwitchedCheck)
+    #: The registrations by command asked for: the latest time each may end
+    #: (reactor seconds), by the node id it registers as.
+    leases: dict[int, float] = field(factory=dict)
     _started: int = 0
 
     def hostOf(self, index: int) -> str:
@@ -103,6 +106,8 @@ class SimCluster:
         reactor = self.network.reactor(host)
         service = NodeService(config, reactor, nodeId=nodeId,
                               checks={SwitchedCheck.name: self.servers})
+        # No servers run behind the registrations by command.
+        service.membership.leases.check = None
         node = SimNode(f"node{index}", host, service, reactor,
                        resumedAt=self.network.clock.seconds())
         service.startService()
@@ -197,7 +202,7 @@ def violations(cluster: SimCluster) -> list[str]:
                 problems.append(f"{registration.name} of {node.name} "
                                 f"({registration.nodeId:x}) is not registered")
     registered = {r for n in live for r in n.registrations}
-    for registration in held - registered:
+    for registration in {r for r in held if r.nodeId not in cluster.leases} - registered:
         problems.append(f"{registration.name} of node {registration.nodeId:x} is answered "
                         "but no live node registers it")
     for name in {r.name for n in live for r in n.registrations}:
@@ -243,3 +248,13 @@ def downAnswered(cluster: SimCluster) -> list[str]:
                 problems.append(f"{name} of {node.name} answered as up, its server down "
                                 f"for {now - off:.2f} s")
     return problems
+
+
+def expiredAnswered(cluster: SimCluster) -> list[str]:
+    """Registrations by command an active still holds more than an interval after they end."""
+    now = cluster.network.clock.seconds()
+    return [f"{r.name} at priority {r.priority}, registered by command, "
+            f"{now - cluster.leases[r.nodeId]:.2f} s after it ended"
+            for active in cluster.actives()
+            for r in active.service.registry.registrations()
+            if r.nodeId in cluster.leases and now > cluster.leases[r.nodeId] + INTERVAL]

@@ -18,11 +18,14 @@ from srp.wire.cluster import (
     Member,
     Probe,
     Redirect,
+    Register,
+    RegisterAck,
     ReJoin,
     Resolve,
     ResolveReply,
     StatusQuery,
     StatusReply,
+    Unregister,
 )
 from srp.wire.instances import Registration
 
@@ -98,6 +101,11 @@ clusterMessages = st.one_of(
         st.just(tuple(h for _, h in pairs)))),
     st.builds(StatusReply, st.text(max_size=50)),
     st.builds(Redirect, members),
+    st.builds(Register, registrations, st.integers(0, 2**32 - 1),
+              st.sampled_from(["", "10.0.0.1", "::1"])),
+    st.builds(Unregister, instanceNames, st.integers(0, 0xFFFF)),
+    st.builds(RegisterAck, st.integers(0, 0xFF), st.integers(0, 2**32 - 1),
+              st.text(max_size=40)),
 )
 
 envelopes = st.builds(

@@ -136,7 +136,8 @@ def test_usage_errors_exit_2(arguments: tuple[str, ...], complaint: str) -> None
     assert complaint in result.stderr.splitlines()[0]
 
 
-@pytest.mark.parametrize("command", ["resolve", "enumerate", "browse", "serve", "status"])
+@pytest.mark.parametrize("command", ["resolve", "enumerate", "browse", "serve", "status",
+                                     "register", "unregister"])
 def test_help_has_examples(command: str) -> None:
     result = srp(command, "--help")
     assert result.returncode == 0

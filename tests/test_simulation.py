@@ -13,6 +13,11 @@ live node registers.  Throughout, no active may hold a registration of a
 node dead for longer than L{EXPIRY}, nor answer with a registration whose
 server has been down for longer than L{DOWN_BOUND} as if it were alive.
 
+With registrations by command (L{test_seeded_scenarios_with_leases}), a
+registrant also registers, renews and unregisters instances with short
+leases at random, and no active may answer a lease more than an interval
+after it can have ended.
+
 C{make test} runs 1,000 scenarios; C{SRP_SIM_SCENARIOS=N} runs N, and
 C{SRP_SIM_SEED=S} replays one.  A failure prints its seed.
 """
@@ -22,25 +27,67 @@ from __future__ import annotations
 import os
 import random
 
+from twisted.internet.defer import ensureDeferred
+
+from srp.client.registration import Cluster, request
+from srp.records import InstanceInfo, Registration
+from srp.server.leases import leaseId
 from srp.testing import FakeNetwork
+from srp.wire.cluster import Register, Unregister
 from tests.cluster_sim import (
     DOWN_BOUND,
     EXPIRY,
     INTERVAL,
+    KEY,
     MISSES,
     SimCluster,
     deadAnswered,
     downAnswered,
+    expiredAnswered,
     violations,
 )
 
 #: Seconds after the network heals within which the invariants must hold.
 SETTLE = 6.0
 SCENARIOS = int(os.environ.get("SRP_SIM_SCENARIOS", "1000"))
+#: How long a registrant waits for the active's answer (and so, at most,
+#: how long after it asks a lease can start).
+REGISTRANT_TIMEOUT = 0.5
 
 
-def runScenario(seed: int) -> tuple[list[str], float]:
-    """Play scenario C{seed}; return the invariants broken and the time it took to settle."""
+class Registrant:
+    """A process that registers instances by command, at random, and what it asked for."""
+
+    def __init__(self, cluster: SimCluster, rng: random.Random) -> None:
+        self.cluster = cluster
+        self.rng = rng
+        self.reactor = cluster.network.reactor("127.0.0.1" if cluster.sharedHost
+                                               else "10.0.1.1")
+        self.where = Cluster(cluster.addresses[0], name="sim", key=KEY,
+                             timeout=REGISTRANT_TIMEOUT, addresses=cluster.addresses)
+
+    def act(self, action: str) -> None:
+        name, priority = f"L{self.rng.randint(0, 2)}", self.rng.randint(0, 1)
+        message: Register | Unregister
+        if action == "register":
+            ttl = self.rng.uniform(0.5, 3.0)
+            now = self.cluster.network.clock.seconds()
+            nodeId = leaseId(name, priority)
+            # Granted at the latest when the last try arrives, a delay after it left.
+            end = now + REGISTRANT_TIMEOUT + 0.1 + ttl
+            self.cluster.leases[nodeId] = max(end, self.cluster.leases.get(nodeId, end))
+            message = Register(Registration(InstanceInfo("REG", name, tcp=40000 + priority),
+                                            priority=priority), round(ttl * 1000))
+        else:
+            message = Unregister(name, priority)
+        ensureDeferred(request(self.reactor, self.where, message)).addErrback(lambda _: None)
+
+
+def runScenario(seed: int, leases: bool = False) -> tuple[list[str], float]:
+    """
+    Play scenario C{seed}, with registrations by command if C{leases};
+    return the invariants broken and the time it took to settle.
+    """
     rng = random.Random(seed)
     sharedHost = rng.random() < 0.4
     network = FakeNetwork(seed=seed, loss=rng.choice([0.0, 0.01, 0.05, 0.1]),
@@ -49,6 +96,7 @@ def runScenario(seed: int) -> tuple[list[str], float]:
     cluster = SimCluster(network, sharedHost=sharedHost, size=rng.randint(5, 7))
     cluster.startAll()
     problems: list[str] = []
+    registrant = Registrant(cluster, rng) if leases else None
 
     def run(seconds: float) -> None:
         end = network.clock.seconds() + seconds
@@ -56,12 +104,15 @@ def runScenario(seed: int) -> tuple[list[str], float]:
             cluster.run(INTERVAL, step=0.05)
             problems.extend(deadAnswered(cluster))
             problems.extend(downAnswered(cluster))
+            problems.extend(expiredAnswered(cluster))
 
     run(rng.uniform(0.5, 2.0))
     for _ in range(rng.randint(3, 8)):
         action = rng.choice(["crash", "crash-active", "stop", "stop-active", "restart",
                              "restart", "partition", "heal", "pause", "pause-active",
-                             "server-down", "server-up", "server-flap"])
+                             "server-down", "server-up", "server-flap",
+                             *(["register", "register", "register", "unregister"]
+                               if leases else [])])
         live = [i for i, n in enumerate(cluster.nodes) if n.alive]
         dead = [i for i, n in enumerate(cluster.nodes) if not n.alive]
         actives = [i for i in live if cluster.nodes[i].service.role == "active"]
@@ -82,6 +133,8 @@ def runScenario(seed: int) -> tuple[list[str], float]:
             network.partition(hosts[:cut], hosts[cut:])
         elif action == "heal":
             network.heal()
+        elif registrant is not None and action in ("register", "unregister"):
+            registrant.act(action)
         elif action in ("pause", "pause-active") and (actives or action == "pause"):
             paused = rng.choice(actives if action == "pause-active" else live)
             cluster.freeze(paused)
@@ -112,12 +165,21 @@ def runScenario(seed: int) -> tuple[list[str], float]:
 
 
 def test_seeded_scenarios() -> None:
-    seeds = ([int(os.environ["SRP_SIM_SEED"])] if "SRP_SIM_SEED" in os.environ
-             else range(SCENARIOS))
+    checkScenarios(range(SCENARIOS), leases=False)
+
+
+def test_seeded_scenarios_with_leases() -> None:
+    checkScenarios(range(max(1, SCENARIOS // 4)), leases=True)
+
+
+def checkScenarios(seeds: range | list[int], leases: bool) -> None:
+    """Play scenarios C{seeds} (or C{$SRP_SIM_SEED}); fail naming those that broke an invariant."""
+    if "SRP_SIM_SEED" in os.environ:
+        seeds = [int(os.environ["SRP_SIM_SEED"])]
     failures = {}
     slowest = 0.0
     for seed in seeds:
-        problems, settled = runScenario(seed)
+        problems, settled = runScenario(seed, leases)
         slowest = max(slowest, settled)
         if problems:
             failures[seed] = sorted(set(problems))[:5]

@@ -29,7 +29,8 @@ class _ClusterQuery(DatagramProtocol):
     noisy = False
 
     def __init__(self, auth: ClusterAuthenticator, request: ClusterMessage,
-                 targets: Sequence[tuple[str, int]], expected: type) -> None:
+                 targets: Sequence[tuple[str, int]],
+                 expected: type | tuple[type, ...]) -> None:
         self.auth = auth
         self.request = request
         self.targets = targets
@@ -62,13 +63,14 @@ class _ClusterQuery(DatagramProtocol):
 
 
 async def clusterQuery(
-    reactor: Any, host: str, request: ClusterMessage, expected: type,
+    reactor: Any, host: str, request: ClusterMessage, expected: type | tuple[type, ...],
     port: int = BROWSER_PORT, cluster: str = "srp", key: bytes = b"",
     timeout: float = 2.0, attempts: int = 3, addresses: Sequence[str] = (),
 ) -> Envelope:
     """
     Send a cluster C{request} to a node (or to every one of C{addresses} at
-    once) and return the first authentic reply of type C{expected}.
+    once) and return the first authentic reply of type C{expected} (or of
+    one of them).
 
     @raise NoAnswer: if none came within C{timeout} (the reason for the
         last rejected reply, such as a wrong key, is part of the message).

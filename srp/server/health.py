@@ -31,6 +31,8 @@ FLAP_WINDOW = 60.0
 MAX_RISE_FACTOR = 16
 #: Seconds before a multiple of the interval that count as on it (float rounding).
 SAME_MULTIPLE = 0.001
+#: Where a node listening on a wildcard address checks its instances.
+LOOPBACK_FOR_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 @frozen

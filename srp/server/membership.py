@@ -33,6 +33,7 @@ from srp.server.access import AccessPolicy
 from srp.server.fencing import Fence
 from srp.server.handover import sharingFor
 from srp.server.joins import JoinParts
+from srp.server.leases import LeaseTable
 from srp.server.limits import ReplyLimiter, StateBounds
 from srp.server.mismatch import MismatchReport
 from srp.server.registry import Registry
@@ -182,6 +183,8 @@ class Membership:
         self.fence = Fence(self)
         #: Reports the messages of nodes with another key or cluster name.
         self.mismatch = MismatchReport(self)
+        #: The cluster's registrations by command, which every node keeps.
+        self.leases = LeaseTable(self)
         self.machine: RoleInputs = _machineFactory(self)
 
     def setOwn(self, own: Sequence[Registration]) -> None:
@@ -329,6 +332,7 @@ class Membership:
 
     def clearRegistry(self) -> None:
         """Forget every registration: the node no longer answers for the cluster."""
+        self.leases.unserve()
         for registration in self.registry.registrations():
             self.registry.unregister(registration.name, registration.nodeId)
 
@@ -393,9 +397,13 @@ class Membership:
                           describe=self._describe)
 
     def _describe(self, registration: Registration) -> dict[str, Any]:
-        """A registration for status, with when its health changed if it is this node's."""
+        """
+        A registration for status, with when its health changed if it is this
+        node's, and its lease if it is a registration by command.
+        """
         return registrationStatus(registration, self.healthSince.get(registration.key)
-                                  if registration.nodeId == self.nodeId else None)
+                                  if registration.nodeId == self.nodeId else None
+                                  ) | self.leases.describe(registration.nodeId)
 
     def _summary(self) -> dict[str, Any]:
         role = self.current

@@ -21,7 +21,13 @@ from srp.interfaces import IHealthCheck, NodeListening
 from srp.records import InstanceInfo, Registration, instanceKey
 from srp.server.checks import checkNamed
 from srp.server.config import ClusterConfig, ConfigError, NodeConfig, loadConfig
-from srp.server.health import CheckSchedule, Health, HealthMonitor, HealthSettings
+from srp.server.health import (
+    LOOPBACK_FOR_WILDCARD,
+    CheckSchedule,
+    Health,
+    HealthMonitor,
+    HealthSettings,
+)
 from srp.server.hello import HelloFactory
 from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
@@ -30,9 +36,6 @@ from srp.server.responder import ResponderStats
 from srp.server.roles.active import ClusterPorts
 from srp.transports import DEFAULT_PREFERENCE, transportNamed
 from srp.transports.splice import relayFactory
-
-#: Where a node listening on a wildcard address checks its instances.
-LOOPBACK_FOR_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 class NodeStartError(Exception):
@@ -95,6 +98,9 @@ class NodeService(Service):
                                      self.stats, nodeId, onRole=self._roleChanged,
                                      access=config.access, limiter=self.limiter,
                                      bounds=config.bounds)
+        # The active checks the registrations by command as it checks its own.
+        self.membership.leases.check = checkNamed(HealthSettings().check)
+        self.membership.leases.schedule = self._checkSchedule
 
     def serve(self, instance: str, factory: IProtocolFactory,
               transports: Sequence[str] = DEFAULT_PREFERENCE) -> None:

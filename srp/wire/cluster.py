@@ -14,21 +14,19 @@ import hashlib
 import hmac
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
 
 from attrs import Factory, field, frozen
 
 from srp.wire.errors import WireError
-from srp.wire.instances import (
-    Registration,
-    checkPort,
-    checkToken,
-    decodeInstances,
-    encodeInstance,
-)
-
-T = TypeVar("T")
+from srp.wire.fields import ClusterWireError, Member, registrationsDigest, registrationSize
+from srp.wire.fields import Reader as _Reader
+from srp.wire.fields import encodeList as _encodeList
+from srp.wire.fields import encodeRegistration as _encodeRegistration
+from srp.wire.fields import readMembers as _readMembers
+from srp.wire.fields import readRegistration as _readRegistration
+from srp.wire.fields import readRegistrations as _readRegistrations
+from srp.wire.fields import short as _short
+from srp.wire.instances import Registration, checkToken
 
 #: The highest version of the message layouts this node speaks.  Every
 #: message is sent at the lowest version whose layout carries it: a Join in
@@ -56,19 +54,6 @@ _PART_FIELDS = struct.Struct("<IHH")
 PART_OVERHEAD = _PART_FIELDS.size + 2
 
 
-class ClusterWireError(WireError):
-    """
-    A cluster message that must be rejected.
-
-    C{reason} is one word for counters: C{truncated}, C{oversized},
-    C{version}, C{tag}, C{cluster} or C{malformed}.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 def clusterId(name: str) -> int:
     """The 32-bit id of a cluster name, carried in every header."""
     return zlib.crc32(name.encode("utf-8"))
@@ -77,120 +62,6 @@ def clusterId(name: str) -> int:
 def isClusterMessage(datagram: bytes) -> bool:
     """Whether C{datagram} claims to be a cluster message (by its first byte)."""
     return bool(datagram) and FIRST_OPCODE <= datagram[0] <= LAST_OPCODE
-
-
-class _Reader:
-    """Reads payload fields, raising L{ClusterWireError} when they run out."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.offset = 0
-
-    def unpack(self, fmt: str) -> tuple[int, ...]:
-        size = struct.calcsize(fmt)
-        if self.offset + size > len(self.data):
-            raise ClusterWireError("malformed", "payload ends inside a field")
-        values = struct.unpack_from(fmt, self.data, self.offset)
-        self.offset += size
-        return values
-
-    def bytes(self) -> bytes:
-        (length,) = self.unpack("<H")
-        if self.offset + length > len(self.data):
-            raise ClusterWireError("malformed", "payload ends inside a string")
-        value = self.data[self.offset : self.offset + length]
-        self.offset += length
-        return value
-
-    def text(self) -> str:
-        try:
-            return self.bytes().decode("ascii")
-        except UnicodeDecodeError:
-            raise ClusterWireError("malformed", "payload string is not ASCII") from None
-
-    def end(self) -> None:
-        if self.offset != len(self.data):
-            raise ClusterWireError("malformed", f"{len(self.data) - self.offset} bytes "
-                                   "follow the payload")
-
-
-def _short(value: bytes) -> bytes:
-    if len(value) > 0xFFFF:
-        raise WireError("string of more than 65,535 bytes")
-    return struct.pack("<H", len(value)) + value
-
-
-@frozen
-class Member:
-    """A node as the active knows it: its id and the address of its cluster socket."""
-
-    nodeId: int
-    host: str
-    port: int
-
-    def __attrs_post_init__(self) -> None:
-        checkToken("member host", self.host, 64)
-        checkPort("member port", self.port)
-
-    def encode(self) -> bytes:
-        return struct.pack("<Q", self.nodeId) + _short(self.host.encode("ascii")) + struct.pack(
-            "<H", self.port)
-
-    @classmethod
-    def read(cls, reader: _Reader) -> Member:
-        (nodeId,) = reader.unpack("<Q")
-        host = reader.text()
-        (port,) = reader.unpack("<H")
-        return cls(nodeId, host, port)
-
-
-def registrationSize(registration: Registration) -> int:
-    """The bytes C{registration} takes in a Join."""
-    return len(_encodeRegistration(registration))
-
-
-def registrationsDigest(registrations: Iterable[Registration]) -> int:
-    """
-    A digest of a node's registrations, whatever their order: what a
-    KeepAlive carries so that the active sees a Join it missed (a change of
-    health keeps the count).  Never 0, which means "no digest".
-    """
-    total = sum(zlib.crc32(_encodeRegistration(r)) for r in registrations)
-    return total % 0xFFFFFFFF or 0xFFFFFFFF
-
-
-def _encodeRegistration(registration: Registration) -> bytes:
-    flags = ((1 if registration.hidden else 0) | (2 if registration.dacPort is not None else 0)
-             | (4 if registration.down else 0) | (8 if registration.hideWhenDown else 0))
-    return struct.pack(
-        "<QHBH", registration.nodeId, registration.priority, flags, registration.dacPort or 0
-    ) + _short(encodeInstance(registration.info, limit=0xFFFF))
-
-
-def _readRegistration(reader: _Reader) -> Registration:
-    nodeId, priority, flags, dacPort = reader.unpack("<QHBH")
-    infos = decodeInstances(reader.bytes())
-    if len(infos) != 1:
-        raise ClusterWireError("malformed", f"registration describes {len(infos)} instances")
-    return Registration(infos[0], hidden=bool(flags & 1),
-                        dacPort=dacPort if flags & 2 else None, priority=priority, nodeId=nodeId,
-                        down=bool(flags & 4), hideWhenDown=bool(flags & 8))
-
-
-def _encodeList(items: Sequence[T], encodeOne: Callable[[T], bytes]) -> bytes:
-    if len(items) > 0xFFFF:
-        raise WireError(f"list of {len(items)} entries; at most 65,535")
-    return struct.pack("<H", len(items)) + b"".join(encodeOne(i) for i in items)
-
-
-def _readMembers(reader: _Reader) -> tuple[Member, ...]:
-    (count,) = reader.unpack("<H")
-    return tuple(Member.read(reader) for _ in range(count))
-
-
-def _readRegistrations(reader: _Reader) -> tuple[Registration, ...]:
-    (count,) = reader.unpack("<H")
-    return tuple(_readRegistration(reader) for _ in range(count))
 
 
 @frozen
@@ -442,9 +313,71 @@ class StatusReply:
         return self.document.encode("utf-8")
 
 
+@frozen
+class Register:
+    """
+    Register C{registration} for C{ttl} milliseconds (0: until unregistered),
+    or renew it: a registration by command (C{srp register}).
+
+    The active answers with a L{RegisterAck} and forwards the lease to every
+    passive, with the milliseconds it has left as C{ttl} and the address its
+    ports are at as C{host} (a registrant leaves it empty: the address it
+    sends from, or the cluster address when that is a loopback one).
+    """
+
+    opcode = 0xAD
+    action = 1
+    registration: Registration
+    ttl: int
+    host: str = ""
+
+    def payload(self) -> bytes:
+        return (bytes([self.action]) + _encodeRegistration(self.registration)
+                + struct.pack("<I", self.ttl) + _short(self.host.encode("ascii")))
+
+
+@frozen
+class Unregister:
+    """
+    End the registration by command of C{instanceName} at C{priority}.  It
+    shares L{Register}'s opcode; the first payload byte tells them apart.
+    """
+
+    opcode = 0xAD
+    action = 2
+    instanceName: str = field(validator=_name)
+    priority: int = 0
+
+    def payload(self) -> bytes:
+        return (bytes([self.action]) + _short(self.instanceName.encode("ascii"))
+                + struct.pack("<H", self.priority))
+
+
+#: The result codes of a L{RegisterAck}.
+REGISTERED, UNKNOWN, FULL, REFUSED = 0, 1, 2, 3
+
+
+@frozen
+class RegisterAck:
+    """
+    The active's answer to a L{Register} or L{Unregister}: a result code
+    (C{REGISTERED}, C{UNKNOWN} registration, C{FULL} lease table, other
+    C{REFUSED}), the milliseconds the lease lasts (0: until unregistered),
+    and the reason, in words, when it is not C{REGISTERED}.
+    """
+
+    opcode = 0xAE
+    result: int
+    ttl: int = 0
+    reason: str = ""
+
+    def payload(self) -> bytes:
+        return struct.pack("<BI", self.result, self.ttl) + _short(self.reason.encode("utf-8"))
+
+
 ClusterMessage = (Probe | Join | Leave | KeepAlive | KeepAliveAck | ReJoin | Activate
                   | ActivateAck | Resolve | ResolveReply | Redirect | StatusQuery
-                  | StatusReply)
+                  | StatusReply | Register | Unregister | RegisterAck)
 
 #: The messages that have a version 2 layout.
 _VERSIONED = (Join, KeepAlive, ReJoin, StatusQuery)
@@ -479,6 +412,18 @@ def _readStatusQuery(reader: _Reader) -> StatusQuery:
     if query.version == 1:
         raise ClusterWireError("malformed", "a version 2 StatusQuery asks for a later page")
     return query
+
+
+def _readLease(reader: _Reader) -> Register | Unregister:
+    (action,) = reader.unpack("<B")
+    if action == Register.action:
+        registration = _readRegistration(reader)
+        (ttl,) = reader.unpack("<I")
+        return Register(registration, ttl, reader.text())
+    if action == Unregister.action:
+        name = reader.text()
+        return Unregister(name, reader.unpack("<H")[0])
+    raise ClusterWireError("malformed", f"unknown lease action {action}")
 
 
 def _decodePayload(opcode: int, version: int, payload: bytes) -> ClusterMessage:
@@ -521,6 +466,14 @@ def _decodePayload(opcode: int, version: int, payload: bytes) -> ClusterMessage:
         message = Redirect(Member.read(reader))
     elif opcode == StatusQuery.opcode:
         message = _readStatusQuery(reader) if version == 2 else StatusQuery()
+    elif opcode == Register.opcode:
+        message = _readLease(reader)
+    elif opcode == RegisterAck.opcode:
+        result, ttl = reader.unpack("<BI")
+        try:
+            message = RegisterAck(result, ttl, reader.bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ClusterWireError("malformed", "RegisterAck reason is not UTF-8") from None
     elif opcode == StatusReply.opcode:
         try:
             message = StatusReply(payload.decode("utf-8"))
@@ -602,8 +555,9 @@ def decodeEnvelope(datagram: bytes, key: bytes, cluster: int) -> Envelope:
 
 
 __all__ = [
-    "Activate", "ActivateAck", "ClusterMessage", "ClusterWireError", "Envelope",
-    "Join", "KeepAlive", "KeepAliveAck", "Leave", "Member", "Probe", "ReJoin", "Redirect",
-    "Resolve", "ResolveReply", "StatusQuery", "StatusReply", "clusterId", "decodeEnvelope",
-    "isClusterMessage", "layoutVersion", "registrationSize",
+    "FULL", "REFUSED", "REGISTERED", "UNKNOWN", "Activate", "ActivateAck", "ClusterMessage",
+    "ClusterWireError", "Envelope", "Join", "KeepAlive", "KeepAliveAck", "Leave", "Member",
+    "Probe", "ReJoin", "Redirect", "Register", "RegisterAck", "Resolve", "ResolveReply",
+    "StatusQuery", "StatusReply", "Unregister", "clusterId", "decodeEnvelope",
+    "isClusterMessage", "layoutVersion", "registrationSize", "registrationsDigest",
 ]

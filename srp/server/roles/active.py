@@ -28,9 +28,11 @@ from srp.wire.cluster import (
     Member,
     Probe,
     Redirect,
+    Register,
     ReJoin,
     Resolve,
     ResolveReply,
+    Unregister,
     registrationsDigest,
 )
 
@@ -113,6 +115,7 @@ class ActiveRole(Role):
         self.expire()
         for registration in core.own:
             core.registry.register(registration)
+        core.leases.serve()
         self.log.info("Active for cluster {cluster} at epoch {epoch} with {count} passives",
                       cluster=core.settings.name, epoch=core.epoch, count=len(self._passives))
         # Offer the sockets before the passives hear of this node: they ask
@@ -155,6 +158,9 @@ class ActiveRole(Role):
                 self._forget(envelope.sender)
             case Resolve() as resolve:
                 self._resolve(resolve, source, replyFrom)
+            case Register() | Unregister() as lease:
+                self.core.leases.request(lease, source, replyFrom,
+                                         [(p.host, p.port) for p in self._passives])
             case KeepAliveAck():
                 self._challenged(envelope, source)
             case _:
@@ -172,6 +178,7 @@ class ActiveRole(Role):
         self._lastTick = now
         self._remind()
         self.expire()
+        self.core.leases.tick([(p.host, p.port) for p in self._passives])
         for host in settings.addresses:
             if host not in settings.listen:
                 self.core.send(Probe(), (host, settings.port))
@@ -293,6 +300,8 @@ class ActiveRole(Role):
         self.digests[nodeId] = (registrationsDigest(joined.registrations)
                                 if joined.carried == len(joined.registrations) else None)
         self._ack(source, replyFrom)
+        for lease in self.core.leases.leases():
+            self.core.leases.forward(lease, source, replyFrom)
 
     def _refuse(self, counter: str, message: str, **fields: object) -> None:
         if self.core.tally(counter):
@@ -325,7 +334,7 @@ class ActiveRole(Role):
     def _resolve(self, resolve: Resolve, source: Address, replyFrom: DatagramProtocol) -> None:
         visible = tuple(r for r in self.core.registry.candidates(resolve.instanceName)
                         if not r.hidden)
-        hosts = {p.nodeId: p.host for p in self._passives}
+        hosts = self.core.leases.hosts() | {p.nodeId: p.host for p in self._passives}
         self.core.send(ResolveReply(resolve.instanceName, visible,
                                     tuple(hosts.get(r.nodeId, "") for r in visible)),
                        source, replyFrom)

@@ -21,7 +21,9 @@ from srp.wire.cluster import (
     Leave,
     Member,
     Redirect,
+    Register,
     ReJoin,
+    Unregister,
 )
 from srp.wire.errors import WireError
 
@@ -73,6 +75,8 @@ class PassiveRole(Role):
     def begin(self) -> None:
         """Now passive: forget the registry (the active answers), Join the active."""
         self.core.clearRegistry()
+        # The active sends its whole lease table once it has this node's Join.
+        self.core.leases.clear()
         self.core.fence.follow(self.active.nodeId)
         self.join()
         self.log.info("Passive in cluster {cluster}, active {host}:{port} at epoch {epoch}",
@@ -144,6 +148,12 @@ class PassiveRole(Role):
                 self.join()
             case Activate() as activate if fromActive:
                 self._activated(activate, source)
+            case Register() | Unregister() as lease if fromActive:
+                self.core.leases.follow(lease, envelope.sequence)
+            case Register() | Unregister():
+                # A registrant asked a passive: the active grants leases.
+                self.core.counters["leases_redirected"] += 1
+                self.core.send(Redirect(self.active), source, replyFrom)
             case _:
                 super().received(envelope, source, replyFrom)
 
