@@ -36,6 +36,7 @@ from srp.server.joins import JoinParts
 from srp.server.limits import ReplyLimiter, StateBounds
 from srp.server.mismatch import MismatchReport
 from srp.server.registry import Registry
+from srp.server.remote import RemoteRelays
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.server.roles.active import ActiveRole, ClusterPorts
 from srp.server.roles.base import (
@@ -182,6 +183,8 @@ class Membership:
         self.fence = Fence(self)
         #: Reports the messages of nodes with another key or cluster name.
         self.mismatch = MismatchReport(self)
+        #: The relays for the instances answered from other hosts' nodes.
+        self.remote = RemoteRelays(reactor, registry, settings.listen)
         self.machine: RoleInputs = _machineFactory(self)
 
     def setOwn(self, own: Sequence[Registration]) -> None:
@@ -237,6 +240,7 @@ class Membership:
             self._ticker.stop()
         self.cancelTimer()
         self.fence.release()
+        self.remote.close()
         if self.socket is not None:
             self._socketPort.stopListening()
             self.socket = None
@@ -287,7 +291,7 @@ class Membership:
         responders = []
         try:
             for host in self.settings.listen:
-                responder = self._responder()
+                responder = self._responder(host)
                 ports.append(self.reactor.listenUDP(self.settings.port, responder,
                                                     interface=host,
                                                     maxPacketSize=MAX_DATAGRAM))
@@ -315,15 +319,15 @@ class Membership:
             return None
         adopted = ClusterPorts([], [])
         for s in handed:
-            responder = self._responder()
+            responder = self._responder(s.host)
             adopted.ports.append(self.sharing.adopt(s, responder, MAX_DATAGRAM))
             adopted.responders.append(responder)
         self.counters["sockets_taken"] += len(handed)
         return adopted
 
-    def _responder(self) -> ResolutionResponder:
+    def _responder(self, host: str) -> ResolutionResponder:
         return ResolutionResponder(
-            self.registry, self.reactor, self.stats,
+            self.remote.view(host), self.reactor, self.stats,
             cluster=self.received if self.settings.extensions else None,
             access=self.access, limiter=self.limiter)
 

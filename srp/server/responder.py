@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from srp.interfaces import IRegistry
+from srp.interfaces import IAnswers
 from srp.server.access import AccessPolicy
 from srp.server.limits import ReplyLimiter
 from srp.wire import (
@@ -70,7 +70,8 @@ def instanceReply(info: InstanceInfo) -> bytes:
 
 class ResolutionResponder(DatagramProtocol):
     """
-    Answers [MC-SQLR] requests on one UDP port from an L{IRegistry}.
+    Answers [MC-SQLR] requests on one UDP port from an L{IAnswers} (a registry,
+    or the view of one that L{srp.server.remote} gives an active).
 
     Unknown or hidden instances, and anything that is not a valid request
     (empty, malformed, unknown type, C{0x0A}, responses), get no reply: they
@@ -81,7 +82,7 @@ class ResolutionResponder(DatagramProtocol):
     noisy = False
 
     def __init__(
-        self, registry: IRegistry, clock: IReactorTime, stats: ResponderStats | None = None,
+        self, registry: IAnswers, clock: IReactorTime, stats: ResponderStats | None = None,
         cluster: ClusterHandler | None = None, access: AccessPolicy | None = None,
         limiter: ReplyLimiter | None = None,
     ) -> None:
