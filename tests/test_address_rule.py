@@ -97,7 +97,7 @@ class Lan:
         self.client.replies.clear()
         self.client.transport.write(request, (address or self.hosts[0], 1434))  # type: ignore[union-attr]
         self.run(0.05)
-        infos = []
+        infos: list[InstanceInfo] = []
         for datagram, _ in self.client.replies:
             response = decodeResponse(datagram)
             assert isinstance(response, InstancesResponse)
@@ -272,7 +272,7 @@ def test_any_cluster_is_accepted_for_resolve_and_status_only() -> None:
 def test_any_cluster_still_needs_the_key() -> None:
     network = FakeNetwork()
     node = ClusterAuthenticator(network.clock, clusterId("lan"), 1, KEY)
-    asker = ClusterAuthenticator(network.clock, ANY_CLUSTER, 2, b"another key of 32 bytes, wrong!!")
+    asker = ClusterAuthenticator(network.clock, ANY_CLUSTER, 2, b"another key, 32 bytes, wrong!!")
     with pytest.raises(Rejected) as caught:
         node.open(asker.seal(Resolve("X"), 0), CLIENT)
     assert caught.value.reason == "tag"

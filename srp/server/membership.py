@@ -327,9 +327,9 @@ class Membership:
 
     def _responder(self, host: str) -> ResolutionResponder:
         return ResolutionResponder(
-            self.remote.view(host), self.reactor, self.stats,
+            self.registry, self.reactor, self.stats,
             cluster=self.received if self.settings.extensions else None,
-            access=self.access, limiter=self.limiter)
+            access=self.access, limiter=self.limiter, answers=self.remote.view(host))
 
     def clearRegistry(self) -> None:
         """Forget every registration: the node no longer answers for the cluster."""

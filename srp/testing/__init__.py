@@ -169,7 +169,6 @@ class FakeUDPPort:
         return succeed(None)
 
 
-@implementer(IDelayedCall)
 @implementer(IListeningPort)
 class FakeTCPPort:
     """
@@ -198,6 +197,7 @@ class FakeTCPPort:
         return succeed(None)
 
 
+@implementer(IDelayedCall)
 class _ProcessCall:
     """A call of a L{FakeHostReactor}: when it falls due while frozen, it waits for the thaw."""
 
