@@ -91,11 +91,14 @@ class RemoteRelays:
         #: The registry generation that C{relays} and C{answers} reflect.
         self.synced = -1
         self._pending: IDelayedCall | None = None
+        self._views: list[AnsweringView] = []
         registry.watch(self._changed)
 
     def view(self, address: str) -> AnsweringView:
         """What a responder at C{address} answers from."""
-        return AnsweringView(self, address)
+        view = AnsweringView(self, address)
+        self._views.append(view)
+        return view
 
     def passivesAre(self, passives: Iterable[Member]) -> None:
         """The active's passives are now C{passives}: those of other hosts are relayed to."""
@@ -132,6 +135,8 @@ class RemoteRelays:
                     evolve(registration, hidden=True) if relay is None
                     else _relayed(registration, relay.portAt(address)))
         self.answers = answers
+        for view in self._views:
+            view.generation = self.synced
 
     def _relayFor(self, registration: Registration, host: str) -> _Relay | None:
         """The relay of C{registration}'s instance, aimed at it; L{None} if there can be none."""
@@ -192,17 +197,15 @@ class AnsweringView:
     def __init__(self, relays: RemoteRelays, address: str) -> None:
         self.relays = relays
         self.address = address
-
-    @property
-    def generation(self) -> int:
-        """The registry's generation, once the relays reflect it."""
-        relays = self.relays
-        if relays.synced != relays.registry.generation:
-            relays.sync()
-        return relays.synced
+        #: The registry generation the relays reflect.  A plain attribute,
+        #: read for every request: it follows a change of the registry at
+        #: the end of the reactor turn that made it, or at the next lookup.
+        self.generation = relays.synced
 
     def _answers(self) -> dict[str, Registration]:
         """The answers here that differ from the registry's, up to date."""
+        # The responder stores this lookup's reply for the generation it
+        # saw before; the generation that sync() sets clears it next time.
         self.relays.sync()
         return self.relays.answers[self.address]
 
