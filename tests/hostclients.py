@@ -46,7 +46,7 @@ def reached(address: str, port: int, instance: str) -> str:
 def pytdsPort(address: str, instance: str) -> int | None:
     try:
         return int(resolve_instance_port(address, None, instance, TIMEOUT))
-    except Exception:  # noqa: BLE001 -- silence and "not found" are both no answer
+    except Exception:  # silence and "not found" alike: no answer
         return None
 
 

@@ -16,15 +16,15 @@ name reports the host where each instance lives.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from srp.testing.processes import NodeProcess, stopProcess, writeNodeConfig
+from srp.testing.processes import NodeProcess, stopProcess, writeKeyFile, writeNodeConfig
 from tests.conftest import BIN
 from tests.netns import Host, lan
+from tests.test_health_clients import waitUntil
 
 ROOT = Path(__file__).parent.parent
 #: Instance name and tcp port (distinct everywhere), by host index, with the priority.
@@ -47,16 +47,11 @@ def preloginServer(host: Host, instances: list[tuple[str, int, int]]) -> subproc
 
 
 def waitForLog(nodes: list[NodeProcess], text: str, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while sum(text in n.log() for n in nodes) < count:
-        assert time.monotonic() < deadline, [n.log() for n in nodes]
-        time.sleep(0.05)
+    waitUntil(lambda: sum(text in n.log() for n in nodes) >= count, 10)
 
 
 def test_every_client_asking_every_address_reaches_the_instance_asked(tmp_path: Path) -> None:
-    keyFile = tmp_path / "cluster.key"
-    keyFile.write_bytes(os.urandom(32).hex().encode())
-    keyFile.chmod(0o600)
+    keyFile = writeKeyFile(tmp_path / "cluster.key")
     with lan(4) as (a, b, c, client):
         servers = [a, b, c]
         addresses = [h.address for h in servers]

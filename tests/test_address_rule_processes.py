@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from srp.client.endpoint import SRPClientParser
 from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire.cluster import ANY_CLUSTER
 from tests.conftest import srp
+from tests.test_health_clients import waitUntil
 
 
 def addresses(count: int) -> list[str]:
@@ -42,14 +42,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[str], list[socket.socket]]]:
                 tables={"cluster": {"name": "elsewhere", "addresses": hosts}})
             nodes.append(NodeProcess(config, tmp_path / f"node{index}.log").start())
             if index == 0:
-                deadline = time.monotonic() + 10
-                while "Active for cluster" not in nodes[0].log():
-                    assert time.monotonic() < deadline, nodes[0].log()
-                    time.sleep(0.05)
-        deadline = time.monotonic() + 10
-        while nodes[0].log().count("Relaying") < 2:
-            assert time.monotonic() < deadline, [n.log() for n in nodes]
-            time.sleep(0.05)
+                waitUntil(lambda: "Active for cluster" in nodes[0].log(), 10)
+        waitUntil(lambda: nodes[0].log().count("Relaying") == 2, 10)
         yield hosts, servers
     finally:
         for node in nodes:

@@ -3,7 +3,7 @@ Drivers of real C{srp serve} processes, for tests, demos and benchmarks.
 
 L{NodeProcess} runs a node on a free loopback address
 (L{freeLoopbackAddress}) from a configuration that L{writeNodeConfig}
-writes; L{stopProcess} ends any child by its PID.
+writes (and a key file L{writeKeyFile} writes); L{stopProcess} ends any child by its PID.
 """
 
 from __future__ import annotations
@@ -119,6 +119,13 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def writeKeyFile(path: Path) -> Path:
+    """Write a fresh random cluster key to C{path} (mode 600, as a node requires)."""
+    path.write_bytes(os.urandom(32).hex().encode())
+    path.chmod(0o600)
+    return path
 
 
 def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any]],

@@ -67,10 +67,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     host, *pairs = sys.argv[1:] if argv is None else argv
     for pair in pairs:
         name, _, port = pair.partition("=")
-        reactor.listenTCP(int(port), preloginServer(name),  # type: ignore[attr-defined]
-                          interface=host)
+        reactor.listenTCP(int(port), preloginServer(name), interface=host)
     print("listening", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":
