@@ -16,9 +16,11 @@ from twisted.internet.protocol import DatagramProtocol
 from srp.authenticator import ClusterAuthenticator, Rejected
 from srp.client.resolver import ClusterResolver, Resolution
 from srp.records import InstanceInfo, Registration
-from srp.server.config import ClusterConfig, NodeConfig
+from srp.server.config import ClusterConfig, ConfigError, NodeConfig, parseConfig
 from srp.server.health import HealthSettings
 from srp.server.node import NodeService
+from srp.server.registry import Registry
+from srp.server.remote import RemoteRelays
 from srp.testing import FakeNetwork
 from srp.wire import (
     BroadcastRequest,
@@ -28,7 +30,7 @@ from srp.wire import (
     InstancesResponse,
     decodeResponse,
 )
-from srp.wire.cluster import ANY_CLUSTER, Join, Resolve, StatusQuery, clusterId
+from srp.wire.cluster import ANY_CLUSTER, Join, Member, Resolve, StatusQuery, clusterId
 
 KEY = b"0123456789abcdef0123456789abcdef"
 INTERVAL = 0.25
@@ -286,3 +288,16 @@ def test_any_cluster_without_a_key_is_loopback_only() -> None:
     with pytest.raises(Rejected) as caught:
         node.open(asker.seal(Resolve("X"), 0), CLIENT)
     assert caught.value.reason == "unauthenticated"
+
+
+def test_a_cluster_name_with_the_reserved_id_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("srp.server.config.clusterId", lambda name: ANY_CLUSTER)
+    with pytest.raises(ConfigError, match="reserved for queries that name no cluster"):
+        parseConfig({"node": {"listen": ["127.0.0.1"]}, "cluster": {"name": "unlucky"}})
+
+
+def test_an_active_on_a_wildcard_relays_only_to_other_machines() -> None:
+    network = FakeNetwork()
+    relays = RemoteRelays(network.reactor("10.0.0.1"), Registry(), ("0.0.0.0",))
+    relays.passivesAre([Member(2, "127.0.0.1", 5000), Member(3, "192.0.2.7", 5000)])
+    assert relays.hosts == {3: "192.0.2.7"}

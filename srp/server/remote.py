@@ -15,6 +15,7 @@ responder's reply cache stays its fast path.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,6 +31,9 @@ from srp.records import InstanceInfo, Registration
 from srp.server.registry import Registry
 from srp.transports.splice import SpliceFactory
 from srp.wire.cluster import Member
+
+#: Listen addresses that stand for every address of the machine.
+WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
 class _Relay:
@@ -102,11 +106,17 @@ class RemoteRelays:
 
     def passivesAre(self, passives: Iterable[Member]) -> None:
         """The active's passives are now C{passives}: those of other hosts are relayed to."""
-        hosts = {p.nodeId: p.host for p in passives if p.host not in self.addresses}
+        hosts = {p.nodeId: p.host for p in passives if not self._onThisHost(p.host)}
         if hosts != self.hosts:
             self.hosts = hosts
             self.synced = -1
             self._changed()
+
+    def _onThisHost(self, host: str) -> bool:
+        """Whether C{host} is an active's address (any of this machine's, for a wildcard)."""
+        if host in self.addresses:
+            return True
+        return any(a in WILDCARDS for a in self.addresses) and _isLocalAddress(host)
 
     def _changed(self) -> None:
         # Once per reactor turn, however many registrations a Join changed.
@@ -181,6 +191,17 @@ class RemoteRelays:
         self.answers = {a: {} for a in self.addresses}
         self.hosts = {}
         self.synced = -1
+
+
+def _isLocalAddress(host: str) -> bool:
+    """Whether C{host} is an address of this machine (one a socket can be bound to)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _relayed(registration: Registration, port: int) -> Registration:
