@@ -162,7 +162,8 @@ class _ClusterOptions(_QueryOptions):
     optParameters = [
         ["cluster-addresses", "a", None,
          "Comma-separated addresses of the cluster, all asked at once."],
-        ["cluster", "c", "srp", "The cluster name (for srp's extension messages)."],
+        ["cluster", "c", None, "The cluster name (for srp's extension messages); not "
+         "needed: without it, whichever cluster the node is in answers."],
         ["key-file", "k", None, "File holding the cluster key (mode 600); default "
          "$SRP_CLUSTER_KEY."],
     ]

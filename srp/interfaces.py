@@ -21,12 +21,12 @@ from srp.records import InstanceInfo, Registration
 from srp.wire.cluster import Envelope
 
 
-class IRegistry(Interface):
-    """The instances a responder answers for, and the nodes that registered them."""
+class IAnswers(Interface):
+    """What a responder answers [MC-SQLR] requests from."""
 
     generation = Attribute(
-        "An int that changes whenever the registry's contents change, so that "
-        "replies built from it can be cached."
+        "An int that changes whenever the answers change, so that replies "
+        "built from them can be cached."
     )
 
     def lookup(name: str) -> Registration | None:
@@ -36,11 +36,15 @@ class IRegistry(Interface):
         is hidden when down; L{None} if there is none.
         """
 
-    def candidates(name: str) -> Sequence[Registration]:
-        """Every registration of the instance C{name}, best first."""
-
     def visible() -> Sequence[Registration]:
         """What L{lookup} answers for every instance, by name, leaving out hidden ones."""
+
+
+class IRegistry(IAnswers):
+    """The instances a cluster answers for, and the nodes that registered them."""
+
+    def candidates(name: str) -> Sequence[Registration]:
+        """Every registration of the instance C{name}, best first."""
 
     def registrations() -> Sequence[Registration]:
         """Every registration of every instance."""

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from srp.testing.netns import Host, lan
-from srp.testing.processes import NodeProcess, writeNodeConfig
+from srp.testing.processes import NodeProcess, writeKeyFile, writeNodeConfig
 from tests.conftest import BIN
 
 
@@ -32,9 +32,7 @@ def answering(client: Host, hosts: list[Host]) -> list[str]:
 
 
 def test_one_active_across_hosts_and_takeover_after_kill_9(tmp_path: Path) -> None:
-    keyFile = tmp_path / "cluster.key"
-    keyFile.write_bytes(os.urandom(32).hex().encode())
-    keyFile.chmod(0o600)
+    keyFile = writeKeyFile(tmp_path / "cluster.key")
     with lan(4) as (a, b, c, client):
         servers = [a, b, c]
         addresses = [h.address for h in servers]

@@ -64,13 +64,14 @@ class _ClusterQuery(DatagramProtocol):
 
 async def clusterQuery(
     reactor: Any, host: str, request: ClusterMessage, expected: type | tuple[type, ...],
-    port: int = BROWSER_PORT, cluster: str = "srp", key: bytes = b"",
+    port: int = BROWSER_PORT, cluster: str | None = None, key: bytes = b"",
     timeout: float = 2.0, attempts: int = 3, addresses: Sequence[str] = (),
 ) -> Envelope:
     """
     Send a cluster C{request} to a node (or to every one of C{addresses} at
     once) and return the first authentic reply of type C{expected} (or of
-    one of them).
+    one of them).  Without a C{cluster} name, a Resolve or StatusQuery is
+    answered by whichever cluster the node is in.
 
     @raise NoAnswer: if none came within C{timeout} (the reason for the
         last rejected reply, such as a wrong key, is part of the message).
@@ -90,7 +91,7 @@ async def clusterQuery(
 
 
 async def fetchStatus(
-    reactor: Any, host: str, port: int = BROWSER_PORT, cluster: str = "srp",
+    reactor: Any, host: str, port: int = BROWSER_PORT, cluster: str | None = None,
     key: bytes = b"", timeout: float = 2.0, addresses: Sequence[str] = (),
 ) -> dict[str, Any]:
     """

@@ -45,10 +45,10 @@ class ResolutionError(ConnectError):
     """The instance could not be resolved, or none of its places could be reached."""
 
 
-_resolvers: dict[tuple[int, int, str, bytes], ClusterResolver] = {}
+_resolvers: dict[tuple[int, int, str | None, bytes], ClusterResolver] = {}
 
 
-def sharedResolver(reactor: Any, port: int = BROWSER_PORT, clusterName: str = "srp",
+def sharedResolver(reactor: Any, port: int = BROWSER_PORT, clusterName: str | None = None,
                    key: bytes = b"") -> ClusterResolver:
     """The resolver (and so the cache) that every C{srp:} endpoint of C{reactor} shares."""
     index = (id(reactor), port, clusterName, key)
@@ -178,7 +178,8 @@ class SRPClientParser:
     attempt, 2), C{addresses} (comma-separated cluster addresses),
     C{prefer} (comma-separated transports, C{via,tcp,np}), C{verify}
     (C{none}, C{tds} or C{hello}), C{cluster} (the cluster name for the
-    extended resolve, C{srp}) and C{key_file}.  Escape the colons of an
+    extended resolve; not needed: without it, whichever cluster answers)
+    and C{key_file}.  Escape the colons of an
     IPv6 address: C{srp:\\:\\:1/SALES}.
     """
 
@@ -205,7 +206,7 @@ class SRPClientParser:
         try:
             port = int(options.get("port", BROWSER_PORT))
             timeout = float(options.get("timeout", 2.0))
-            resolver = sharedResolver(reactor, port, options.get("cluster", "srp"), key)
+            resolver = sharedResolver(reactor, port, options.get("cluster"), key)
             return SRPClientEndpoint(
                 reactor, cluster.strip("[]"), instance, resolver,
                 addresses=[a for a in options.get("addresses", "").split(",") if a],

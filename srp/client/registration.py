@@ -41,7 +41,8 @@ class Cluster:
 
     host: str
     port: int = BROWSER_PORT
-    name: str = "srp"
+    #: The cluster's name; L{None}: whichever cluster the node is in.
+    name: str | None = None
     key: bytes = b""
     timeout: float = 2.0
     addresses: tuple[str, ...] = ()

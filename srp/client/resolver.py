@@ -235,6 +235,9 @@ class ClusterResolver:
 
     @param key: the cluster key, for the extended resolve (without it only
         loopback clusters answer it, and others are asked in plain [MC-SQLR]).
+    @param clusterName: the cluster's name, for the extended resolve; without
+        it, whichever cluster the node is in answers (srp 0.x nodes before
+        name-agnostic queries need it).
     @param ttl: seconds a resolution stays in the cache.
     @param timeout: seconds a resolve may take before it fails.
     @param firstRetry: seconds before the first repeat of the requests; each
@@ -242,7 +245,7 @@ class ClusterResolver:
     """
 
     def __init__(self, reactor: Any, port: int = BROWSER_PORT, timeout: float = 2.0,
-                 ttl: float = 30.0, key: bytes = b"", clusterName: str = "srp",
+                 ttl: float = 30.0, key: bytes = b"", clusterName: str | None = None,
                  firstRetry: float = 0.1, maxRetry: float = 0.8,
                  extendedGrace: float = 0.05, maxPending: int = 4096,
                  maxCached: int = 65536) -> None:

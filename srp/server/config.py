@@ -32,6 +32,7 @@ from srp.server.membership import DEFAULT_INTERVAL, DEFAULT_MISSES
 from srp.transports import DEFAULT_PREFERENCE, transportNamed, transportNames
 from srp.transports.via import DEFAULT_PROVIDER, viProviderNamed
 from srp.wire import InstanceInfo, ViaInfo, WireError
+from srp.wire.cluster import ANY_CLUSTER, clusterId
 from srp.wire.instances import checkPort
 from srp.wire.mcsqlr import BROWSER_PORT
 
@@ -226,6 +227,9 @@ def _cluster(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -
     name = _typed(where, "name", table.get("name", "srp"), str, "a string")
     if not 1 <= len(name) <= 64:
         raise ConfigError(f"{where}: name must be 1 to 64 characters, not {len(name)}")
+    if clusterId(name) == ANY_CLUSTER:
+        raise ConfigError(f"{where}: name {name!r} has the id reserved for queries that "
+                          "name no cluster; choose another name")
     addresses = tuple(_address(where, a) for a in _typed(
         where, "addresses", table.get("addresses", []), list, "a list of IP addresses"))
     interval = _typed(where, "interval", table.get("interval", DEFAULT_INTERVAL), (int, float),

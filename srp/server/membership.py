@@ -37,6 +37,7 @@ from srp.server.leases import LeaseTable
 from srp.server.limits import ReplyLimiter, StateBounds
 from srp.server.mismatch import MismatchReport
 from srp.server.registry import Registry
+from srp.server.remote import RemoteRelays
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.server.roles.active import ActiveRole, ClusterPorts
 from srp.server.roles.base import (
@@ -185,6 +186,8 @@ class Membership:
         self.mismatch = MismatchReport(self)
         #: The cluster's registrations by command, which every node keeps.
         self.leases = LeaseTable(self)
+        #: The relays for the instances answered from other hosts' nodes.
+        self.remote = RemoteRelays(reactor, registry, settings.listen)
         self.machine: RoleInputs = _machineFactory(self)
 
     def setOwn(self, own: Sequence[Registration]) -> None:
@@ -240,6 +243,7 @@ class Membership:
             self._ticker.stop()
         self.cancelTimer()
         self.fence.release()
+        self.remote.close()
         if self.socket is not None:
             self._socketPort.stopListening()
             self.socket = None
@@ -290,7 +294,7 @@ class Membership:
         responders = []
         try:
             for host in self.settings.listen:
-                responder = self._responder()
+                responder = self._responder(host)
                 ports.append(self.reactor.listenUDP(self.settings.port, responder,
                                                     interface=host,
                                                     maxPacketSize=MAX_DATAGRAM))
@@ -318,17 +322,17 @@ class Membership:
             return None
         adopted = ClusterPorts([], [])
         for s in handed:
-            responder = self._responder()
+            responder = self._responder(s.host)
             adopted.ports.append(self.sharing.adopt(s, responder, MAX_DATAGRAM))
             adopted.responders.append(responder)
         self.counters["sockets_taken"] += len(handed)
         return adopted
 
-    def _responder(self) -> ResolutionResponder:
+    def _responder(self, host: str) -> ResolutionResponder:
         return ResolutionResponder(
             self.registry, self.reactor, self.stats,
             cluster=self.received if self.settings.extensions else None,
-            access=self.access, limiter=self.limiter)
+            access=self.access, limiter=self.limiter, answers=self.remote.view(host))
 
     def clearRegistry(self) -> None:
         """Forget every registration: the node no longer answers for the cluster."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from zope.interface import implementer
 
@@ -26,12 +26,18 @@ class Registry:
         self._perNode: dict[int, int] = {}
         self._visible: list[Registration] | None = None
         self._all: list[Registration] | None = None
+        #: Called after every change.
+        self._watchers: list[Callable[[], None]] = []
         for registration in registrations:
             self.register(registration)
 
     def __len__(self) -> int:
         """The number of instances (not registrations)."""
         return len(self._byKey)
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call C{changed} after every change of the registry's contents."""
+        self._watchers.append(changed)
 
     def lookup(self, name: str) -> Registration | None:
         candidates = self._byKey.get(instanceKey(name))
@@ -113,6 +119,8 @@ class Registry:
         self.generation += 1
         self._visible = None
         self._all = None
+        for changed in self._watchers:
+            changed()
 
 
 def _answering(candidates: Sequence[Registration]) -> Registration | None:

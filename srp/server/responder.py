@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from srp.interfaces import IRegistry
+from srp.interfaces import IAnswers, IRegistry
 from srp.server.access import AccessPolicy
 from srp.server.limits import ReplyLimiter
 from srp.wire import (
@@ -70,7 +70,8 @@ def instanceReply(info: InstanceInfo) -> bytes:
 
 class ResolutionResponder(DatagramProtocol):
     """
-    Answers [MC-SQLR] requests on one UDP port from an L{IRegistry}.
+    Answers [MC-SQLR] requests on one UDP port from an L{IRegistry}, or from
+    C{answers}, a view of it (what L{srp.server.remote} gives an active).
 
     Unknown or hidden instances, and anything that is not a valid request
     (empty, malformed, unknown type, C{0x0A}, responses), get no reply: they
@@ -83,9 +84,10 @@ class ResolutionResponder(DatagramProtocol):
     def __init__(
         self, registry: IRegistry, clock: IReactorTime, stats: ResponderStats | None = None,
         cluster: ClusterHandler | None = None, access: AccessPolicy | None = None,
-        limiter: ReplyLimiter | None = None,
+        limiter: ReplyLimiter | None = None, answers: IAnswers | None = None,
     ) -> None:
         self.registry = registry
+        self.answers = answers if answers is not None else registry
         self.clock = clock
         self.stats = stats if stats is not None else ResponderStats()
         #: Where cluster messages (opcodes 0xA0-0xAF) go; without it they are
@@ -96,7 +98,7 @@ class ResolutionResponder(DatagramProtocol):
         self._lastLimitedLog = float("-inf")
         self._enumeration: tuple[int, bytes | None] = (-1, None)
         #: Replies to instance and DAC requests, by the request's exact bytes,
-        #: for the registry generation in C{_repliesGeneration}.
+        #: for the generation of C{answers} in C{_repliesGeneration}.
         self._replies: dict[bytes, bytes] = {}
         self._repliesGeneration = -1
         self._lastMalformedLog = float("-inf")
@@ -111,9 +113,10 @@ class ResolutionResponder(DatagramProtocol):
             # Cluster messages have an access list of their own.
             self.stats.denied += 1
             return
-        if self._repliesGeneration != self.registry.generation:
+        generation = self.answers.generation
+        if self._repliesGeneration != generation:
             self._replies.clear()
-            self._repliesGeneration = self.registry.generation
+            self._repliesGeneration = generation
         reply = self._replies.get(datagram)
         if reply is None:
             if self.cluster is not None and isClusterMessage(datagram):
@@ -154,7 +157,7 @@ class ResolutionResponder(DatagramProtocol):
         """The reply to a decoded request, or L{None} if it gets none."""
         if isinstance(request, (BroadcastRequest, EnumerateRequest)):
             return self._enumerationReply()
-        record = self.registry.lookup(request.instanceName)
+        record = self.answers.lookup(request.instanceName)
         if record is None or record.hidden:
             return None
         if isinstance(request, DACRequest):
@@ -162,9 +165,10 @@ class ResolutionResponder(DatagramProtocol):
         return instanceReply(record.info)
 
     def _enumerationReply(self) -> bytes | None:
-        generation, reply = self._enumeration
-        if generation != self.registry.generation:
-            records = self.registry.visible()
+        cached, reply = self._enumeration
+        generation = self.answers.generation
+        if cached != generation:
+            records = self.answers.visible()
             reply = None
             if records:
                 data, omitted = encodeEnumeration([r.info for r in records])
@@ -176,7 +180,7 @@ class ResolutionResponder(DatagramProtocol):
                         listed=len(records) - omitted, total=len(records),
                     )
                 reply = frameResponseData(data)
-            self._enumeration = (self.registry.generation, reply)
+            self._enumeration = (generation, reply)
         return reply
 
     def _limited(self, addr: tuple[str, int]) -> None:

@@ -31,6 +31,7 @@ from twisted.internet.error import AlreadyCalled, CannotListenError, ConnectionR
 from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
+    IProtocolFactory,
     IReactorTime,
     IReactorUDP,
 )
@@ -170,6 +171,34 @@ class FakeUDPPort:
         return succeed(None)
 
 
+@implementer(IListeningPort)
+class FakeTCPPort:
+    """
+    A TCP listener on a L{FakeNetwork}: it holds its port, and
+    L{FakeNetwork.listeners} shows its factory, but no connection is made.
+    """
+
+    def __init__(self, network: FakeNetwork, host: str, port: int,
+                 factory: IProtocolFactory) -> None:
+        self.network = network
+        self.host = host
+        self.port = port
+        self.factory = factory
+
+    def getHost(self) -> IPv4Address:
+        """The address this listener is bound to."""
+        return IPv4Address("TCP", self.host, self.port)
+
+    def startListening(self) -> None:
+        """Already listening when made."""
+
+    def stopListening(self) -> Deferred[None]:
+        """Release the port."""
+        if self.network.listeners.get((self.host, self.port)) is self:
+            del self.network.listeners[self.host, self.port]
+        return succeed(None)
+
+
 @implementer(IDelayedCall)
 class _ProcessCall:
     """A call of a L{FakeHostReactor}: when it falls due while frozen, it waits for the thaw."""
@@ -266,6 +295,12 @@ class FakeHostReactor:
         bound = self.network.bind(host, port, protocol, self)
         protocol.makeConnection(bound)  # type: ignore[arg-type]
         return bound
+
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50,
+                  interface: str = "") -> FakeTCPPort:
+        """Listen for TCP on C{port} (0: an ephemeral one) at this host's address."""
+        host = self.host if interface in ("", "0.0.0.0", "::") else interface
+        return self.network.listenTCP(host, port, factory)
 
     def callLater(self, delay: float, callable: Callable[..., Any], *args: object,
                   **kw: object) -> IDelayedCall:
@@ -370,6 +405,8 @@ class FakeNetwork:
         self.offers: dict[tuple[str, str], _Offer] = {}
         self._descriptors: dict[int, FakeSocket] = {}
         self._nextDescriptor = 1000
+        #: The TCP listeners, by (host, port).
+        self.listeners: dict[tuple[str, int], FakeTCPPort] = {}
 
     def reactor(self, host: str) -> FakeHostReactor:
         """A reactor for a host with address C{host}."""
@@ -389,6 +426,18 @@ class FakeNetwork:
         bound = FakeUDPPort(self, host, port, protocol, owner)
         self._ports[host, port] = bound.socket
         return bound
+
+    def listenTCP(self, host: str, port: int, factory: IProtocolFactory) -> FakeTCPPort:
+        """Listen for TCP on (host, port); port 0 picks a free ephemeral port."""
+        while port == 0 and (host, self._nextPort) in self.listeners:
+            self._nextPort += 1
+        if port == 0:
+            port, self._nextPort = self._nextPort, self._nextPort + 1
+        if (host, port) in self.listeners:
+            raise CannotListenError(host, port, OSError(errno.EADDRINUSE,
+                                                         "Address already in use"))
+        listener = self.listeners[host, port] = FakeTCPPort(self, host, port, factory)
+        return listener
 
     def unbind(self, port: FakeUDPPort) -> None:
         """C{port} stops reading; its address is released when nobody holds its socket."""

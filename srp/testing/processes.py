@@ -3,7 +3,7 @@ Drivers of real C{srp serve} processes, for tests, demos and benchmarks.
 
 L{NodeProcess} runs a node on a free loopback address
 (L{freeLoopbackAddress}) from a configuration that L{writeNodeConfig}
-writes; L{stopProcess} ends any child by its PID.
+writes (and a key file L{writeKeyFile} writes); L{stopProcess} ends any child by its PID.
 """
 
 from __future__ import annotations

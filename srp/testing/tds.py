@@ -1,6 +1,15 @@
-"""A server that answers MS-TDS PRELOGIN as SQL Server does, for testing the C{tds} verifier."""
+"""
+A server that answers MS-TDS PRELOGIN as SQL Server does, for testing the
+C{tds} verifier and real drivers.  As a program, it serves several
+instances, each on its own port:
+
+    python -m srp.testing.tds HOST NAME=PORT [NAME=PORT ...]
+"""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
 
 from twisted.internet.protocol import Protocol, ServerFactory
 
@@ -49,3 +58,19 @@ def preloginServer(instance: str) -> ServerFactory:
     factory.protocol = lambda: PreloginResponder(instance)
     factory.noisy = False
     return factory
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve PRELOGIN for each C{NAME=PORT} at C{HOST}; print C{listening} once they all do."""
+    from twisted.internet import reactor
+
+    host, *pairs = sys.argv[1:] if argv is None else argv
+    for pair in pairs:
+        name, _, port = pair.partition("=")
+        reactor.listenTCP(int(port), preloginServer(name), interface=host)
+    print("listening", flush=True)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -54,9 +54,15 @@ _PART_FIELDS = struct.Struct("<IHH")
 PART_OVERHEAD = _PART_FIELDS.size + 2
 
 
-def clusterId(name: str) -> int:
-    """The 32-bit id of a cluster name, carried in every header."""
-    return zlib.crc32(name.encode("utf-8"))
+#: The cluster id of a Resolve or StatusQuery asked of whichever cluster the
+#: node is in (the asker named none); the reply carries the node's real one.
+#: No cluster may have a name with this id.
+ANY_CLUSTER = 0
+
+
+def clusterId(name: str | None) -> int:
+    """The 32-bit id of a cluster name, carried in every header; L{ANY_CLUSTER} for none."""
+    return ANY_CLUSTER if name is None else zlib.crc32(name.encode("utf-8"))
 
 
 def isClusterMessage(datagram: bytes) -> bool:
@@ -383,6 +389,12 @@ ClusterMessage = (Probe | Join | Leave | KeepAlive | KeepAliveAck | ReJoin | Act
 _VERSIONED = (Join, KeepAlive, ReJoin, StatusQuery)
 
 
+#: The messages a node takes when they name no cluster (L{ANY_CLUSTER}): the
+#: queries, and registrations by command (whose sender holds the key, or
+#: asks over loopback, and need not know the name).
+_ANY_CLUSTER_OPCODES = frozenset({Resolve.opcode, StatusQuery.opcode, Register.opcode})
+
+
 def layoutVersion(message: ClusterMessage) -> int:
     """The lowest version whose layout carries C{message}."""
     return message.version if isinstance(message, _VERSIONED) else 1
@@ -524,7 +536,9 @@ def decodeEnvelope(datagram: bytes, key: bytes, cluster: int) -> Envelope:
     Check and parse a cluster message.
 
     @param key: the cluster key (empty when the cluster has none).
-    @param cluster: the id of the cluster this node belongs to.
+    @param cluster: the id of the cluster this node belongs to: a Resolve or
+        StatusQuery for L{ANY_CLUSTER} is accepted too; a client that asked
+        L{ANY_CLUSTER} accepts any cluster's reply.
     @raise ClusterWireError: naming the reason to reject it.
     """
     if len(datagram) > MAX_MESSAGE:
@@ -542,7 +556,8 @@ def decodeEnvelope(datagram: bytes, key: bytes, cluster: int) -> Envelope:
     body, tag = datagram[:-TAG_SIZE], datagram[-TAG_SIZE:]
     if not hmac.compare_digest(hmac.digest(key, body, hashlib.sha256), tag):
         raise ClusterWireError("tag", "authentication tag does not match the cluster key")
-    if clusterValue != cluster:
+    if clusterValue != cluster and cluster != ANY_CLUSTER and not (
+            clusterValue == ANY_CLUSTER and opcode in _ANY_CLUSTER_OPCODES):
         raise ClusterWireError("cluster", f"message for cluster id {clusterValue:08x}, "
                                f"not {cluster:08x}")
     try:
@@ -555,9 +570,9 @@ def decodeEnvelope(datagram: bytes, key: bytes, cluster: int) -> Envelope:
 
 
 __all__ = [
-    "FULL", "REFUSED", "REGISTERED", "UNKNOWN", "Activate", "ActivateAck", "ClusterMessage",
-    "ClusterWireError", "Envelope", "Join", "KeepAlive", "KeepAliveAck", "Leave", "Member",
-    "Probe", "ReJoin", "Redirect", "Register", "RegisterAck", "Resolve", "ResolveReply",
-    "StatusQuery", "StatusReply", "Unregister", "clusterId", "decodeEnvelope",
+    "ANY_CLUSTER", "FULL", "REFUSED", "REGISTERED", "UNKNOWN", "Activate", "ActivateAck",
+    "ClusterMessage", "ClusterWireError", "Envelope", "Join", "KeepAlive", "KeepAliveAck",
+    "Leave", "Member", "Probe", "ReJoin", "Redirect", "Register", "RegisterAck", "Resolve",
+    "ResolveReply", "StatusQuery", "StatusReply", "Unregister", "clusterId", "decodeEnvelope",
     "isClusterMessage", "layoutVersion", "registrationSize", "registrationsDigest",
 ]

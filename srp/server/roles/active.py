@@ -101,6 +101,7 @@ class ActiveRole(Role):
         self.fenced = ports.fenced
         self.remindUntil = now + REMIND_FOR
         self._lastTick = now
+        core.remote.passivesAre(self._passives)
 
     @property
     def passives(self) -> list[Member]:
@@ -241,6 +242,7 @@ class ActiveRole(Role):
 
     def _passivesChanged(self) -> None:
         self.listVersion = (self.listVersion + 1) % NO_LIST_VERSION
+        self.core.remote.passivesAre(self._passives)
 
     def _ack(self, to: Address, sender: DatagramProtocol | None, full: bool = True) -> None:
         passives = tuple(self._passives) if full else ()
