@@ -264,7 +264,7 @@ async def runCell(reactor: Any, topology: Topology, named: bool, fault: str) -> 
     """One cell: the application on A, the fault, the move to B, the history checked."""
     description = topology.endpoint(named)
     # Each cell is a new application: nothing cached from the last one.
-    for name in ("srp", CLUSTER):
+    for name in (None, CLUSTER):
         sharedResolver(reactor, clusterName=name).purge(topology.address, "ECHO")
     endpoint = clientFromString(reactor, description)
     requester = LineRequester(reactor, rate=RATE, retry=RETRY)
