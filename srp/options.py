@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from attrs import evolve
 from twisted.python import usage
 
 import twisted
 from srp import __version__
+from srp.server.config import ConfigError, NodeConfig, listenAddress
 
 
 class CommandOptions(usage.Options):
@@ -36,10 +38,28 @@ class CommandOptions(usage.Options):
 
 
 class NodeOptions(CommandOptions):
-    """Options of a command that runs a node: C{--config FILE}, required."""
+    """
+    Options of a command that runs a node: C{--config FILE}, required, and
+    C{--metrics ADDR:PORT}.
+    """
 
-    optParameters = [["config", "c", None, "The node configuration file (TOML)."]]
+    optParameters = [
+        ["config", "c", None, "The node configuration file (TOML)."],
+        ["metrics", None, None, "Serve Prometheus metrics over HTTP at ADDR:PORT/metrics "
+         "(instead of the configuration's [metrics] listen)."],
+    ]
 
     def postOptions(self) -> None:
         if self["config"] is None:
             raise usage.UsageError("--config is required: the node configuration file (TOML)")
+        if self["metrics"] is not None:
+            try:
+                self["metrics"] = listenAddress("--metrics", "address", self["metrics"])
+            except ConfigError as e:
+                raise usage.UsageError(str(e)) from None
+
+    def configure(self, config: NodeConfig) -> NodeConfig:
+        """C{config} with what the command line overrides in it."""
+        if self["metrics"] is None:
+            return config
+        return evolve(config, metrics=self["metrics"])

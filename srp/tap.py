@@ -21,6 +21,7 @@ class Options(NodeOptions):
     examples = (
         "twistd -n srp --config /etc/srp/node.toml",
         "twistd --pidfile /run/srp.pid --logfile /var/log/srp.log srp --config node.toml",
+        "twistd -n srp --config node.toml --metrics 127.0.0.1:9434",
     )
     config: NodeConfig
 
@@ -47,4 +48,7 @@ class TwistdNodeService(NodeService):
 
 def makeService(options: Options) -> IService:
     """The node that C{options} describe."""
-    return TwistdNodeService(options.config, configPath=options["config"])
+    try:
+        return TwistdNodeService(options.configure(options.config), configPath=options["config"])
+    except NodeStartError as e:
+        raise SystemExit(f"srp: {e}") from None

@@ -25,11 +25,13 @@ from srp.server.health import CheckSchedule, Health, HealthMonitor, HealthSettin
 from srp.server.hello import HelloFactory
 from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
+from srp.server.metrics import metricsSite
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
 from srp.server.roles.active import ClusterPorts
+from srp.server.state import StateFileError, persistentNodeId
 from srp.transports import DEFAULT_PREFERENCE, transportNamed
-from srp.transports.splice import relayFactory
+from srp.transports.splice import SpliceFactory, SpliceStats, relayFactory
 
 #: Where a node listening on a wildcard address checks its instances.
 LOOPBACK_FOR_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}
@@ -57,6 +59,11 @@ class NodeService(Service):
 
     def __init__(self, config: NodeConfig, reactor: Any = None,
                  nodeId: int | None = None, configPath: str | Path | None = None) -> None:
+        """
+        @param nodeId: the node's id; default: the configuration's
+            C{node_id}, else the one kept in its C{state_file}, else random.
+        @raise NodeStartError: if the state file cannot be read or written.
+        """
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -85,6 +92,14 @@ class NodeService(Service):
         self._previousHangup: Any = None
         #: A standalone node's port, bound before it starts.
         self._bound: ClusterPorts | None = None
+        self._metricsPort: IListeningPort | None = None
+        if nodeId is None:
+            nodeId = config.nodeId
+        if nodeId is None and config.stateFile is not None:
+            try:
+                nodeId = persistentNodeId(config.stateFile)
+            except StateFileError as e:
+                raise NodeStartError(str(e)) from None
         for name, relay in config.relays.items():
             self._relay(name, relay)
         self.membership = Membership(reactor, settings, self.registry, config.instances,
@@ -164,13 +179,32 @@ class NodeService(Service):
         """The role this node plays now: probing, passive, active, ..."""
         return self.membership.role
 
+    def relayStats(self) -> dict[str, SpliceStats]:
+        """The counters of each relayed instance's connections, by instance name."""
+        names = {r.key: r.name for r in self.config.instances}
+        return {names.get(key, key): factory.stats for key, (factory, _) in self._served.items()
+                if isinstance(factory, SpliceFactory)}
+
+    def _serveMetrics(self) -> None:
+        """Listen for Prometheus' scrapes, if the configuration says where."""
+        if self.config.metrics is None or self._metricsPort is not None:
+            return
+        host, port = self.config.metrics
+        try:
+            self._metricsPort = self.reactor.listenTCP(port, metricsSite(self), interface=host)
+        except CannotListenError as e:
+            reason = e.socketError.strerror if e.socketError else str(e)
+            raise NodeStartError(f"cannot serve metrics on {host}:{port}/tcp: {reason}") from None
+
     def privilegedStartService(self) -> None:
         """
-        A standalone node binds its port now (a clustered one when it becomes active).
+        A standalone node binds its port now (a clustered one when it becomes
+        active), and the metrics port if it has one.
 
-        @raise NodeStartError: if the port is in use or cannot be bound.
+        @raise NodeStartError: if a port is in use or cannot be bound.
         """
         super().privilegedStartService()
+        self._serveMetrics()
         if not self._listening:
             self._openListeners()
         if self.config.cluster is not None:
@@ -189,6 +223,7 @@ class NodeService(Service):
     def startService(self) -> None:
         """Start playing the node's role."""
         super().startService()
+        self.membership.startedAt = self.reactor.seconds()
         cluster = self.config.cluster
         if cluster is None:
             if self._bound is None:
@@ -197,6 +232,7 @@ class NodeService(Service):
             assert bound is not None
             self.membership.machine.portBound(bound)
         else:
+            self._serveMetrics()
             if not self._listening:
                 self._openListeners()
             if not cluster.key:
@@ -225,6 +261,9 @@ class NodeService(Service):
             return result
 
         stopped.addBoth(closeListeners)
+        if self._metricsPort is not None:
+            self._metricsPort.stopListening()
+            self._metricsPort = None
         self._unwatchHealth()
         if self._previousHangup is not None:
             signal.signal(signal.SIGHUP, self._previousHangup)
@@ -269,7 +308,11 @@ class NodeService(Service):
                 ("extensions", running.extensions, config.extensions),
                 ("[access]", running.access, config.access),
                 ("pipe_directory", running.pipeDirectory, config.pipeDirectory),
-                ("vi_provider", running.viProvider, config.viProvider)]:
+                ("vi_provider", running.viProvider, config.viProvider),
+                ("node_id", running.nodeId, config.nodeId),
+                ("state_file", running.stateFile, config.stateFile),
+                # --metrics overrides the file: a file without [metrics] changes nothing.
+                ("[metrics]", running.metrics, config.metrics or running.metrics)]:
             if was != now:
                 self.log.warn("Reload: {setting} changed; restart the node to apply it",
                               setting=setting)
@@ -307,7 +350,9 @@ class NodeService(Service):
         self.config = evolve(config, listen=running.listen, port=running.port,
                              cluster=running.cluster, extensions=running.extensions,
                              access=running.access, pipeDirectory=running.pipeDirectory,
-                             viProvider=running.viProvider, instances=tuple(applied))
+                             viProvider=running.viProvider, metrics=running.metrics,
+                             nodeId=running.nodeId, stateFile=running.stateFile,
+                             instances=tuple(applied))
         self.membership.updateOwn([own[r.key] for r in applied if r.key in own])
         if self.running:
             for registration in self.membership.own:
