@@ -24,7 +24,7 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 from twisted.web import http
@@ -35,6 +35,9 @@ from srp import __version__
 
 if TYPE_CHECKING:
     from srp.server.node import NodeService
+
+#: The text exposition format every Prometheus version reads.
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 #: What each request type (a request's first byte) is called in C{kind} labels.
 REQUEST_KINDS = {0x02: "broadcast", 0x03: "enumerate", 0x04: "instance", 0x0F: "dac",
@@ -209,11 +212,11 @@ class MetricsResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         """The exposition of every metric, collected now."""
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"content-type", CONTENT_TYPE)
         return generate_latest(self.registry)
 
 
-class _QuietSite(Site):
+class MetricsSite(Site):
     """A L{Site} that logs no line per request: Prometheus asks every few seconds."""
 
     def log(self, request: http.Request) -> None:
@@ -232,6 +235,6 @@ def metricsSite(node: NodeService) -> Site:
     """The web site serving C{node}'s metrics at C{/metrics}."""
     root = Resource()
     root.putChild(b"metrics", MetricsResource(nodeRegistry(node)))
-    site = _QuietSite(root)
+    site = MetricsSite(root)
     site.noisy = False
     return site
