@@ -18,7 +18,12 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.test.requesthelper import DummyRequest
 
 from srp.server.config import ClusterConfig, ConfigError, parseConfig
-from srp.server.metrics import MetricsResource, nodeRegistry, requestKind
+from srp.server.metrics import (
+    MAX_INSTANCE_SERIES,
+    MetricsResource,
+    nodeRegistry,
+    requestKind,
+)
 from srp.server.node import NodeService, NodeStartError
 from srp.server.responder import ResolutionResponder, instanceReply
 from srp.testing import FakeNetwork
@@ -165,6 +170,22 @@ def test_instance_health_and_registrations_by_state() -> None:
     assert sample(metrics, "srp_instance_up", instance="REPORTS") == 1
     assert sample(metrics, "srp_registrations", state="down") == 1
     assert sample(metrics, "srp_registrations", state="up") == 1
+    assert sample(metrics, "srp_own_instances", state="down") == 1
+
+
+def test_per_instance_series_stop_at_the_bound() -> None:
+    many = Standalone(document(*({"name": f"I{n}", "tcp": 2000 + n}
+                                 for n in range(MAX_INSTANCE_SERIES + 1))))
+    membership = many.node.membership
+    membership.updateOwn([evolve(r, down=r.name == "I7") for r in membership.own])
+    samples = [s for f in many.metrics.collect() for s in f.samples]
+    assert not [s for s in samples if s.name == "srp_instance_up"]
+    assert sample(many.metrics, "srp_own_instances", state="down") == 1
+    assert sample(many.metrics, "srp_own_instances", state="up") == MAX_INSTANCE_SERIES
+    bounded = Standalone(document(*({"name": f"I{n}", "tcp": 2000 + n}
+                                    for n in range(MAX_INSTANCE_SERIES))))
+    assert len([s for f in bounded.metrics.collect() for s in f.samples
+                if s.name == "srp_instance_up"]) == MAX_INSTANCE_SERIES
 
 
 def test_health_checks_run_and_failed_are_counted() -> None:

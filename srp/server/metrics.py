@@ -10,7 +10,8 @@ Twisted's web server, at C{/metrics}.
 
 Labels stay bounded: request kinds and outcomes, roles and cluster events
 are fixed by the code; C{instance} labels name only the node's own
-instances, as many as its configuration lists.
+instances, as many as its configuration lists and at most
+L{MAX_INSTANCE_SERIES}.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ REQUEST_KINDS = {0x02: "broadcast", 0x03: "enumerate", 0x04: "instance", 0x0F: "
 OUTCOMES = (("answered", "answeredByType"), ("unknown", "ignoredByType"),
             ("malformed", "malformedByType"), ("limited", "limitedByType"),
             ("denied", "deniedByType"), ("unsent", "unsentByType"))
+
+#: The most own instances a node has an C{srp_instance_up} series for each of:
+#: past it, a scrape would cost milliseconds per hundred instances, and
+#: C{srp_own_instances} counts them by health instead.
+MAX_INSTANCE_SERIES = 256
 
 #: Every role a node can play, for the C{role} gauge.
 ROLES = ("idle", "probing", "waiting", "binding", "passive", "active", "handing-over",
@@ -173,11 +179,19 @@ class NodeCollector:
         states.add_metric(("up",), len(registrations) - down)
         states.add_metric(("down",), down)
         yield states
+        own = membership.own
+        ownDown = sum(1 for r in own if r.down)
+        mine = GaugeMetricFamily("srp_own_instances", "This node's own instances, by "
+                                 "health.", labels=("state",))
+        mine.add_metric(("up",), len(own) - ownDown)
+        mine.add_metric(("down",), ownDown)
+        yield mine
         up = GaugeMetricFamily("srp_instance_up", "1 if this node's own instance passes its "
-                               "health checks (or has none), 0 if it is down.",
-                               labels=("instance",))
-        for registration in membership.own:
-            up.add_metric((registration.name,), 0.0 if registration.down else 1.0)
+                               "health checks (or has none), 0 if it is down; for at most "
+                               f"{MAX_INSTANCE_SERIES} instances.", labels=("instance",))
+        if len(own) <= MAX_INSTANCE_SERIES:
+            for registration in own:
+                up.add_metric((registration.name,), 0.0 if registration.down else 1.0)
         yield up
 
     def _relays(self) -> Iterator[Metric]:

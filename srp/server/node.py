@@ -181,8 +181,9 @@ class NodeService(Service):
 
     def relayStats(self) -> dict[str, SpliceStats]:
         """The counters of each relayed instance's connections, by instance name."""
-        names = {r.key: r.name for r in self.config.instances}
-        return {names.get(key, key): factory.stats for key, (factory, _) in self._served.items()
+        own = self.membership.ownByKey
+        return {own[key].name if key in own else key: factory.stats
+                for key, (factory, _) in self._served.items()
                 if isinstance(factory, SpliceFactory)}
 
     def _serveMetrics(self) -> None:
