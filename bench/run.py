@@ -216,7 +216,9 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
 
             # Both answer the first instance with the same datagram.
             first = instanceRequest(instanceName(1))
-            srpReply = probe(hosts["srp"], BROWSER_PORT, first)
+            # A node just started is busy for a few seconds: its 10,000
+            # instances' first health checks fail (no server listens).
+            srpReply = probe(hosts["srp"], BROWSER_PORT, first, timeout=10.0)
             reply = decodeResponse(srpReply)
             if not (isinstance(reply, InstancesResponse)
                     and [(i.instanceName, i.tcp) for i in reply.instances]
@@ -226,7 +228,7 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
                 print(f"note: srp replies {len(srpReply)} bytes, "
                       f"the bare responder {len(CANNED_REPLY)}")
             probe(hosts["bare"], BROWSER_PORT, first)
-            if probe(hosts["metrics"], BROWSER_PORT, first) != srpReply:
+            if probe(hosts["metrics"], BROWSER_PORT, first, timeout=10.0) != srpReply:
                 raise RuntimeError("srp serve with metrics on answers otherwise")
 
             rows: list[dict[str, Any]] = []
