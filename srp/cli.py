@@ -32,7 +32,7 @@ from srp.client.cluster import fetchStatus
 from srp.client.resolver import ClusterResolver, Resolution, ResolveError
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.options import CommandOptions, NodeOptions
-from srp.server.config import ConfigError, loadConfig
+from srp.server.config import ConfigError, loadConfig, withMetrics
 from srp.server.node import NodeService, NodeStartError
 from srp.wire import (
     BroadcastRequest,
@@ -411,7 +411,7 @@ def _health(registration: dict[str, Any]) -> str:
 
 async def _serve(reactor: Any, options: ServeOptions, err: TextIO) -> None:
     try:
-        config = options.configure(loadConfig(options["config"]))
+        config = withMetrics(loadConfig(options["config"]), options["metrics"])
     except ConfigError as e:
         raise CommandError(str(e)) from None
     try:

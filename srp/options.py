@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from attrs import evolve
 from twisted.python import usage
 
 import twisted
 from srp import __version__
-from srp.server.config import ConfigError, NodeConfig, listenAddress
 
 
 class CommandOptions(usage.Options):
@@ -52,14 +50,3 @@ class NodeOptions(CommandOptions):
     def postOptions(self) -> None:
         if self["config"] is None:
             raise usage.UsageError("--config is required: the node configuration file (TOML)")
-        if self["metrics"] is not None:
-            try:
-                self["metrics"] = listenAddress("--metrics", "address", self["metrics"])
-            except ConfigError as e:
-                raise usage.UsageError(str(e)) from None
-
-    def configure(self, config: NodeConfig) -> NodeConfig:
-        """C{config} with what the command line overrides in it."""
-        if self["metrics"] is None:
-            return config
-        return evolve(config, metrics=self["metrics"])

@@ -6,7 +6,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from srp.options import NodeOptions
-from srp.server.config import ConfigError, NodeConfig, loadConfig
+from srp.server.config import ConfigError, NodeConfig, loadConfig, withMetrics
 from srp.server.node import NodeService, NodeStartError
 
 
@@ -29,7 +29,7 @@ class Options(NodeOptions):
         """Load and validate the configuration, or fail with its one-line error."""
         super().postOptions()
         try:
-            self.config = loadConfig(self["config"])
+            self.config = withMetrics(loadConfig(self["config"]), self["metrics"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -49,6 +49,6 @@ class TwistdNodeService(NodeService):
 def makeService(options: Options) -> IService:
     """The node that C{options} describe."""
     try:
-        return TwistdNodeService(options.configure(options.config), configPath=options["config"])
+        return TwistdNodeService(options.config, configPath=options["config"])
     except NodeStartError as e:
         raise SystemExit(f"srp: {e}") from None

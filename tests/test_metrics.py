@@ -27,6 +27,7 @@ from srp.server.metrics import (
 from srp.server.node import NodeService, NodeStartError
 from srp.server.responder import ResolutionResponder, instanceReply
 from srp.testing import FakeNetwork
+from srp.testing.processes import writeNodeConfig
 from srp.wire import EnumerateRequest, InstanceRequest
 from tests.conftest import srp
 
@@ -328,7 +329,8 @@ def test_an_unwritable_state_directory_is_one_clear_error(tmp_path: Path) -> Non
         NodeService(parseConfig(doc), FakeNetwork().reactor("127.0.0.1"))
 
 
-def test_serve_refuses_a_bad_metrics_address() -> None:
-    result = srp("serve", "--config", "/nonexistent.toml", "--metrics", "localhost")
-    assert result.returncode == 2
-    assert "--metrics: address 'localhost' is not \"HOST:PORT\"" in result.stderr
+def test_serve_refuses_a_bad_metrics_address(tmp_path: Path) -> None:
+    config = writeNodeConfig(tmp_path / "node.toml", ["127.0.0.1"], [])
+    result = srp("serve", "--config", str(config), "--metrics", "localhost")
+    assert result.returncode == 1
+    assert result.stderr == "srp: --metrics: address 'localhost' is not \"HOST:PORT\"\n"

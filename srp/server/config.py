@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.records import Registration
@@ -420,6 +420,18 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
                       pipeDirectory=pipeDirectory, viProvider=viProvider,
                       health=health, metrics=metrics,
                       nodeId=_nodeId(f"{source} [node]", node), stateFile=stateFile)
+
+
+def withMetrics(config: NodeConfig, listen: str | None) -> NodeConfig:
+    """
+    C{config} with its metrics served at C{listen} (C{--metrics ADDRESS:PORT})
+    instead, if given.
+
+    @raise ConfigError: if C{listen} is not an address and a port.
+    """
+    if listen is None:
+        return config
+    return evolve(config, metrics=listenAddress("--metrics", "address", listen))
 
 
 def loadConfig(path: str | Path) -> NodeConfig:
