@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
@@ -46,6 +47,11 @@ def _byType() -> list[int]:
     return [0] * 256
 
 
+def _total(counts: str, doc: str) -> Any:
+    """A read-only attribute: the sum of the counts by request type in C{counts}."""
+    return property(lambda stats: sum(getattr(stats, counts)), doc=doc)
+
+
 @define
 class ResponderStats:
     """
@@ -75,35 +81,12 @@ class ResponderStats:
     #: in one datagram.
     omitted: int = 0
 
-    @property
-    def answered(self) -> int:
-        """Requests answered."""
-        return sum(self.answeredByType)
-
-    @property
-    def ignored(self) -> int:
-        """Well-formed requests that got no reply."""
-        return sum(self.ignoredByType)
-
-    @property
-    def malformed(self) -> int:
-        """Datagrams that are no valid request."""
-        return sum(self.malformedByType)
-
-    @property
-    def unsent(self) -> int:
-        """Replies the operating system refused to send."""
-        return sum(self.unsentByType)
-
-    @property
-    def denied(self) -> int:
-        """Requests the access policy refused."""
-        return sum(self.deniedByType)
-
-    @property
-    def limited(self) -> int:
-        """Replies withheld by the reply budgets."""
-        return sum(self.limitedByType)
+    answered = _total("answeredByType", "Requests answered.")
+    ignored = _total("ignoredByType", "Well-formed requests that got no reply.")
+    malformed = _total("malformedByType", "Datagrams that are no valid request.")
+    unsent = _total("unsentByType", "Replies the operating system refused to send.")
+    denied = _total("deniedByType", "Requests the access policy refused.")
+    limited = _total("limitedByType", "Replies withheld by the reply budgets.")
 
 
 def _type(datagram: bytes) -> int:
