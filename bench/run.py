@@ -291,6 +291,8 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
     verdict = "meets" if metricsRatio >= METRICS_RATIO else "is BELOW"
     print(f"metrics on / off = {metricsRatio:.2f} in replies/s ({verdict} the "
           f"{METRICS_RATIO:.2f} target)")
+    if costs["srp"] is not None and costs["metrics"] is not None:
+        print(f"off / on = {costs['srp'] / costs['metrics']:.2f} in server CPU time per reply")
     return {"medians": medians, "server_us_per_reply": costs, "lost": lost, "ratio": ratio,
             "target": TARGET_RATIO, "metrics_ratio": metricsRatio,
             "metrics_target": METRICS_RATIO, "runs_used": len(used), "rounds": rows}
