@@ -93,7 +93,7 @@ def test_the_counters_match_the_requests_sent(tmp_path: Path) -> None:
         status = json.loads(srp("status", "--json", host).stdout)
         assert status["version"] == "0.1.0"
         assert status["started"] == started
-        assert 0 < status["uptime"] < 30
+        assert 0 <= status["uptime"] <= time.time() - started + 1
         table = srp("status", host).stdout.splitlines()
         assert table[3].split()[:2] == ["VERSION", "STARTED"]
         assert table[4].split()[0] == "0.1.0"
@@ -141,6 +141,7 @@ def test_an_instance_whose_server_closes_goes_down_and_comes_back(tmp_path: Path
         {"name": "SALES", "tcp": port, "check": "tcp", "check_interval": 0.1, "fall": 2,
          "rise": 1}], tables={"metrics": {"listen": f"{host}:{address[1]}"}})
     with NodeProcess(config, tmp_path / "node.log"):
+        waitFor(lambda: (metric(address, "srp_health_checks_total")() or 0) >= 2)
         samples = scrape(address)
         assert value(samples, "srp_instance_up", instance="SALES") == 1
         assert value(samples, "srp_health_check_failures_total") == 0

@@ -407,7 +407,7 @@ class Membership:
             "node": f"{self.nodeId:016x}",
             "version": __version__,
             "started": started,
-            "uptime": None if started is None else round(self.reactor.seconds() - started, 3),
+            "uptime": None if started is None else int(self.reactor.seconds() - started),
             "cluster": self.settings.name,
             "role": role.name,
             "epoch": self.epoch,
