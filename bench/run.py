@@ -14,9 +14,9 @@ C{resolve_throughput}; the others live in their own modules:
 L{bench.takeover} (C{takeover}, C{sigstop}, C{handover}), L{bench.cluster_cost},
 L{bench.client} (C{cached_resolve}, C{failover_gap}, C{cold_resolves}, run
 in L{bench.client_worker} processes), L{bench.health} (C{instance_down},
-C{sighup_reload}, C{health_cost}), L{bench.matrix} (C{fault_matrix}, run in a
-L{bench.matrix_worker} process).  docs/benchmarks.md says what they
-measure and holds the figures measured.
+C{sighup_reload}, C{health_cost}), L{bench.metrics} (C{metrics_scrape}),
+L{bench.matrix} (C{fault_matrix}, run in a L{bench.matrix_worker} process).
+docs/benchmarks.md says what they measure and holds the figures measured.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,9 +46,15 @@ from bench.common import QUICK, RESULTS, ROOT, Benchmark, Settings, pinTo, stopP
 from bench.health import health_cost, instance_down, sighup_reload
 from bench.loadgen import instanceName, instanceRequest
 from bench.matrix import fault_matrix
+from bench.metrics import Scraper, metrics_scrape
 from bench.takeover import handover, sigstop, takeover
 from srp.cli import formatTable
-from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import (
+    NodeProcess,
+    freeLoopbackAddress,
+    freeTCPPort,
+    writeNodeConfig,
+)
 from srp.wire import InstancesResponse, decodeResponse
 from srp.wire.mcsqlr import BROWSER_PORT
 
@@ -55,10 +62,14 @@ __all__ = ["BENCHMARKS", "Benchmark", "Settings", "main", "resolve_throughput"]
 
 #: The target of resolve_throughput: srp's median at least this share of the bare one's.
 TARGET_RATIO = 0.8
+#: The target of resolve_throughput with metrics on: at least this share of srp's without.
+METRICS_RATIO = 0.95
 #: The [limits] table of the srp node of resolve_throughput: no reply budgets.
 UNLIMITED = {"limits": {"reply_rate_per_source": 0, "reply_rate": 0}}
 #: A process that used this share of a CPU or more limited the rate.
 SATURATED = 0.9
+#: The servers of resolve_throughput: bare, srp, and srp with its metrics on.
+NAMES = ["bare", "srp", "metrics"]
 
 
 class BareProcess:
@@ -169,8 +180,10 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
     """
     CLNT_UCAST_INST replies/s: srp serve (10,000 instances) against a bare Twisted responder.
 
-    Both run as processes on their own loopback address; the load generator
-    alternates between them for C{settings.rounds} rounds, and repeats a
+    A third server, C{metrics}, is the same srp node with its Prometheus
+    metrics on and scraped every second during its runs (L{Scraper}).
+    Each runs as a process on its own loopback address; the load generator
+    takes turns between them for C{settings.rounds} rounds, and repeats a
     run that other load on the machine slowed (up to C{settings.retries}).
     """
     servers: dict[str, NodeProcess | BareProcess] = {}
@@ -178,16 +191,26 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
         try:
             directory = Path(scratch)
 
-            def node(host: str) -> NodeProcess:
+            metricsPorts: dict[str, int] = {}
+
+            def node(host: str, name: str = "srp") -> NodeProcess:
                 # No reply budgets: one load generator is one source, and this
                 # measures what a reply costs, not the flood protection.
-                config = writeNodeConfig(directory / "node.toml", [host],
+                tables: dict[str, dict[str, Any]] = dict(UNLIMITED)
+                if name == "metrics":
+                    metricsPorts[host] = freeTCPPort(host)
+                    tables["metrics"] = {"listen": f"{host}:{metricsPorts[host]}"}
+                config = writeNodeConfig(directory / f"{name}.toml", [host],
                                          nodeInstances(settings.instances), port=BROWSER_PORT,
-                                         serverName="SRPBENCH", tables=UNLIMITED)
-                return NodeProcess(config, directory / "node.log").start(timeout=120)
+                                         serverName="SRPBENCH", tables=tables)
+                return NodeProcess(config, directory / f"{name}.log").start(timeout=120)
 
             hosts: dict[str, str] = {}
             hosts["srp"], servers["srp"] = startOnFreeAddress(node)
+            hosts["metrics"], servers["metrics"] = startOnFreeAddress(
+                lambda host: node(host, "metrics"))
+            scrapeURL = (f"http://{hosts['metrics']}:{metricsPorts[hosts['metrics']]}"
+                         "/metrics")
             hosts["bare"], servers["bare"] = startOnFreeAddress(
                 lambda host: BareProcess(host, BROWSER_PORT, directory / "bare.log").start())
             for server in servers.values():
@@ -195,7 +218,9 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
 
             # Both answer the first instance with the same datagram.
             first = instanceRequest(instanceName(1))
-            srpReply = probe(hosts["srp"], BROWSER_PORT, first)
+            # A node just started is busy for a few seconds: its 10,000
+            # instances' first health checks fail (no server listens).
+            srpReply = probe(hosts["srp"], BROWSER_PORT, first, timeout=10.0)
             reply = decodeResponse(srpReply)
             if not (isinstance(reply, InstancesResponse)
                     and [(i.instanceName, i.tcp) for i in reply.instances]
@@ -205,16 +230,20 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
                 print(f"note: srp replies {len(srpReply)} bytes, "
                       f"the bare responder {len(CANNED_REPLY)}")
             probe(hosts["bare"], BROWSER_PORT, first)
+            if probe(hosts["metrics"], BROWSER_PORT, first, timeout=10.0) != srpReply:
+                raise RuntimeError("srp serve with metrics on answers otherwise")
 
             rows: list[dict[str, Any]] = []
             retries = settings.retries
             for number in range(1, settings.rounds + 1):
-                order = ["bare", "srp"] if number % 2 else ["srp", "bare"]
-                for name in order:
+                turn = number % len(NAMES)
+                for name in NAMES[turn:] + NAMES[:turn]:
                     while True:
                         print(f"round {number}/{settings.rounds}: {name} ...",
                               file=sys.stderr, flush=True)
-                        result = runLoad(hosts[name], servers[name].pid, settings, seed=number)
+                        with Scraper(scrapeURL) if name == "metrics" else nullcontext():
+                            result = runLoad(hosts[name], servers[name].pid, settings,
+                                             seed=number)
                         rows.append({"round": number, "server": name} | result
                                     | derived(result))
                         if saturated(rows[-1]) != "none" or retries <= 0:
@@ -224,7 +253,7 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
             for server in servers.values():
                 server.stop()
 
-    names = ("bare", "srp")
+    names = tuple(NAMES)
     print(formatTable(
         ["ROUND", "SERVER", "REPLIES/S", "SENT", "REPLIES", "LOST", "SERVER CPU",
          "SERVER µs/REPLY", "LOADGEN CPU", "SATURATED"],
@@ -248,6 +277,7 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
     costs = {n: median([r.get("server_us") for r in used if r["server"] == n]) for n in names}
     lost = {n: sum(r["lost"] for r in rows if r["server"] == n) for n in names}
     ratio = medians["srp"] / medians["bare"] if medians["bare"] else 0.0
+    metricsRatio = medians["metrics"] / medians["srp"] if medians["srp"] else 0.0
     costs["ratio"] = (None if costs["srp"] is None or costs["bare"] is None
                       else costs["bare"] / costs["srp"])
     print()
@@ -260,8 +290,14 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
     print(f"\nsrp / bare = {ratio:.2f} in replies/s ({verdict} the {TARGET_RATIO:.2f} target)")
     if costs["ratio"] is not None:
         print(f"bare / srp = {costs['ratio']:.2f} in server CPU time per reply")
+    verdict = "meets" if metricsRatio >= METRICS_RATIO else "is BELOW"
+    print(f"metrics on / off = {metricsRatio:.2f} in replies/s ({verdict} the "
+          f"{METRICS_RATIO:.2f} target)")
+    if costs["srp"] is not None and costs["metrics"] is not None:
+        print(f"off / on = {costs['srp'] / costs['metrics']:.2f} in server CPU time per reply")
     return {"medians": medians, "server_us_per_reply": costs, "lost": lost, "ratio": ratio,
-            "target": TARGET_RATIO, "runs_used": len(used), "rounds": rows}
+            "target": TARGET_RATIO, "metrics_ratio": metricsRatio,
+            "metrics_target": METRICS_RATIO, "runs_used": len(used), "rounds": rows}
 
 
 def percent(share: float | None) -> str:
@@ -306,7 +342,8 @@ def transports(settings: Settings) -> dict[str, Any]:
 #: Every benchmark C{make bench} runs, in order.
 BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, sigstop, handover, cluster_cost,
                                cached_resolve, failover_gap, cold_resolves, transports,
-                               instance_down, sighup_reload, health_cost, fault_matrix]
+                               instance_down, sighup_reload, health_cost, metrics_scrape,
+                               fault_matrix]
 
 
 def machine() -> dict[str, Any]:

@@ -35,7 +35,7 @@ from srp.client.resolver import ClusterResolver, Resolution, ResolveError
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.options import CommandOptions, NodeOptions
 from srp.records import Registration
-from srp.server.config import ConfigError, loadConfig
+from srp.server.config import ConfigError, loadConfig, withMetrics
 from srp.server.leases import MAX_TTL
 from srp.server.node import NodeService, NodeStartError
 from srp.wire import (
@@ -334,7 +334,8 @@ class ServeOptions(NodeOptions):
         "Run an srp node in the foreground until SIGINT or SIGTERM, logging to stderr. "
         "The configuration file is described in the operations guide."
     )
-    examples = ("srp serve --config examples/node.toml",)
+    examples = ("srp serve --config examples/node.toml",
+                "srp serve --config node.toml --metrics 127.0.0.1:9434")
 
 
 class Options(CommandOptions):
@@ -451,6 +452,12 @@ async def _status(reactor: Any, options: StatusOptions, out: TextIO) -> None:
     out.write(formatTable(("NODE", "CLUSTER", "ROLE", "EPOCH", "ACTIVE"), [(
         status["node"], status["cluster"], status["role"], str(status["epoch"]),
         status["active"] or "-")]) + "\n")
+    if "version" in status:
+        started = status["started"]
+        out.write("\n" + formatTable(("VERSION", "STARTED", "UPTIME"), [(
+            status["version"], "-" if started is None else time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            "-" if status["uptime"] is None else _duration(status["uptime"]))]) + "\n")
     if status["passives"]:
         out.write("\nPassives (in line to take over):\n" + formatTable(
             ("NODE", "ADDRESS"), [(p["node"], p["address"]) for p in status["passives"]]) + "\n")
@@ -515,6 +522,14 @@ def _startLogging(err: TextIO) -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
+def _duration(seconds: float) -> str:
+    """C{seconds} as days, hours, minutes and seconds: C{2d 3h 4m 5s}."""
+    whole = int(seconds)
+    parts = [(whole // 86400, "d"), (whole // 3600 % 24, "h"), (whole // 60 % 60, "m")]
+    shown = [f"{n}{unit}" for n, unit in parts if n]
+    return " ".join([*shown, f"{whole % 60}s"])
+
+
 def _health(registration: dict[str, Any]) -> str:
     """A registration's health for the status table: up or down, and since when if known."""
     state = "down" if registration.get("down") else "up"
@@ -526,11 +541,11 @@ def _health(registration: dict[str, Any]) -> str:
 
 async def _serve(reactor: Any, options: ServeOptions, err: TextIO) -> None:
     try:
-        config = loadConfig(options["config"])
+        config = withMetrics(loadConfig(options["config"]), options["metrics"])
     except ConfigError as e:
         raise CommandError(str(e)) from None
-    node = NodeService(config, reactor, configPath=options["config"])
     try:
+        node = NodeService(config, reactor, configPath=options["config"])
         node.privilegedStartService()
     except NodeStartError as e:
         raise CommandError(str(e)) from None

@@ -36,9 +36,16 @@ class CommandOptions(usage.Options):
 
 
 class NodeOptions(CommandOptions):
-    """Options of a command that runs a node: C{--config FILE}, required."""
+    """
+    Options of a command that runs a node: C{--config FILE}, required, and
+    C{--metrics ADDR:PORT}.
+    """
 
-    optParameters = [["config", "c", None, "The node configuration file (TOML)."]]
+    optParameters = [
+        ["config", "c", None, "The node configuration file (TOML)."],
+        ["metrics", None, None, "Serve Prometheus metrics over HTTP at ADDR:PORT/metrics "
+         "(instead of the configuration's [metrics] listen)."],
+    ]
 
     def postOptions(self) -> None:
         if self["config"] is None:

@@ -6,7 +6,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from srp.options import NodeOptions
-from srp.server.config import ConfigError, NodeConfig, loadConfig
+from srp.server.config import ConfigError, NodeConfig, loadConfig, withMetrics
 from srp.server.node import NodeService, NodeStartError
 
 
@@ -21,6 +21,7 @@ class Options(NodeOptions):
     examples = (
         "twistd -n srp --config /etc/srp/node.toml",
         "twistd --pidfile /run/srp.pid --logfile /var/log/srp.log srp --config node.toml",
+        "twistd -n srp --config node.toml --metrics 127.0.0.1:9434",
     )
     config: NodeConfig
 
@@ -28,7 +29,7 @@ class Options(NodeOptions):
         """Load and validate the configuration, or fail with its one-line error."""
         super().postOptions()
         try:
-            self.config = loadConfig(self["config"])
+            self.config = withMetrics(loadConfig(self["config"]), self["metrics"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -47,4 +48,7 @@ class TwistdNodeService(NodeService):
 
 def makeService(options: Options) -> IService:
     """The node that C{options} describe."""
-    return TwistdNodeService(options.config, configPath=options["config"])
+    try:
+        return TwistdNodeService(options.config, configPath=options["config"])
+    except NodeStartError as e:
+        raise SystemExit(f"srp: {e}") from None

@@ -116,8 +116,8 @@ def test_status_lists_100000_registrations(nodes: Callable[..., NodeProcess]) ->
     result = srp("status", "--json", "--cluster", CLUSTER, address, timeout=60)
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
-    assert set(status) == {"node", "cluster", "role", "epoch", "active", "passives",
-                           "registrations", "counters"}
+    assert set(status) == {"node", "version", "started", "uptime", "cluster", "role",
+                           "epoch", "active", "passives", "registrations", "counters"}
     assert status["role"] == "active" and len(status["passives"]) == 4
     registrations = status["registrations"]
     assert len(registrations) == 100_000

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.records import Registration
@@ -29,6 +29,7 @@ from srp.server.limits import (
     StateBounds,
 )
 from srp.server.membership import DEFAULT_INTERVAL, DEFAULT_MISSES
+from srp.server.state import parseNodeId
 from srp.transports import DEFAULT_PREFERENCE, transportNamed, transportNames
 from srp.transports.via import DEFAULT_PROVIDER, viProviderNamed
 from srp.wire import InstanceInfo, ViaInfo, WireError
@@ -36,13 +37,15 @@ from srp.wire.cluster import ANY_CLUSTER, clusterId
 from srp.wire.instances import checkPort
 from srp.wire.mcsqlr import BROWSER_PORT
 
-_NODE_KEYS = {"listen", "port", "server_name", "extensions", "pipe_directory", "vi_provider"}
+_NODE_KEYS = {"listen", "port", "server_name", "extensions", "pipe_directory", "vi_provider",
+              "node_id", "state_file"}
 _INSTANCE_KEYS = {
     "name", "server_name", "version", "clustered", "tcp", "np", "via", "hidden", "dac_port",
     "priority", "relay", "serve", "check", "check_interval", "check_timeout", "fall", "rise",
     "hide_when_down",
 }
-_TOP_KEYS = {"node", "cluster", "instances", "limits", "access"}
+_TOP_KEYS = {"node", "cluster", "instances", "limits", "access", "metrics"}
+_METRICS_KEYS = {"listen"}
 _LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", "reply_burst",
                "reserved_rate", "reserved_burst",
                "max_registrations_per_node", "max_instances", "max_passives"}
@@ -106,6 +109,12 @@ class NodeConfig:
     health: dict[str, HealthSettings] = field(factory=dict)
     #: The VI provider that carries the via listeners (L{srp.transports.via.viProviderNamed}).
     viProvider: str = DEFAULT_PROVIDER
+    #: Where the Prometheus metrics are served over HTTP (host, port), if anywhere.
+    metrics: tuple[str, int] | None = None
+    #: The node's id, fixed in the configuration (else from C{stateFile}, or random).
+    nodeId: int | None = None
+    #: Where the node keeps its id across restarts, if anywhere.
+    stateFile: Path | None = None
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -134,11 +143,21 @@ def _address(where: str, value: Any) -> str:
     raise ConfigError(f"{where}: listen address {value!r} is not an IPv4 or IPv6 address")
 
 
+def hostAndPort(where: str, key: str, value: Any) -> tuple[str, int]:
+    """
+    C{"HOST:PORT"} (C{"[::1]:PORT"} for IPv6) as a host and a port.
+
+    @raise ConfigError: if C{value} is not such a string.
+    """
+    text = _typed(where, key, value, str, 'a "HOST:PORT" string')
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f'{where}: {key} {text!r} is not "HOST:PORT"')
+    return host.strip("[]"), int(port)
+
+
 def _relay(where: str, table: Mapping[str, Any]) -> tuple[tuple[str, int], tuple[str, ...]]:
-    relay = _typed(where, "relay", table["relay"], str, 'a "HOST:PORT" string')
-    host, sep, port = relay.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(f'{where}: relay {relay!r} is not "HOST:PORT"')
+    backend = hostAndPort(where, "relay", table["relay"])
     transports = _typed(where, "serve", table.get("serve", list(DEFAULT_PREFERENCE)), list,
                         "a list of transports")
     if not transports:
@@ -150,7 +169,7 @@ def _relay(where: str, table: Mapping[str, Any]) -> tuple[tuple[str, int], tuple
         except ValueError:
             raise ConfigError(f"{where}: serve must list some of "
                               f"{', '.join(transportNames())}, not {[name]}") from None
-    return (host.strip("[]"), int(port)), tuple(transports)
+    return backend, tuple(transports)
 
 
 def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registration:
@@ -211,6 +230,33 @@ def _health(where: str, table: Mapping[str, Any]) -> HealthSettings:
                           "seconds, fall and rise at least 1")
     return settings
 
+
+
+def _nodeId(where: str, node: Mapping[str, Any]) -> int | None:
+    if "node_id" not in node:
+        return None
+    text = _typed(where, "node_id", node["node_id"], str, 'a string of 16 hex digits')
+    try:
+        return parseNodeId(text)
+    except ValueError:
+        raise ConfigError(f"{where}: node_id {text!r} is not 16 hex digits") from None
+
+
+def listenAddress(where: str, key: str, value: Any) -> tuple[str, int]:
+    """
+    C{"ADDRESS:PORT"} (C{"[::1]:PORT"} for IPv6) as an IP address and a port.
+
+    @raise ConfigError: if C{value} is not such a string.
+    """
+    host, port = hostAndPort(where, key, value)
+    return _address(where, host), port
+
+
+def _metrics(where: str, table: Mapping[str, Any]) -> tuple[str, int]:
+    _unknownKeys(where, table, _METRICS_KEYS)
+    if "listen" not in table:
+        raise ConfigError(f'{where}: listen is required, such as "127.0.0.1:9434"')
+    return listenAddress(where, "listen", table["listen"])
 
 
 def _key(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> bytes:
@@ -354,6 +400,12 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
         viProviderNamed(viProvider)
     except ValueError as e:
         raise ConfigError(f"{source} [node]: vi_provider: {e}") from None
+    stateFile = (Path(_typed(f"{source} [node]", "state_file", node["state_file"], str,
+                             "a file name")) if "state_file" in node else None)
+    metrics = None
+    if "metrics" in document:
+        metrics = _metrics(f"{source} [metrics]", _typed(source, "[metrics]",
+                                                         document["metrics"], dict, "a table"))
     cluster = None
     if "cluster" in document:
         table = _typed(source, "[cluster]", document["cluster"], dict, "a table")
@@ -370,7 +422,20 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
                       extensions=extensions, access=access, perSource=perSource,
                       overall=overall, reserve=reserve, bounds=bounds, relays=relays,
                       pipeDirectory=pipeDirectory, viProvider=viProvider,
-                      health=health)
+                      health=health, metrics=metrics,
+                      nodeId=_nodeId(f"{source} [node]", node), stateFile=stateFile)
+
+
+def withMetrics(config: NodeConfig, listen: str | None) -> NodeConfig:
+    """
+    C{config} with its metrics served at C{listen} (C{--metrics ADDRESS:PORT})
+    instead, if given.
+
+    @raise ConfigError: if C{listen} is not an address and a port.
+    """
+    if listen is None:
+        return config
+    return evolve(config, metrics=listenAddress("--metrics", "address", listen))
 
 
 def loadConfig(path: str | Path) -> NodeConfig:

@@ -26,6 +26,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from srp import __version__
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.interfaces import HandedSocket, IClusterRole
 from srp.records import Registration
@@ -174,6 +175,8 @@ class Membership:
         #: (reactor seconds), by instance key: for status.
         self.healthSince: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
+        #: When the node started (reactor seconds), once it has.
+        self.startedAt: float | None = None
         self.socket: _MemberSocket | None = None
         self._ticker: LoopingCall | None = None
         self._timer: IDelayedCall | None = None
@@ -411,8 +414,12 @@ class Membership:
 
     def _summary(self) -> dict[str, Any]:
         role = self.current
+        started = self.startedAt
         return {
             "node": f"{self.nodeId:016x}",
+            "version": __version__,
+            "started": started,
+            "uptime": None if started is None else int(self.reactor.seconds() - started),
             "cluster": self.settings.name,
             "role": role.name,
             "epoch": self.epoch,

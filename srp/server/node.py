@@ -31,11 +31,13 @@ from srp.server.health import (
 from srp.server.hello import HelloFactory
 from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings, Membership
+from srp.server.metrics import metricsSite
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
 from srp.server.roles.active import ClusterPorts
+from srp.server.state import StateFileError, persistentNodeId
 from srp.transports import DEFAULT_PREFERENCE, transportNamed
-from srp.transports.splice import relayFactory
+from srp.transports.splice import SpliceFactory, SpliceStats, relayFactory
 
 
 class NodeStartError(Exception):
@@ -61,6 +63,13 @@ class NodeService(Service):
     def __init__(self, config: NodeConfig, reactor: Any = None,
                  nodeId: int | None = None, configPath: str | Path | None = None,
                  checks: Mapping[str, IHealthCheck] | None = None) -> None:
+        """
+        @param nodeId: the node's id; default: the configuration's
+            C{node_id}, else the one kept in its C{state_file}, else random.
+        @param checks: health checks by name, found before srp's own and the
+            plugins': the checks of a program that embeds a node.
+        @raise NodeStartError: if the state file cannot be read or written.
+        """
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -92,6 +101,14 @@ class NodeService(Service):
         self._previousHangup: Any = None
         #: A standalone node's port, bound before it starts.
         self._bound: ClusterPorts | None = None
+        self._metricsPort: IListeningPort | None = None
+        if nodeId is None:
+            nodeId = config.nodeId
+        if nodeId is None and config.stateFile is not None:
+            try:
+                nodeId = persistentNodeId(config.stateFile)
+            except StateFileError as e:
+                raise NodeStartError(str(e)) from None
         for name, relay in config.relays.items():
             self._relay(name, relay)
         self.membership = Membership(reactor, settings, self.registry, config.instances,
@@ -174,13 +191,33 @@ class NodeService(Service):
         """The role this node plays now: probing, passive, active, ..."""
         return self.membership.role
 
+    def relayStats(self) -> dict[str, SpliceStats]:
+        """The counters of each relayed instance's connections, by instance name."""
+        own = self.membership.ownByKey
+        return {own[key].name if key in own else key: factory.stats
+                for key, (factory, _) in self._served.items()
+                if isinstance(factory, SpliceFactory)}
+
+    def _serveMetrics(self) -> None:
+        """Listen for Prometheus' scrapes, if the configuration says where."""
+        if self.config.metrics is None or self._metricsPort is not None:
+            return
+        host, port = self.config.metrics
+        try:
+            self._metricsPort = self.reactor.listenTCP(port, metricsSite(self), interface=host)
+        except CannotListenError as e:
+            reason = e.socketError.strerror if e.socketError else str(e)
+            raise NodeStartError(f"cannot serve metrics on {host}:{port}/tcp: {reason}") from None
+
     def privilegedStartService(self) -> None:
         """
-        A standalone node binds its port now (a clustered one when it becomes active).
+        A standalone node binds its port now (a clustered one when it becomes
+        active), and the metrics port if it has one.
 
-        @raise NodeStartError: if the port is in use or cannot be bound.
+        @raise NodeStartError: if a port is in use or cannot be bound.
         """
         super().privilegedStartService()
+        self._serveMetrics()
         if not self._listening:
             self._openListeners()
         if self.config.cluster is not None:
@@ -199,6 +236,7 @@ class NodeService(Service):
     def startService(self) -> None:
         """Start playing the node's role."""
         super().startService()
+        self.membership.startedAt = self.reactor.seconds()
         cluster = self.config.cluster
         if cluster is None:
             if self._bound is None:
@@ -207,6 +245,7 @@ class NodeService(Service):
             assert bound is not None
             self.membership.machine.portBound(bound)
         else:
+            self._serveMetrics()
             if not self._listening:
                 self._openListeners()
             if not cluster.key:
@@ -235,6 +274,9 @@ class NodeService(Service):
             return result
 
         stopped.addBoth(closeListeners)
+        if self._metricsPort is not None:
+            self._metricsPort.stopListening()
+            self._metricsPort = None
         self._unwatchHealth()
         if self._previousHangup is not None:
             signal.signal(signal.SIGHUP, self._previousHangup)
@@ -279,7 +321,11 @@ class NodeService(Service):
                 ("extensions", running.extensions, config.extensions),
                 ("[access]", running.access, config.access),
                 ("pipe_directory", running.pipeDirectory, config.pipeDirectory),
-                ("vi_provider", running.viProvider, config.viProvider)]:
+                ("vi_provider", running.viProvider, config.viProvider),
+                ("node_id", running.nodeId, config.nodeId),
+                ("state_file", running.stateFile, config.stateFile),
+                # --metrics overrides the file: a file without [metrics] changes nothing.
+                ("[metrics]", running.metrics, config.metrics or running.metrics)]:
             if was != now:
                 self.log.warn("Reload: {setting} changed; restart the node to apply it",
                               setting=setting)
@@ -317,7 +363,9 @@ class NodeService(Service):
         self.config = evolve(config, listen=running.listen, port=running.port,
                              cluster=running.cluster, extensions=running.extensions,
                              access=running.access, pipeDirectory=running.pipeDirectory,
-                             viProvider=running.viProvider, instances=tuple(applied))
+                             viProvider=running.viProvider, metrics=running.metrics,
+                             nodeId=running.nodeId, stateFile=running.stateFile,
+                             instances=tuple(applied))
         self.membership.updateOwn([own[r.key] for r in applied if r.key in own])
         if self.running:
             for registration in self.membership.own:

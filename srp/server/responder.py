@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
-from attrs import define
+from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -42,24 +43,55 @@ MAX_CACHED_REPLIES = 65536
 MALFORMED_LOG_INTERVAL = 1.0
 
 
+def _byType() -> list[int]:
+    return [0] * 256
+
+
+def _total(counts: str, doc: str) -> Any:
+    """A read-only attribute: the sum of the counts by request type in C{counts}."""
+    return property(lambda stats: sum(getattr(stats, counts)), doc=doc)
+
+
 @define
 class ResponderStats:
-    """Counters of what a responder did with the datagrams it received."""
+    """
+    Counters of what a responder did with the datagrams it received.
 
-    answered: int = 0
+    Each outcome is counted by the datagram's first byte, its request type
+    (C{0x04} CLNT_UCAST_INST, ...; an empty datagram counts as C{0x00}),
+    for metrics by kind; the outcome's total is the sum.  An index is as
+    cheap to bump as a plain count, so the answering path pays nothing
+    for it.
+    """
+
+    answeredByType: list[int] = field(factory=_byType)
     #: Well-formed requests that get no reply: unknown or hidden instances,
     #: no DAC port, nothing to enumerate.
-    ignored: int = 0
-    malformed: int = 0
+    ignoredByType: list[int] = field(factory=_byType)
+    malformedByType: list[int] = field(factory=_byType)
     #: Replies the operating system refused to send.
-    unsent: int = 0
+    unsentByType: list[int] = field(factory=_byType)
+    #: Requests from networks the access policy refuses.
+    deniedByType: list[int] = field(factory=_byType)
+    #: Replies not sent because they would exceed a reply budget.
+    limitedByType: list[int] = field(factory=_byType)
+    #: Bytes of the replies sent.
+    replyBytes: int = 0
     #: Instances the current enumeration reply leaves out: they do not fit
     #: in one datagram.
     omitted: int = 0
-    #: Requests from networks the access policy refuses.
-    denied: int = 0
-    #: Replies not sent because they would exceed a reply budget.
-    limited: int = 0
+
+    answered = _total("answeredByType", "Requests answered.")
+    ignored = _total("ignoredByType", "Well-formed requests that got no reply.")
+    malformed = _total("malformedByType", "Datagrams that are no valid request.")
+    unsent = _total("unsentByType", "Replies the operating system refused to send.")
+    denied = _total("deniedByType", "Requests the access policy refused.")
+    limited = _total("limitedByType", "Replies withheld by the reply budgets.")
+
+
+def _type(datagram: bytes) -> int:
+    """A datagram's request type: its first byte (0 for an empty one)."""
+    return datagram[0] if datagram else 0
 
 
 @lru_cache(maxsize=65536)
@@ -106,12 +138,12 @@ class ResolutionResponder(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if self.limiter is not None and self.limiter.blocked(addr[0]):
-            self.stats.limited += 1
+            self.stats.limitedByType[_type(datagram)] += 1
             return
         if (not self.access.clients.open and not self.access.clients.permits(addr[0])
                 and (self.cluster is None or not isClusterMessage(datagram))):
             # Cluster messages have an access list of their own.
-            self.stats.denied += 1
+            self.stats.deniedByType[_type(datagram)] += 1
             return
         generation = self.answers.generation
         if self._repliesGeneration != generation:
@@ -125,33 +157,34 @@ class ResolutionResponder(DatagramProtocol):
             try:
                 request = decodeRequest(datagram)
             except WireError as error:
-                self._malformed(error, addr)
+                self._malformed(error, datagram, addr)
                 return
             if isinstance(request, (BroadcastRequest, EnumerateRequest)) and (
                     not self.access.mayEnumerate(addr[0])):
-                self.stats.denied += 1
+                self.stats.deniedByType[datagram[0]] += 1
                 return
             reply = self.replyTo(request)
             if reply is None:
-                self.stats.ignored += 1
+                self.stats.ignoredByType[datagram[0]] += 1
                 return
             if isinstance(request, (InstanceRequest, DACRequest)):
                 if len(self._replies) >= MAX_CACHED_REPLIES:
                     self._replies.clear()
                 self._replies[datagram] = reply
         if self.limiter is not None and not self.limiter.allow(addr[0], len(reply)):
-            self._limited(addr)
+            self._limited(datagram, addr)
             return
         try:
             self.transport.write(reply, addr)  # type: ignore[union-attr]
         except OSError as error:
-            self.stats.unsent += 1
+            self.stats.unsentByType[datagram[0]] += 1
             self.log.warn(
                 "Could not send a reply to {host}:{port}: {error}",
                 host=addr[0], port=addr[1], error=error,
             )
             return
-        self.stats.answered += 1
+        self.stats.answeredByType[datagram[0]] += 1
+        self.stats.replyBytes += len(reply)
 
     def replyTo(self, request: Request) -> bytes | None:
         """The reply to a decoded request, or L{None} if it gets none."""
@@ -183,8 +216,8 @@ class ResolutionResponder(DatagramProtocol):
             self._enumeration = (generation, reply)
         return reply
 
-    def _limited(self, addr: tuple[str, int]) -> None:
-        self.stats.limited += 1
+    def _limited(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        self.stats.limitedByType[datagram[0]] += 1
         now = self.clock.seconds()
         if now - self._lastLimitedLog >= MALFORMED_LOG_INTERVAL * 10:
             self._lastLimitedLog = now
@@ -192,8 +225,8 @@ class ResolutionResponder(DatagramProtocol):
                           "so far: a flood, or raise [limits] in the configuration",
                           host=addr[0], count=self.stats.limited)
 
-    def _malformed(self, error: WireError, addr: tuple[str, int]) -> None:
-        self.stats.malformed += 1
+    def _malformed(self, error: WireError, datagram: bytes, addr: tuple[str, int]) -> None:
+        self.stats.malformedByType[_type(datagram)] += 1
         now = self.clock.seconds()
         if now - self._lastMalformedLog < MALFORMED_LOG_INTERVAL:
             self._malformedUnlogged += 1

@@ -2,8 +2,9 @@
 Drivers of real C{srp serve} processes, for tests, demos and benchmarks.
 
 L{NodeProcess} runs a node on a free loopback address
-(L{freeLoopbackAddress}) from a configuration that L{writeNodeConfig}
-writes (and a key file L{writeKeyFile} writes); L{stopProcess} ends any child by its PID.
+(L{freeLoopbackAddress}; L{freeTCPPort} for its metrics) from a
+configuration that L{writeNodeConfig} writes (and a key file
+L{writeKeyFile} writes); L{stopProcess} ends any child by its PID.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ def freeLoopbackAddress(port: int = BROWSER_PORT, first: int = 2, last: int = 25
                 continue
             return address
     raise RuntimeError(f"every address 127.0.0.{first}-{last} has UDP port {port} in use")
+
+
+def freeTCPPort(host: str) -> int:
+    """A TCP port of C{host} that nobody listens on right now (for a node's metrics)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def stopProcess(process: subprocess.Popen[Any], timeout: float = 10.0) -> int:

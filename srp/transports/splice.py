@@ -30,6 +30,8 @@ class SpliceStats:
 
     #: Client connections accepted.
     accepted: int = 0
+    #: Client connections open now.
+    open: int = 0
     #: Client connections whose backend connection came up.
     spliced: int = 0
     #: Client connections closed because the backend could not be reached.
@@ -72,6 +74,7 @@ class SplicedClient(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.stats.accepted += 1
+        self.factory.stats.open += 1
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         endpoint = self.factory.backendFor(peer)
         self._connecting = endpoint.connect(Factory.forProtocol(lambda: _BackendSide(self)))
@@ -127,6 +130,7 @@ class SplicedClient(Protocol):
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.factory.stats.open -= 1
         self._closed = True
         self._held = []
         if self._connecting is not None:

@@ -175,6 +175,13 @@ class BindingRole(_Listening):
             self.core.machine.portBound(ports, self.view)
 
     def acknowledge(self) -> None:
-        """Tell the old active, if it handed over to this node, that the node took over."""
+        """
+        The node is active now: count how it became so (a hand-over taken,
+        or a takeover from an active that stopped answering), and tell the
+        old active, if it handed over, that the node took over.
+        """
         if self.activatedBy is not None:
+            self.core.counters["handovers_taken"] += 1
             self.core.send(ActivateAck(), self.activatedBy)
+        elif self.view.active is not None:
+            self.core.counters["takeovers"] += 1
