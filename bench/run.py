@@ -172,8 +172,12 @@ def derived(result: dict[str, Any]) -> dict[str, float | None]:
 
 
 def nodeInstances(count: int) -> list[dict[str, Any]]:
-    """The benchmark instances: INST00001 ... with TCP ports 10001 ..."""
-    return [{"name": instanceName(n), "tcp": 10_000 + n} for n in range(1, count + 1)]
+    """
+    The benchmark instances: INST00001 ... with TCP ports 10001 ..., not
+    health-checked (no servers run behind them; health_cost measures checks).
+    """
+    return [{"name": instanceName(n), "tcp": 10_000 + n, "check": "none"}
+            for n in range(1, count + 1)]
 
 
 def resolve_throughput(settings: Settings) -> dict[str, Any]:
