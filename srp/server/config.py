@@ -12,6 +12,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from string import Template
 from typing import Any
 
 from attrs import field, frozen
@@ -212,10 +213,25 @@ def _health(where: str, table: Mapping[str, Any]) -> HealthSettings:
 
 
 
+def _keyFile(where: str, value: Any, environ: Mapping[str, str]) -> str:
+    """
+    The key file's name, with C{$NAME} or C{${NAME}} replaced from the
+    environment: C{$CREDENTIALS_DIRECTORY/cluster.key} under systemd's
+    C{LoadCredential=}.
+    """
+    try:
+        return Template(_typed(where, "key_file", value, str, "a file name")).substitute(environ)
+    except KeyError as e:
+        raise ConfigError(f"key_file names ${e.args[0]}, which is not set (systemd sets "
+                          "$CREDENTIALS_DIRECTORY with LoadCredential=)") from None
+    except ValueError as e:
+        raise ConfigError(f"key_file {value!r}: {e} (write $$ for a $)") from None
+
+
 def _key(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> bytes:
     try:
         if "key_file" in table:
-            return loadKey(_typed(where, "key_file", table["key_file"], str, "a file name"))
+            return loadKey(_keyFile(where, table["key_file"], environ))
         return environmentKey(environ)
     except (ConfigError, BadKey) as e:
         raise ConfigError(f"{where}: {e}") from None
