@@ -153,6 +153,12 @@ def _relay(where: str, table: Mapping[str, Any]) -> tuple[tuple[str, int], tuple
     return (host.strip("[]"), int(port)), tuple(transports)
 
 
+def _listenPort(table: Mapping[str, Any]) -> Any:
+    """The instance's C{tcp}; for a relayed one, 0 means any free port, as absent does."""
+    tcp = table.get("tcp")
+    return None if tcp == 0 and "relay" in table and not isinstance(tcp, bool) else tcp
+
+
 def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registration:
     if "name" not in table:
         raise ConfigError(f"{where}: every instance needs a name")
@@ -169,7 +175,7 @@ def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registra
                            "a string such as 16.0.1000.6"),
             isClustered=_typed(where, "clustered", table.get("clustered", False), bool,
                                "true or false"),
-            tcp=_typed(where, "tcp", table.get("tcp"), (int, type(None)), "a port number"),
+            tcp=_typed(where, "tcp", _listenPort(table), (int, type(None)), "a port number"),
             np=_typed(where, "np", table.get("np"), (str, type(None)), "a pipe name"),
             via=None if via is None else ViaInfo.decode(
                 _typed(where, "via", via, str, 'a string such as "HOST,0:1433"')),
