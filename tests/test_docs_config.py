@@ -10,6 +10,7 @@ file of mode 600, the only liberty taken.
 from __future__ import annotations
 
 import re
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import pytest
 from srp.server.config import parseConfig
 
 DOCS = Path(__file__).parent.parent / "docs"
-BLOCK = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
+#: A ```toml fence, at the start of a line or indented in a list item.
+BLOCK = re.compile(r"^([ ]*)```toml\n(.*?)^[ ]*```", re.MULTILINE | re.DOTALL)
 
 
 def examples() -> list[tuple[str, str]]:
@@ -27,12 +29,12 @@ def examples() -> list[tuple[str, str]]:
         text = page.read_text()
         for match in BLOCK.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
-            found.append((f"{page.name}:{line}", match.group(1)))
+            found.append((f"{page.name}:{line}", textwrap.dedent(match.group(2))))
     return found
 
 
 def test_the_docs_have_toml_examples() -> None:
-    assert len(examples()) >= 8
+    assert len(examples()) >= 9
 
 
 @pytest.mark.parametrize(("where", "text"), examples(), ids=[w for w, _ in examples()])
