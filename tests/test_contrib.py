@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from srp.server.config import parseConfig
 from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
@@ -155,7 +155,7 @@ def test_the_dockerfile_install_steps_give_a_node_that_answers(tmp_path: Path) -
             s.settimeout(2)
             s.sendto(InstanceRequest("SALES").encode(), (address, 1434))
             response = decodeResponse(s.recv(4096))
-        assert node.process is not None and node.process.args[0] == entrypoint[0]
+        assert node.argv[:2] == tuple(entrypoint)
     assert isinstance(response, InstancesResponse)
     assert [(i.instanceName, i.tcp) for i in response.instances] == [("SALES", 14330)]
-    assert node.process.returncode == 0
+    assert node.process is not None and node.process.returncode == 0

@@ -17,6 +17,7 @@ import pytest
 from srp.notify import notify
 from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire import InstanceRequest
+from tests.conftest import BIN
 
 
 @pytest.fixture
@@ -66,9 +67,10 @@ def ask(address: str, timeout: float = 0.02) -> bool:
             return False
 
 
-@pytest.mark.parametrize("clustered", [True, False], ids=["clustered", "standalone"])
+@pytest.mark.parametrize(("clustered", "twistd"), [(True, False), (False, False), (True, True)],
+                         ids=["clustered", "standalone", "twistd-clustered"])
 def test_ready_once_the_node_answers_and_stopping_on_sigterm(
-        manager: tuple[str, socket.socket], tmp_path: Path, clustered: bool,
+        manager: tuple[str, socket.socket], tmp_path: Path, clustered: bool, twistd: bool,
         monkeypatch: pytest.MonkeyPatch) -> None:
     name, s = manager
     address = freeLoopbackAddress()
@@ -76,7 +78,9 @@ def test_ready_once_the_node_answers_and_stopping_on_sigterm(
                              [{"name": "SALES", "tcp": 50101, "check": "none"}],
                              tables={"cluster": {"name": "notify"}} if clustered else {})
     monkeypatch.setenv("NOTIFY_SOCKET", name)
-    node = NodeProcess(config, tmp_path / "node.log")
+    node = NodeProcess(config, tmp_path / "node.log", argv=[
+        str(BIN / "twistd"), "-n", "--pidfile=", "srp", "--config", str(config)]
+        if twistd else None)
     with node:
         unanswered = answered = 0
         deadline = time.monotonic() + 10

@@ -15,6 +15,7 @@ from srp.server.config import ClusterConfig, NodeConfig
 from srp.server.health import HealthSettings
 from srp.server.node import NodeService
 from srp.testing import FakeNetwork
+from tests.test_mismatch import run
 
 
 @pytest.fixture
@@ -32,12 +33,6 @@ def start(network: FakeNetwork, host: str, instances: Sequence[Registration],
     node = NodeService(config, network.reactor(host), nodeId=7)
     node.startService()
     return node
-
-
-def run(network: FakeNetwork, seconds: float) -> None:
-    end = network.clock.seconds() + seconds
-    while network.clock.seconds() < end:
-        network.clock.advance(0.05)
 
 
 def warnings(events: Sequence[LogEvent]) -> list[str]:
