@@ -19,13 +19,7 @@ from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import react
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
+from twisted.logger import globalLogBeginner
 from twisted.python import usage
 
 from srp.client.browser import Answer, NoAnswer, QueryFailed, browse, query
@@ -33,6 +27,8 @@ from srp.client.cluster import fetchStatus
 from srp.client.registration import Cluster, LeaseKeeper, Refused, request
 from srp.client.resolver import ClusterResolver, Resolution, ResolveError
 from srp.clusterkey import BadKey, environmentKey, loadKey
+from srp.logs import FORMATS, LEVELS, nodeObserver
+from srp.notify import notify
 from srp.options import CommandOptions, NodeOptions
 from srp.records import Registration
 from srp.server.config import ConfigError, loadConfig, withMetrics
@@ -332,10 +328,29 @@ class ServeOptions(NodeOptions):
     synopsis = "Usage: srp serve --config node.toml"
     longdesc = (
         "Run an srp node in the foreground until SIGINT or SIGTERM, logging to stderr. "
-        "The configuration file is described in the operations guide."
+        "The configuration file is described in the operations guide.  Under systemd "
+        "(Type=notify) it tells $NOTIFY_SOCKET READY=1 once it answers, STOPPING=1 "
+        "when it stops."
     )
     examples = ("srp serve --config examples/node.toml",
-                "srp serve --config node.toml --metrics 127.0.0.1:9434")
+                "srp serve --config node.toml --metrics 127.0.0.1:9434",
+                "srp serve --config node.toml --log-format json --log-level warn",
+                "srp serve --config node.toml --logfile /var/log/srp/node.log")
+    optParameters = [
+        ["log-format", None, "text", f"How to log: {' or '.join(FORMATS)} (one JSON object "
+         "a line)."],
+        ["log-level", None, "info", f"The least severe level logged: {', '.join(LEVELS)}."],
+        ["logfile", None, None, "Append the log to this file instead of stderr."],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["log-format"] not in FORMATS:
+            raise usage.UsageError(f"--log-format must be {' or '.join(FORMATS)}, "
+                                   f"not {self['log-format']!r}")
+        if self["log-level"] not in LEVELS:
+            raise usage.UsageError(f"--log-level must be one of {', '.join(LEVELS)}, "
+                                   f"not {self['log-level']!r}")
 
 
 class Options(CommandOptions):
@@ -501,7 +516,7 @@ async def _lease(reactor: Any, options: UnregisterOptions, out: TextIO, err: Tex
                   + "\n")
     if keeper is not None and options["keep"]:
         out.flush()
-        _startLogging(err)
+        globalLogBeginner.beginLoggingTo([nodeObserver(err)], redirectStandardIO=False)
         reactor.addSystemEventTrigger("before", "shutdown",
                                       lambda: Deferred.fromCoroutine(_unregister(keeper)))
         await Deferred()  # until the reactor stops (SIGINT, SIGTERM)
@@ -515,10 +530,15 @@ async def _unregister(keeper: LeaseKeeper) -> None:
                         name=keeper.registration.name, error=e)
 
 
-def _startLogging(err: TextIO) -> None:
-    observer = FilteringLogObserver(
-        textFileLogObserver(err), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)]
-    )
+def _startLogging(options: ServeOptions, err: TextIO) -> None:
+    out = err
+    if options["logfile"] is not None:
+        try:
+            out = open(options["logfile"], "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise CommandError(f"cannot open the log file {options['logfile']}: "
+                               f"{e.strerror}") from None
+    observer = nodeObserver(out, options["log-format"], options["log-level"])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
@@ -549,11 +569,23 @@ async def _serve(reactor: Any, options: ServeOptions, err: TextIO) -> None:
         node.privilegedStartService()
     except NodeStartError as e:
         raise CommandError(str(e)) from None
-    _startLogging(err)
+    _startLogging(options, err)
     node.startService()
+    node.whenReady().addCallback(lambda _: notify("READY=1"))
+
+    def stop() -> Deferred[None]:
+        notify("STOPPING=1")
+        return node.stopService()
+
     stopped: Deferred[None] = Deferred()
-    reactor.addSystemEventTrigger("before", "shutdown", node.stopService)
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
     await stopped  # until the reactor stops (SIGINT, SIGTERM)
+
+
+def _jsonError(message: str, out: TextIO) -> None:
+    """With C{--json}, an error is a JSON object on stdout too, for a pipeline reading it."""
+    out.write(json.dumps({"error": message}) + "\n")
+    out.flush()
 
 
 def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred[None]:
@@ -562,6 +594,8 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
+        if "--json" in argv or "-j" in argv:
+            _jsonError(str(e), out)
         err.write(f"srp: {e}\nRun 'srp --help' or 'srp COMMAND --help' for usage.\n")
         raise SystemExit(2) from None
     sub = options.subOptions
@@ -577,6 +611,8 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
 
     def failed(failure: Any) -> None:
         failure.trap(CommandError)
+        if sub.get("json"):
+            _jsonError(str(failure.value), out)
         err.write(f"srp: {failure.value}\n")
         raise SystemExit(1)
 

@@ -1,7 +1,11 @@
 """
-Where the cluster key comes from: a key file only its owner may read, or
+Where the cluster key comes from: a key file that others may not access, or
 C{$SRP_CLUSTER_KEY}.  Nodes read it from their configuration, clients from
 C{key_file=} or C{--key-file}.
+
+The rule for a key file's mode: no access at all for others, and no write
+access for its group (600, 400, or 640 for a key owned by root and read by
+the group the nodes run as).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ def loadKey(path: str | Path) -> bytes:
     """
     Read a cluster key file.
 
-    @raise BadKey: if it cannot be read, others may read it, or it is too short.
+    @raise BadKey: if it cannot be read, others may access it, its group may
+        write it, or it is too short.
     """
     path = Path(path)
     try:
@@ -32,7 +37,11 @@ def loadKey(path: str | Path) -> bytes:
     except OSError as e:
         raise BadKey(f"cannot read the key file {path}: {e.strerror}") from None
     if mode & 0o007:
-        raise BadKey(f"the key file {path} is readable by others; run: chmod 600 {path}")
+        raise BadKey(f"the key file {path} is open to others (mode {mode & 0o777:03o}); "
+                     f"run: chmod 600 {path}")
+    if mode & 0o020:
+        raise BadKey(f"the key file {path} is writable by its group (mode "
+                     f"{mode & 0o777:03o}); run: chmod 600 {path}")
     return _checkedKey(key, f"the key file {path}")
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from twisted.application.service import IService
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 
+from srp.notify import notify
 from srp.options import NodeOptions
 from srp.server.config import ConfigError, NodeConfig, loadConfig, withMetrics
 from srp.server.node import NodeService, NodeStartError
@@ -36,8 +38,18 @@ class Options(NodeOptions):
 
 class TwistdNodeService(NodeService):
     """
-    A L{NodeService} that ends C{twistd} with its one-line error, not a traceback.
+    A L{NodeService} that ends C{twistd} with its one-line error, not a
+    traceback, and tells systemd (C{Type=notify}) when it is ready and
+    when it stops.
     """
+
+    def startService(self) -> None:
+        super().startService()
+        self.whenReady().addCallback(lambda _: notify("READY=1"))
+
+    def stopService(self) -> Deferred[None]:
+        notify("STOPPING=1")
+        return super().stopService()
 
     def privilegedStartService(self) -> None:
         try:

@@ -107,7 +107,7 @@ def test_enumerate_and_status_across_cluster_addresses(node: NodeProcess) -> Non
     listed = srp("enumerate", "--json", "--cluster-addresses", f"{silent},{node.address}", "c")
     assert {i["instance"] for i in json.loads(listed.stdout)} == {"SALES", "REPORTS"}
     status = srp("status", "--json", "--cluster-addresses", f"{silent},{node.address}", "c")
-    assert json.loads(status.stdout)["role"] == "active"
+    assert json.loads(status.stdout)["role"] == "standalone"
 
 
 def test_browse_collects_answers_with_their_source(node: NodeProcess) -> None:
@@ -206,7 +206,7 @@ def test_status_of_a_node_with_many_instances(tmp_path: Path) -> None:
         result = srp("status", "--json", node.address)
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
-    assert (status["role"], status["cluster"]) == ("active", "srp")
+    assert (status["role"], status["cluster"]) == ("standalone", "srp")
     assert len(status["registrations"]) == 150
 
 

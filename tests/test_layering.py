@@ -24,7 +24,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("records", "authenticator", "clusterkey"),
     ("interfaces", "plugins"),  # plugins: finding the implementations of an interface
     ("transports",),
-    ("server", "client", "options"),
+    # logs, notify: where a node's log goes; telling systemd it is ready.
+    ("server", "client", "options", "logs", "notify"),
     ("tap", "cli"),
     ("testing",),
 )

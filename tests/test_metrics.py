@@ -101,7 +101,8 @@ def test_identity_role_epoch_and_start_time() -> None:
     node = standalone.node
     assert sample(metrics, "srp_info", version="0.1.0", node=f"{node.membership.nodeId:016x}",
                   cluster="srp") == 1
-    assert sample(metrics, "srp_role", role="active") == 1
+    assert sample(metrics, "srp_role", role="standalone") == 1
+    assert sample(metrics, "srp_role", role="active") == 0
     assert sample(metrics, "srp_role", role="passive") == 0
     assert sample(metrics, "srp_epoch") == 1
     assert sample(metrics, "srp_start_time_seconds") == 0.0

@@ -85,7 +85,7 @@ def test_the_counters_match_the_requests_sent(tmp_path: Path) -> None:
                      outcome="answered") == len(known)
         assert value(samples, "srp_reply_bytes_total") == sum(len(e.reply or b"")
                                                                for e in known)
-        assert value(samples, "srp_role", role="active") == 1
+        assert value(samples, "srp_role", role="standalone") == 1
         assert value(samples, "srp_instance_up", instance="SALES") == 1
         started = value(samples, "srp_start_time_seconds")
         assert started is not None and time.time() - 30 < started < time.time()

@@ -12,6 +12,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from string import Template
 from typing import Any
 
 from attrs import evolve, field, frozen
@@ -172,6 +173,12 @@ def _relay(where: str, table: Mapping[str, Any]) -> tuple[tuple[str, int], tuple
     return backend, tuple(transports)
 
 
+def _listenPort(table: Mapping[str, Any]) -> Any:
+    """The instance's C{tcp}; for a relayed one, 0 means any free port, as absent does."""
+    tcp = table.get("tcp")
+    return None if tcp == 0 and "relay" in table and not isinstance(tcp, bool) else tcp
+
+
 def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registration:
     if "name" not in table:
         raise ConfigError(f"{where}: every instance needs a name")
@@ -188,7 +195,7 @@ def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registra
                            "a string such as 16.0.1000.6"),
             isClustered=_typed(where, "clustered", table.get("clustered", False), bool,
                                "true or false"),
-            tcp=_typed(where, "tcp", table.get("tcp"), (int, type(None)), "a port number"),
+            tcp=_typed(where, "tcp", _listenPort(table), (int, type(None)), "a port number"),
             np=_typed(where, "np", table.get("np"), (str, type(None)), "a pipe name"),
             via=None if via is None else ViaInfo.decode(
                 _typed(where, "via", via, str, 'a string such as "HOST,0:1433"')),
@@ -231,7 +238,6 @@ def _health(where: str, table: Mapping[str, Any]) -> HealthSettings:
     return settings
 
 
-
 def _nodeId(where: str, node: Mapping[str, Any]) -> int | None:
     if "node_id" not in node:
         return None
@@ -259,10 +265,25 @@ def _metrics(where: str, table: Mapping[str, Any]) -> tuple[str, int]:
     return listenAddress(where, "listen", table["listen"])
 
 
+def _keyFile(where: str, value: Any, environ: Mapping[str, str]) -> str:
+    """
+    The key file's name, with C{$NAME} or C{${NAME}} replaced from the
+    environment: C{$CREDENTIALS_DIRECTORY/cluster.key} under systemd's
+    C{LoadCredential=}.
+    """
+    try:
+        return Template(_typed(where, "key_file", value, str, "a file name")).substitute(environ)
+    except KeyError as e:
+        raise ConfigError(f"key_file names ${e.args[0]}, which is not set (systemd sets "
+                          "$CREDENTIALS_DIRECTORY with LoadCredential=)") from None
+    except ValueError as e:
+        raise ConfigError(f"key_file {value!r}: {e} (write $$ for a $)") from None
+
+
 def _key(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> bytes:
     try:
         if "key_file" in table:
-            return loadKey(_typed(where, "key_file", table["key_file"], str, "a file name"))
+            return loadKey(_keyFile(where, table["key_file"], environ))
         return environmentKey(environ)
     except (ConfigError, BadKey) as e:
         raise ConfigError(f"{where}: {e}") from None

@@ -52,6 +52,7 @@ from srp.server.roles.base import (
 from srp.server.roles.handingover import HandingOverRole
 from srp.server.roles.passive import PassiveRole
 from srp.server.roles.seeking import BindingRole, ProbingRole, WaitingRole
+from srp.server.roles.standalone import StandaloneRole
 from srp.server.status import passiveStatus, registrationStatus, statusPage
 from srp.wire.cluster import ClusterMessage, Probe, StatusQuery, StatusReply, clusterId
 from srp.wire.errors import WireError
@@ -83,6 +84,8 @@ class ClusterSettings:
     key: bytes = field(default=b"", repr=False)
     #: Whether the cluster port answers srp's extension messages at all.
     extensions: bool = True
+    #: A node without a cluster: it answers on its port and talks to no other node.
+    standalone: bool = False
 
 
 class RoleInputs(Protocol):
@@ -476,9 +479,12 @@ def _passive(inputs: RoleInputs, core: Membership, view: ClusterView) -> Passive
 
 def _active(inputs: RoleInputs, core: Membership, ports: ClusterPorts,
             view: ClusterView = NOTHING_HEARD) -> ActiveRole:
-    if core.socket is None:
-        core.openSocket()
-    role = ActiveRole(core, ports, view)
+    if core.settings.standalone:
+        role: ActiveRole = StandaloneRole(core, ports, view)
+    else:
+        if core.socket is None:
+            core.openSocket()
+        role = ActiveRole(core, ports, view)
     role.begin()
     core.roleChanged(role.name)
     return role

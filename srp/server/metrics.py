@@ -55,8 +55,8 @@ OUTCOMES = (("answered", "answeredByType"), ("unknown", "ignoredByType"),
 MAX_INSTANCE_SERIES = 256
 
 #: Every role a node can play, for the C{role} gauge.
-ROLES = ("idle", "probing", "waiting", "binding", "passive", "active", "handing-over",
-         "stopped", "crashed")
+ROLES = ("idle", "standalone", "probing", "waiting", "binding", "passive", "active",
+         "handing-over", "stopped", "crashed")
 
 #: Membership counters that have metrics of their own: name, help, counter[, labels].
 _CLUSTER_COUNTERS: tuple[tuple[str, str, tuple[tuple[str, dict[str, str]], ...]], ...] = (

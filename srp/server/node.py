@@ -88,6 +88,7 @@ class NodeService(Service):
             listen=config.listen, addresses=cluster.addresses or config.listen,
             port=config.port, name=cluster.name, interval=cluster.interval,
             misses=cluster.misses, key=cluster.key, extensions=config.extensions,
+            standalone=config.cluster is None,
         )
         self.limiter = ReplyLimiter(reactor, config.perSource, config.overall, config.reserve)
         self._served: dict[str, tuple[IProtocolFactory, tuple[str, ...]]] = {}
@@ -109,6 +110,8 @@ class NodeService(Service):
                 nodeId = persistentNodeId(config.stateFile)
             except StateFileError as e:
                 raise NodeStartError(str(e)) from None
+        self._ready: list[Deferred[None]] = []
+        self._answering = False
         for name, relay in config.relays.items():
             self._relay(name, relay)
         self.membership = Membership(reactor, settings, self.registry, config.instances,
@@ -233,10 +236,34 @@ class NodeService(Service):
                 f"cannot listen on {e.interface or '*'}:{e.port}/udp: {reason}{hint}"
             ) from None
 
+    def whenReady(self) -> Deferred[None]:
+        """
+        Fires once the node answers: a standalone node when it starts, a
+        clustered one when it first becomes active or passive (joined).
+        """
+        ready: Deferred[None] = Deferred()
+        if self._answering:
+            ready.callback(None)
+        else:
+            self._ready.append(ready)
+        return ready
+
+    def _warnIfIdle(self) -> None:
+        """One warning for a node with no instances, one for each that lists no transport."""
+        if not self.config.instances:
+            self.log.warn("This node has no [[instances]]: it registers nothing" + (
+                "" if self.config.cluster else " and answers no request for an instance"))
+        for registration in self.membership.own:
+            info = registration.info
+            if info.tcp is None and info.np is None and info.via is None and not info.other:
+                self.log.warn("Instance {instance} has no tcp, np or via: clients are told "
+                              "its name but no way to reach it", instance=registration.name)
+
     def startService(self) -> None:
         """Start playing the node's role."""
         super().startService()
         self.membership.startedAt = self.reactor.seconds()
+        self._warnIfIdle()
         cluster = self.config.cluster
         if cluster is None:
             if self._bound is None:
@@ -447,6 +474,11 @@ class NodeService(Service):
                 for r in self.membership.own])
 
     def _roleChanged(self, role: str, epoch: int) -> None:
+        if role in ("standalone", "active", "passive") and not self._answering:
+            self._answering = True
+            ready, self._ready = self._ready, []
+            for waiting in ready:
+                waiting.callback(None)
         cluster = self.config.cluster
         command = None if cluster is None else (
             cluster.onActive if role == "active" else cluster.onPassive)

@@ -72,9 +72,13 @@ class NodeProcess:
     READY = " started ("
 
     def __init__(self, config: Path, logPath: Path, executable: str | None = None,
-                 prefix: Sequence[str] = (), argv: Sequence[str] | None = None) -> None:
+                 prefix: Sequence[str] = (), argv: Sequence[str] | None = None,
+                 output: Path | None = None) -> None:
         self.config = config
         self.logPath = logPath
+        #: Where the process's stdout and stderr go: C{logPath}, unless the
+        #: node writes its log elsewhere (C{--logfile}).
+        self.output = output or logPath
         self.executable = executable or str(Path(sys.executable).with_name("srp"))
         #: Run the node through this command, e.g. C{ip netns exec HOST}.
         self.prefix = tuple(prefix)
@@ -86,7 +90,7 @@ class NodeProcess:
 
     def start(self, timeout: float = 15.0) -> NodeProcess:
         """Start the node and wait for its ready line; raise if it exits or times out."""
-        with open(self.logPath, "wb") as log:
+        with open(self.output, "wb") as log:
             self.process = subprocess.Popen(
                 [*self.prefix, *self.argv],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -109,7 +113,10 @@ class NodeProcess:
 
     def log(self) -> str:
         """Everything the node has logged so far."""
-        return self.logPath.read_text(errors="replace")
+        try:
+            return self.logPath.read_text(errors="replace")
+        except FileNotFoundError:  # a --logfile the node has not opened yet
+            return ""
 
     @property
     def pid(self) -> int:
