@@ -9,6 +9,10 @@ srp's hello wrapper, and registers them with the instance's priority (0 for
 the primary, higher for standbys) in a cluster node sharing the address.
 Each line ``N`` is answered with ``NAME N``, so a client can tell which
 server answered.  This is what `make demo` and the fail-over tests run.
+
+With ``--server-only`` it is the instance's server process alone, for a
+node of its own (`srp serve`) to register: it listens on TCP at a port the
+system gives it and prints ``PORT N`` once it does.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -56,17 +61,23 @@ class Options(usage.Options):
         ["cluster", None, "demo", "Cluster name."],
         ["transports", None, "via,tcp,np", "Transports to serve the instance on."],
     ]
+    optFlags = [["server-only", None, "Serve the instance without a node; print its port."]]
 
 
 async def main(reactor: Any, argv: list[str]) -> None:
     options = Options()
     options.parseOptions(argv)
+    factory = EchoFactory(options["name"].encode())
+    if options["server-only"]:
+        port = await TCP4ServerEndpoint(reactor, 0, interface=options["listen"]).listen(factory)
+        print(f"PORT {port.getHost().port}", flush=True)
+        await Deferred()  # until SIGTERM or SIGINT
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     registration = Registration(InstanceInfo(f"HOST{options['name']}", options["instance"]),
                                 priority=options["priority"])
     node = NodeService(NodeConfig(listen=(options["listen"],), instances=(registration,),
                                   cluster=ClusterConfig(name=options["cluster"])), reactor)
-    node.serve(options["instance"], EchoFactory(options["name"].encode()),
+    node.serve(options["instance"], factory,
                options["transports"].split(","))
     node.privilegedStartService()
     node.startService()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
@@ -234,7 +234,12 @@ class HelloVerifier(_TimedVerifier):
                        instance: str) -> IProtocol:
         client: _HelloClient = await endpoint.connect(
             _HelloClientFactory(self.reactor, instance, self.timeout, factory))
-        answer = await client.answered
+        try:
+            answer = await client.answered
+        except CancelledError:
+            # Another place won a race: this one is not wanted.
+            client.transport.abortConnection()  # type: ignore[union-attr]
+            raise
         if answer == HELLO_NO:
             client.transport.loseConnection()  # type: ignore[union-attr]
             raise WrongInstance(string=f"the server there is not instance {instance}")
