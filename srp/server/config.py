@@ -226,8 +226,12 @@ def _cluster(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -
     name = _typed(where, "name", table.get("name", "srp"), str, "a string")
     if not 1 <= len(name) <= 64:
         raise ConfigError(f"{where}: name must be 1 to 64 characters, not {len(name)}")
-    addresses = tuple(_address(where, a) for a in _typed(
-        where, "addresses", table.get("addresses", []), list, "a list of IP addresses"))
+    given = _typed(where, "addresses", table.get("addresses"), (list, type(None)),
+                   "a list of IP addresses")
+    if given == []:
+        raise ConfigError(f"{where}: addresses is empty; give at least one address, or leave "
+                          "it out to probe the listen addresses")
+    addresses = tuple(_address(where, a) for a in given or ())
     interval = _typed(where, "interval", table.get("interval", DEFAULT_INTERVAL), (int, float),
                       "a number of seconds")
     if not 0.01 <= interval <= 60:
@@ -380,6 +384,8 @@ def loadConfig(path: str | Path) -> NodeConfig:
             document = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the configuration: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     return parseConfig(document, str(path))

@@ -22,6 +22,7 @@ from attrs import Factory, field, frozen
 from srp.wire.errors import WireError
 from srp.wire.instances import (
     Registration,
+    checkInstanceName,
     checkPort,
     checkToken,
     decodeInstances,
@@ -337,7 +338,7 @@ class ActivateAck:
 
 
 def _name(_: object, __: object, value: str) -> None:
-    checkToken("instance name", value, 32)
+    checkInstanceName(value)
 
 
 @frozen
