@@ -22,13 +22,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import fail
 from twisted.internet.error import DNSLookupError
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from srp.cli import run
+from srp.client.browser import _Query as _BrowserQuery
+from srp.client.browser import canonicalAddress
+from srp.client.resolver import ClusterResolver, Resolution, _Query
 from srp.clusterkey import BadKey, loadKey
 from srp.server.config import ConfigError, loadConfig, parseConfig
 from srp.testing import FakeNetwork
-from srp.wire import InstanceInfo, InstanceRequest, WireError
+from srp.wire import InstanceInfo, InstanceRequest, InstancesResponse, WireError
 from srp.wire.cluster import Resolve
 from tests.conftest import BIN
 
@@ -206,3 +210,20 @@ def test_the_harness_runs_valid_commands() -> None:
     status, _, err = runInProcess(["status", "-t", "0.5", "127.0.0.1"])
     assert (status, err) == (1, "srp: no answer from 127.0.0.1 port 1434 within 0.5 s: no srp "
                              "node listens there, or the cluster name or key differ\n")
+
+
+@pytest.mark.parametrize("asked", ["::ffff:127.0.0.2", "::FFFF:7f00:2", "127.0.0.2"])
+def test_a_reply_from_an_ipv4_mapped_address_is_taken(asked: str) -> None:
+    """The reply's source, as the socket reports it, matches the address asked, normalised."""
+    assert canonicalAddress(asked) == "127.0.0.2"
+    reply = InstancesResponse((InstanceInfo("H", "X", tcp=1433),)).encode()
+    resolver = ClusterResolver(Clock())
+    resolver.dialects["c"] = "plain"
+    query = _Query(resolver, "c", "X", [asked])
+    resolutions: list[Resolution] = []
+    query.done.addCallback(resolutions.append)
+    query.datagramReceived(reply, ("::ffff:127.0.0.2", 1434, 0, 0))
+    assert [r.candidates[0].info.tcp for r in resolutions] == [1433]
+    browsing = _BrowserQuery(b"\x03", [(asked, 1434)], collect=False)
+    browsing.datagramReceived(reply, ("::ffff:127.0.0.2", 1434, 0, 0))
+    assert [answer.source[0] for answer in browsing.answers] == ["::ffff:127.0.0.2"]
