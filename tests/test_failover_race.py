@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
 from twisted.python.failure import Failure
@@ -23,7 +23,7 @@ from srp.client.failover import FailoverClient, FailoverExhausted
 from srp.client.race import CandidateRace
 from srp.client.resolver import Candidate, ClusterSilent, Resolution
 from srp.interfaces import IInstanceResolver
-from tests.test_failover import Application, candidate
+from tests.test_failover import Application, candidate, completeAttempt, refuseAttempt
 
 PRIMARY, STANDBY, MOVED = "10.0.0.1", "10.0.0.2", "10.0.0.3"
 
@@ -83,20 +83,11 @@ class RaceTests(SynchronousTestCase):
 
     def answer(self, index: int) -> StringTransportWithDisconnection:
         """Complete connection attempt number C{index}."""
-        host, port, factory, *_ = self.reactor.tcpClients[index]
-        place = IPv4Address("TCP", host, port)
-        protocol = factory.buildProtocol(place)
-        assert protocol is not None
-        transport = StringTransportWithDisconnection(peerAddress=place)
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        return transport
+        return completeAttempt(self.reactor, index)
 
     def refuse(self, index: int) -> None:
         """Refuse connection attempt number C{index}."""
-        _, _, factory, *_ = self.reactor.tcpClients[index]
-        factory.clientConnectionFailed(self.reactor.connectors[index],
-                                       Failure(ConnectionRefusedError()))
+        refuseAttempt(self.reactor, index)
 
     def lose(self) -> None:
         """The connection in use breaks; the client reconnects at once."""
