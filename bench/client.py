@@ -125,45 +125,53 @@ def cached_resolve(settings: Settings) -> dict[str, Any]:
 
 
 def failover_gap(settings: Settings) -> dict[str, Any]:
-    """Application-visible gap when the primary of an instance is killed (-9) or stopped."""
+    """
+    Application-visible gap when the primary of an instance is killed (-9) or
+    stopped, with another node, the standby's node or the primary's node the
+    cluster's active.
+    """
     result = runWorker("failover", ["--trials", str(settings.trials)], settings,
-                       timeout=120 + settings.trials * 20)
+                       timeout=120 + settings.trials * 60)
     rows = result["rows"]
     print(formatTable(
-        ["TRIAL", "FAULT", "LONGEST ANSWER GAP (ms)", "FailoverClient.gaps (ms)",
+        ["ACTIVE", "TRIAL", "FAULT", "LONGEST ANSWER GAP (ms)", "FailoverClient.gaps (ms)",
          "FAULT → LINK DOWN (ms)", "FAULT → FIRST B ANSWER (ms)", "SERVERS", "LOST"],
-        [[str(r["trial"]), r["fault"], ms(r["longest_gap_s"]), ms(r.get("failover_gap_s")),
-          ms(r.get("down_after_s")), ms(r.get("first_b_s")),
+        [[r["topology"], str(r["trial"]), r["fault"], ms(r["longest_gap_s"]),
+          ms(r.get("failover_gap_s")), ms(r.get("down_after_s")), ms(r.get("first_b_s")),
           ",".join(r.get("servers", [])) or r.get("error", "?"), str(r.get("lost", "-"))]
          for r in rows]))
-    stats: dict[str, dict[str, dict[str, float]]] = {}
+    stats: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     tableRows = []
-    for fault in ("kill -9", "SIGSTOP"):
-        mine = [r for r in rows if r["fault"] == fault]
-        stats[fault] = {key: summary([r[key] for r in mine if r.get(key) is not None])
-                        for key in ("longest_gap_s", "failover_gap_s", "first_b_s")}
-        for key, label in (("longest_gap_s", "LineRequester.longestGap"),
-                           ("failover_gap_s", "FailoverClient.gaps"),
-                           ("first_b_s", "fault → first answer from B")):
-            s = stats[fault][key]
-            tableRows.append([fault, label, str(s["n"]), ms(s["median"]), ms(s["p90"]),
-                              ms(s["max"])])
+    topologies = list(dict.fromkeys(r["topology"] for r in rows))
+    for topology in topologies:
+        stats[topology] = {}
+        for fault in ("kill -9", "SIGSTOP"):
+            mine = [r for r in rows if r["fault"] == fault and r["topology"] == topology]
+            stats[topology][fault] = {
+                key: summary([r[key] for r in mine if r.get(key) is not None])
+                for key in ("longest_gap_s", "failover_gap_s", "first_b_s")}
+            for key, label in (("longest_gap_s", "LineRequester.longestGap"),
+                               ("failover_gap_s", "FailoverClient.gaps"),
+                               ("first_b_s", "fault → first answer from B")):
+                s = stats[topology][fault][key]
+                tableRows.append([topology, fault, label, str(s["n"]), ms(s["median"]),
+                                  ms(s["p90"]), ms(s["max"])])
     print()
-    print(formatTable(["FAULT", "MEASURE", "TRIALS", "MEDIAN (ms)", "P90 (ms)", "MAX (ms)"],
-                      tableRows))
+    print(formatTable(["ACTIVE", "FAULT", "MEASURE", "TRIALS", "MEDIAN (ms)", "P90 (ms)",
+                       "MAX (ms)"], tableRows))
     failed = [r for r in rows if r["longest_gap_s"] is None]
     lost = sum(r.get("lost", 0) for r in rows)
-    killMedian = stats["kill -9"]["longest_gap_s"]["median"]
-    stopMax = stats["SIGSTOP"]["longest_gap_s"]["max"]
-    stopMedian = stats["SIGSTOP"]["longest_gap_s"]["median"]
+    killMedian = max(stats[t]["kill -9"]["longest_gap_s"]["median"] for t in topologies)
+    stopMax = max(stats[t]["SIGSTOP"]["longest_gap_s"]["max"] for t in topologies)
+    stopMedian = max(stats[t]["SIGSTOP"]["longest_gap_s"]["median"] for t in topologies)
     killOk = bool(killMedian < KILL_MEDIAN)
     stopOk = bool(stopMax < STOP_GAP) and not any(r["fault"] == "SIGSTOP" for r in failed)
     print(f"\nThe gap is LineRequester.longestGap(after=fault - 0.1 s): the longest time "
           f"between two answers the application got (requests at 100/s).\n"
-          f"kill -9: median {ms(killMedian)} ms against the {KILL_MEDIAN * 1000:.0f} ms target: "
-          f"{verdict(killOk)}; SIGSTOP: median {ms(stopMedian)} ms, max {ms(stopMax)} ms "
-          f"against {STOP_GAP * 1000:.0f} ms: {verdict(stopOk)}; {len(failed)} trials failed, "
-          f"{lost} requests lost")
+          f"kill -9: worst median of the set-ups {ms(killMedian)} ms against the "
+          f"{KILL_MEDIAN * 1000:.0f} ms target: {verdict(killOk)}; SIGSTOP: worst median "
+          f"{ms(stopMedian)} ms, max {ms(stopMax)} ms against {STOP_GAP * 1000:.0f} ms: "
+          f"{verdict(stopOk)}; {len(failed)} trials failed, {lost} requests lost")
     return {"stats_s": stats, "kill_met": killOk, "stop_met": stopOk, "failed": len(failed),
             "lost": lost, "rows": rows}
 

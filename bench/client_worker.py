@@ -4,7 +4,7 @@ of its own because a Twisted reactor runs once per process:
 
     python -m bench.client_worker connect --connects 2000 --rounds 5
     python -m bench.client_worker cold --resolves 1000 --rounds 5
-    python -m bench.client_worker failover --trials 20
+    python -m bench.client_worker failover --trials 20 [--topology "primary's node active"]
 
 Each starts the srp nodes it needs (examples/echo_node.py processes on a
 free 127.0.0.N address), measures, ends every node by its PID (also on
@@ -265,67 +265,105 @@ async def failoverTrial(reactor: Any, address: str, cluster: str, fault: str,
         await client.close()
 
 
+async def registeredAlone(reactor: Any, address: str, cluster: str,
+                          oldPorts: Sequence[int]) -> None:
+    """Wait until the cluster lists A then B, A on none of C{oldPorts}."""
+    probe = ClusterResolver(reactor, clusterName=cluster)
+
+    async def registered() -> bool:
+        probe.purge(address, "ECHO")
+        try:
+            found = await probe.resolve(address, "ECHO")
+        except Exception:
+            return False
+        names = [c.info.serverName for c in found.candidates]
+        return names == ["HOSTA", "HOSTB"] and found.candidates[0].info.tcp not in oldPorts
+
+    deadline = reactor.seconds() + 10.0
+    while not await registered():
+        if reactor.seconds() > deadline:
+            raise RuntimeError("the primary A and the standby B were not registered in 10 s")
+        await sleep(reactor, 0.05)
+
+
+def end(node: NodeProcess) -> None:
+    """End C{node} by its PID (waking it first if stopped) and forget it."""
+    assert node.process is not None
+    if node.process.poll() is None:
+        os.kill(node.pid, signal.SIGCONT)
+        os.kill(node.pid, signal.SIGKILL)
+    node.process.wait(10)
+    STARTED.remove(node)
+
+
+#: The set-ups failover_gap measures: which node is the cluster's active.
+TOPOLOGIES = ("another node active", "standby's node active", "primary's node active")
+
+
+async def startTrialNodes(reactor: Any, topology: str, directory: Path, address: str,
+                          cluster: str, pin: bool, nodes: list[NodeProcess]) -> NodeProcess:
+    """
+    Start the nodes of one trial (into C{nodes}, to be ended after it): the
+    primary A alone when another node is the active, else A and B afresh,
+    the one to be active first.  The primary's node.
+    """
+    if topology == "another node active":
+        nodes.append(echoNode(directory, address, "A", 0, "ECHO", cluster, pin))
+        return nodes[0]
+    order = [("A", 0), ("B", 1)] if topology == "primary's node active" else [("B", 1), ("A", 0)]
+    for name, priority in order:
+        nodes.append(echoNode(directory, address, name, priority, "ECHO", cluster, pin))
+        if len(nodes) == 1:
+            await activeNode(reactor, nodes[0])
+    return nodes[0] if order[0][0] == "A" else nodes[1]
+
+
 async def failoverBenchmark(reactor: Any, options: argparse.Namespace,
                             directory: Path) -> dict[str, Any]:
     cluster = "benchfo"
     address = freeLoopbackAddress()
-    # Z serves another instance and starts first: the cluster's active, never faulted.
-    z = echoNode(directory, address, "Z", 0, "OTHER", cluster, options.pin)
-    await activeNode(reactor, z)
-    echoNode(directory, address, "B", 1, "ECHO", cluster, options.pin)
-
-    async def startPrimary(oldPorts: Sequence[int]) -> NodeProcess:
-        node = echoNode(directory, address, "A", 0, "ECHO", cluster, options.pin)
-        probe = ClusterResolver(reactor, clusterName=cluster)
-
-        async def registered() -> bool:
-            probe.purge(address, "ECHO")
-            try:
-                found = await probe.resolve(address, "ECHO")
-            except Exception:
-                return False
-            names = [c.info.serverName for c in found.candidates]
-            return names == ["HOSTA", "HOSTB"] and found.candidates[0].info.tcp not in oldPorts
-
-        deadline = reactor.seconds() + 10.0
-        while not await registered():
-            if reactor.seconds() > deadline:
-                raise RuntimeError("the restarted primary A was not registered alone in 10 s")
-            await sleep(reactor, 0.05)
-        return node
-
-    ports: list[int] = []
-    primary = await startPrimary(ports)
     rows: list[dict[str, Any]] = []
     faults = ["kill -9", "SIGSTOP"]
-    for number in range(options.trials * len(faults)):
-        fault = faults[number % len(faults)]
-        result: dict[str, Any] | None = None
-        try:
-            for _ in range(3):  # a trial whose client did not start on A is repeated
-                result = await failoverTrial(reactor, address, cluster, fault, primary)
-                if result is not None:
-                    break
-            else:
-                raise RuntimeError("the client did not connect to the primary A three times")
-        except RuntimeError as e:
-            result = {"fault": fault, "error": str(e), "longest_gap_s": None}
-        assert result is not None
-        rows.append({"trial": number // len(faults) + 1} | result)
-        gap = result["longest_gap_s"]
-        progress(f"failover_gap: {fault} trial {number // len(faults) + 1}/{options.trials}: "
-                 + (f"longest gap {gap * 1000:.0f} ms" if gap is not None
-                    else result.get("error", "")))
-        if "primary_port" in result:
-            ports.append(result["primary_port"])
-        # End the faulted primary (wake it first if stopped) and start it again.
-        assert primary.process is not None
-        if primary.process.poll() is None:
-            os.kill(primary.pid, signal.SIGCONT)
-            os.kill(primary.pid, signal.SIGKILL)
-        primary.process.wait(10)
-        STARTED.remove(primary)
-        primary = await startPrimary(ports)
+    for topology in options.topology or TOPOLOGIES:
+        ports: list[int] = []
+        standing: list[NodeProcess] = []
+        if topology == "another node active":
+            # Z serves another instance and starts first: the active, never faulted;
+            # B stays, A is started again after each trial.
+            z = echoNode(directory, address, "Z", 0, "OTHER", cluster, options.pin)
+            await activeNode(reactor, z)
+            standing = [z, echoNode(directory, address, "B", 1, "ECHO", cluster, options.pin)]
+        for number in range(options.trials * len(faults)):
+            fault = faults[number % len(faults)]
+            trial = number // len(faults) + 1
+            result: dict[str, Any] | None = None
+            try:
+                for _ in range(3):  # a trial whose client did not start on A is repeated
+                    trialNodes: list[NodeProcess] = []
+                    try:
+                        primary = await startTrialNodes(reactor, topology, directory, address,
+                                                        cluster, options.pin, trialNodes)
+                        await registeredAlone(reactor, address, cluster, ports)
+                        result = await failoverTrial(reactor, address, cluster, fault, primary)
+                    finally:
+                        for node in trialNodes:
+                            end(node)
+                    if result is not None:
+                        break
+                else:
+                    raise RuntimeError("the client did not connect to the primary A three times")
+            except RuntimeError as e:
+                result = {"fault": fault, "error": str(e), "longest_gap_s": None}
+            assert result is not None
+            rows.append({"topology": topology, "trial": trial} | result)
+            gap = result["longest_gap_s"]
+            progress(f"failover_gap: {topology}, {fault} trial {trial}/{options.trials}: "
+                     + (f"longest gap {gap * 1000:.0f} ms" if gap is not None
+                        else result.get("error", "")))
+            if "primary_port" in result:
+                ports.append(result["primary_port"])
+        for node in standing:
+            end(node)
     return {"rows": rows}
 
 
@@ -339,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--resolves", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--topology", action="append", choices=TOPOLOGIES,
+                        help="failover: only this set-up (repeatable; default: all)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--pidfile", type=Path)
     options = parser.parse_args(argv)

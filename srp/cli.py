@@ -8,7 +8,9 @@ C{--json}; failures print one line on stderr and exit non-zero.
 from __future__ import annotations
 
 import getopt
+import ipaddress
 import json
+import math
 import os
 import signal
 import socket
@@ -45,6 +47,7 @@ from srp.wire import (
     WireError,
 )
 from srp.wire.cluster import Unregister
+from srp.wire.instances import checkPort
 from srp.wire.mcsqlr import BROWSER_PORT
 
 
@@ -113,6 +116,45 @@ def printAnswers(answers: Sequence[Answer], asJSON: bool, out: TextIO,
     out.write(formatTable(headers, rows) + "\n")
 
 
+#: The longest --timeout accepted, in seconds.
+MAX_TIMEOUT = 3600.0
+
+
+def checkIPAddress(what: str, value: str) -> None:
+    """
+    @raise usage.UsageError: if C{value} is not an IPv4 or IPv6 address.
+    """
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise usage.UsageError(f"{what}: {value!r} is not an IP address") from None
+
+
+def checkHost(value: str) -> str:
+    """
+    C{value}, an IP address or a host name.
+
+    @raise usage.UsageError: if it is neither.
+    """
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    try:
+        value.encode("idna")
+    except UnicodeError:
+        raise usage.UsageError(f"{value!r} is not a host name or an IP address") from None
+    if not value or not all(c.isalnum() or c in "-._" for c in value):
+        raise usage.UsageError(f"{value!r} is not a host name or an IP address")
+    return value
+
+
+def oneLine(text: str) -> str:
+    """C{text} with its line breaks and other unprintable characters escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def splitTarget(target: str) -> tuple[str, str]:
     """
     Split C{HOST\\INSTANCE} (or C{HOST/INSTANCE}) into host and instance.
@@ -123,7 +165,7 @@ def splitTarget(target: str) -> tuple[str, str]:
     host, instance = target[:cut], target[cut + 1 :]
     if cut < 0 or not host or not instance:
         raise usage.UsageError(f"{target!r} is not HOST\\INSTANCE")
-    return host.strip("[]"), instance
+    return checkHost(host.strip("[]")), instance
 
 
 class _QueryOptions(CommandOptions):
@@ -136,8 +178,12 @@ class _QueryOptions(CommandOptions):
             found, arguments = getopt.gnu_getopt(list(options), self.shortOpt, self.longOpt)
         except getopt.GetoptError as e:
             raise usage.UsageError(str(e)) from None
-        ordered = [f"{flag}={value}" if flag.startswith("--") and value else flag + value
-                   for flag, value in found]
+        withValue = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")} | {
+            f"-{letter}" for letter, after in zip(self.shortOpt, self.shortOpt[1:] + " ",
+                                                  strict=True) if after == ":"}
+        ordered: list[str] = []
+        for flag, value in found:
+            ordered += [flag, value] if flag in withValue else [flag]
         super().parseOptions([*ordered, "--", *arguments])
 
     optFlags: list[list[str | None]] = [["json", "j", "Print JSON instead of a table."]]
@@ -151,6 +197,18 @@ class _QueryOptions(CommandOptions):
         return [a.strip() for a in (self.get("cluster-addresses") or "").split(",")
                 if a.strip()]
 
+    def postOptions(self) -> None:
+        try:
+            checkPort("--port", self["port"])
+        except WireError as e:
+            raise usage.UsageError(str(e)) from None
+        timeout = self["timeout"]
+        if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+            raise usage.UsageError(f"--timeout {timeout} is not a number of seconds above 0 "
+                                   f"and at most {MAX_TIMEOUT}")
+        for address in self.addresses():
+            checkIPAddress("--cluster-addresses", address)
+
 
 class _ClusterOptions(_QueryOptions):
     """Options of the commands that may speak srp's extension messages to a cluster."""
@@ -163,6 +221,19 @@ class _ClusterOptions(_QueryOptions):
         ["key-file", "k", None, "File holding the cluster key (mode 600); default "
          "$SRP_CLUSTER_KEY."],
     ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        name = self["cluster"]
+        if name is None:
+            return  # whichever cluster the node is in
+        if not 1 <= len(name) <= 64 or not name.isprintable():
+            raise usage.UsageError(f"--cluster {name!r} is not a cluster name (1 to 64 "
+                                   "printable characters)")
+        try:
+            name.encode("utf-8")
+        except UnicodeError:
+            raise usage.UsageError(f"--cluster {name!r} is not UTF-8") from None
 
     def key(self) -> bytes:
         """The cluster key from --key-file or $SRP_CLUSTER_KEY (empty if neither)."""
@@ -210,7 +281,7 @@ class EnumerateOptions(_ClusterOptions):
                 "srp enumerate --cluster-addresses 10.0.0.1,10.0.0.2 sales-cluster")
 
     def parseArgs(self, host: str) -> None:  # type: ignore[override]
-        self["host"] = host.strip("[]")
+        self["host"] = checkHost(host.strip("[]"))
 
 
 class BrowseOptions(_QueryOptions):
@@ -225,6 +296,10 @@ class BrowseOptions(_QueryOptions):
     optParameters = [
         ["address", "a", "255.255.255.255", "Broadcast (or unicast) address to ask."],
     ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        checkIPAddress("--address", self["address"])
 
 
 class StatusOptions(_ClusterOptions):
@@ -242,7 +317,7 @@ class StatusOptions(_ClusterOptions):
         "srp status --cluster sales --key-file /etc/srp/cluster.key --json db1",
     )
     def parseArgs(self, host: str) -> None:  # type: ignore[override]
-        self["host"] = host.strip("[]")
+        self["host"] = checkHost(host.strip("[]"))
 
 
 def _number(what: str, value: str, kind: type[int] | type[float], low: float,
@@ -595,8 +670,8 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
         options.parseOptions(argv)
     except usage.UsageError as e:
         if "--json" in argv or "-j" in argv:
-            _jsonError(str(e), out)
-        err.write(f"srp: {e}\nRun 'srp --help' or 'srp COMMAND --help' for usage.\n")
+            _jsonError(oneLine(str(e)), out)
+        err.write(f"srp: {oneLine(str(e))} (see 'srp --help' or 'srp COMMAND --help')\n")
         raise SystemExit(2) from None
     sub = options.subOptions
     commands = {
@@ -612,8 +687,8 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
     def failed(failure: Any) -> None:
         failure.trap(CommandError)
         if sub.get("json"):
-            _jsonError(str(failure.value), out)
-        err.write(f"srp: {failure.value}\n")
+            _jsonError(oneLine(str(failure.value)), out)
+        err.write(f"srp: {oneLine(str(failure.value))}\n")
         raise SystemExit(1)
 
     assert options.subCommand is not None  # postOptions insists on one

@@ -10,6 +10,8 @@ the group the nodes run as).
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,13 +29,21 @@ def loadKey(path: str | Path) -> bytes:
     """
     Read a cluster key file.
 
-    @raise BadKey: if it cannot be read, others may access it, its group may
-        write it, or it is too short.
+    @raise BadKey: if it is not a regular file, cannot be read, others may
+        access it, its group may write it, or it is too short.
     """
     path = Path(path)
     try:
-        mode = path.stat().st_mode
-        key = path.read_bytes().strip()
+        # Not blocking: a FIFO given as the key file must be refused, not waited on.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise BadKey(f"the key file {path} is not a regular file")
+            with open(fd, "rb", closefd=False) as f:
+                key = f.read().strip()
+        finally:
+            os.close(fd)
     except OSError as e:
         raise BadKey(f"cannot read the key file {path}: {e.strerror}") from None
     if mode & 0o007:

@@ -91,8 +91,8 @@ class IFailoverEndpoint(Interface):
 
     def suspectCurrent() -> None:
         """
-        The place connected last went silent: try it after the others, and
-        not from the cache, for a while.
+        The place connected last failed (it went silent, or the connection
+        was lost): try it after the others, and not from the cache, for a while.
         """
 
 

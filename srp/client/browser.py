@@ -46,6 +46,21 @@ def _isIPv6(host: str) -> bool:
         return False
 
 
+def canonicalAddress(host: str) -> str:
+    """
+    C{host} as the source of a reply shows it, for comparing addresses: an
+    IPv4-mapped IPv6 address (C{::ffff:127.0.0.2}) as its IPv4 address, any
+    other IP literal in its compressed form, a name as it is.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
 async def hostAddress(reactor: Any, host: str) -> str:
     """
     C{host} as an IP address: literals as they are, names through the reactor's resolver.
@@ -71,7 +86,7 @@ class _Query(DatagramProtocol):
                  collect: bool) -> None:
         self.request = request
         self.targets = targets
-        self.hosts = {host for host, _ in targets}
+        self.hosts = {canonicalAddress(host) for host, _ in targets}
         self.collect = collect
         self.answers: list[Answer] = []
         self.done: Deferred[None] = Deferred()
@@ -93,7 +108,7 @@ class _Query(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         source = (addr[0], addr[1])
-        if not self.collect and source[0] not in self.hosts:
+        if not self.collect and canonicalAddress(source[0]) not in self.hosts:
             return
         try:
             response = decodeResponse(datagram)

@@ -4,9 +4,11 @@ The C{srp:} client endpoint: connect to an instance by its C{cluster/instance} n
     endpoint = clientFromString(reactor, "srp:db1/SALES")
 
 resolves C{SALES} through the cluster C{db1}, connects over the preferred
-transport the instance offers, verifies the server reached is C{SALES} and,
-when the cached place fails or is another instance now, purges it, resolves
-again and tries the candidates in order: primary, then standbys.  It is an
+transport the instance offers and verifies the server reached is C{SALES}.
+When that place fails (or is another instance now), it tries every other
+place the cached resolution lists at once, while a re-resolve runs beside
+them; the first live, verified place wins, and the failed one is tried last
+for a while.  It is an
 ordinary L{IStreamClientEndpoint}, so C{ClientService} and everything else
 in Twisted work with it.
 """
@@ -16,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
@@ -26,9 +28,11 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from srp.client.resolver import Candidate, ClusterResolver, ResolveError
+from srp.client.race import CandidateRace, Place, placeOf
+from srp.client.resolver import Candidate, ClusterResolver, Resolution, ResolveError
 from srp.client.verifiers import NoVerifier, WrongInstance, verifierNamed
 from srp.clusterkey import BadKey, loadKey
 from srp.interfaces import IFailoverEndpoint, IInstanceResolver, IInstanceVerifier
@@ -95,22 +99,23 @@ class SRPClientEndpoint:
         return f"{self.cluster}/{self.instance}"
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        """Resolve, connect, verify; on a stale or dead place, purge and resolve again."""
+        """
+        Resolve, connect, verify; when the place fails, race the other places
+        known while a re-resolve runs beside them.
+        """
         return Deferred.fromCoroutine(self._connect(protocolFactory))
 
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
         failures: list[str] = []
         resolution = await self._resolve()
-        if resolution.cached and not self._isSuspect(resolution.candidates[0]):
-            # Retry the cached place once...
-            protocol = await self._tryCandidates(factory, resolution.candidates[:1], failures)
+        tried: set[Place] = set()
+        best = resolution.candidates[0]
+        if not self._isSuspect(best):
+            tried.add(placeOf(best))
+            protocol = await self._attempt(factory, best, failures)
             if protocol is not None:
                 return protocol
-            # ...then purge, resolve again and try every candidate in order.
-            self.resolver.purge(self.cluster, self.instance)
-            resolution = await self._resolve()
-        protocol = await self._tryCandidates(factory, self._ordered(resolution.candidates),
-                                             failures)
+        protocol = await self._race(factory, resolution, tried, failures)
         if protocol is not None:
             return protocol
         self.resolver.purge(self.cluster, self.instance)
@@ -120,52 +125,98 @@ class SRPClientEndpoint:
         raise ResolutionError(string=f"no place of {self.cluster}/{self.instance} could be "
                               f"reached: {'; '.join(failures)}")
 
-    async def _resolve(self) -> Any:
+    async def _race(self, factory: IProtocolFactory, resolution: Resolution,
+                    tried: set[Place], failures: list[str]) -> IProtocol | None:
+        """
+        Every other place known, at once, and those a re-resolve adds (when
+        C{resolution} came from the cache); the places suspected dead last.
+        """
+        known = list(resolution.candidates)
+        resolving = [resolution.cached]
+
+        def idle() -> None:
+            if not resolving[0]:
+                # Only suspects are left, if anything: try them, then give up.
+                race.start(known)
+                race.close()
+
+        def fresh(result: Resolution | Failure) -> None:
+            resolving[0] = False
+            if isinstance(result, Resolution):
+                self._believe(result)
+                known[:0] = result.candidates
+                race.start(c for c in result.candidates if not self._isSuspect(c))
+            else:
+                failures.append(result.getErrorMessage())
+            if not race.running:
+                idle()
+
+        race = CandidateRace(
+            lambda candidate: Deferred.fromCoroutine(self._attempt(factory, candidate,
+                                                                   failures)), tried, idle)
+        race.start(c for c in known if not self._isSuspect(c))
+        if resolution.cached:
+            self.resolver.purge(self.cluster, self.instance)
+            # Not cancelled when the race is won: its answer refreshes the cache.
+            Deferred.fromCoroutine(self._resolve()).addBoth(fresh)
+        elif not race.running:
+            idle()
+        return await race.done
+
+    async def _resolve(self) -> Resolution:
         try:
-            return await self.resolver.resolve(self.cluster, self.instance, self.addresses)
+            resolution: Resolution = await self.resolver.resolve(self.cluster, self.instance,
+                                                                 self.addresses)
         except ResolveError as e:
             raise ResolutionError(string=f"cannot resolve {self.cluster}/{self.instance}: "
                                   f"{e}") from None
+        return resolution
 
     def suspectCurrent(self) -> None:
         """
-        The place connected last seems dead (it went silent): try it last,
-        and do not retry it from the cache, for a while.
+        The place connected last failed (it went silent, or the connection
+        was lost): try it after the others, for a while.
         """
         if self.connectedTo is not None:
-            candidate = self.connectedTo[1]
-            self.suspects[(candidate.host, candidate.info.tcp)] = (
-                self.reactor.seconds() + SUSPECT_FOR)
+            self._suspect(self.connectedTo[1])
+
+    def _suspect(self, candidate: Candidate) -> None:
+        self.suspects[placeOf(candidate)] = self.reactor.seconds() + SUSPECT_FOR
 
     def _isSuspect(self, candidate: Candidate) -> bool:
-        until = self.suspects.get((candidate.host, candidate.info.tcp), 0.0)
-        return bool(until > self.reactor.seconds())
+        return bool(self.suspects.get(placeOf(candidate), 0.0) > self.reactor.seconds())
 
-    def _ordered(self, candidates: Sequence[Candidate]) -> list[Candidate]:
-        return sorted(candidates, key=self._isSuspect)
+    def _believe(self, resolution: Resolution) -> None:
+        """A suspect the cluster says is down stays suspect until it says otherwise."""
+        for candidate in resolution.candidates:
+            if candidate.down and self._isSuspect(candidate):
+                self._suspect(candidate)
 
-    async def _tryCandidates(self, factory: IProtocolFactory, candidates: Sequence[Candidate],
-                             failures: list[str]) -> IProtocol | None:
-        for candidate in candidates:
-            for transport, endpoint in endpointsFor(self.reactor, candidate.host,
-                                                    candidate.info, self.prefer, self.timeout):
-                try:
-                    protocol: IProtocol = await self.verifier.connect(endpoint, factory,
-                                                                      self.instance)
-                except WrongInstance as e:
-                    # Another instance answers there now: the resolution is stale.
-                    self.resolver.purge(self.cluster, self.instance)
-                    failures.append(f"{transport} {candidate.host}: {e}")
-                except (ConnectError, OSError) as e:
-                    failures.append(f"{transport} {candidate.host}: {e}")
-                else:
-                    transportOf = getattr(protocol, "transport", None)
-                    if transportOf is not None:
-                        detectDeadPeers(transportOf)
-                    self.connectedTo = (transport, candidate)
-                    return protocol
-                self.suspects[(candidate.host, candidate.info.tcp)] = (
-                    self.reactor.seconds() + SUSPECT_FOR)
+    async def _attempt(self, factory: IProtocolFactory, candidate: Candidate,
+                       failures: list[str]) -> IProtocol | None:
+        """Connect to C{candidate} over each transport it offers, in order of preference."""
+        for transport, endpoint in endpointsFor(self.reactor, candidate.host, candidate.info,
+                                                self.prefer, self.timeout):
+            try:
+                protocol: IProtocol = await self.verifier.connect(endpoint, factory,
+                                                                  self.instance)
+            except (CancelledError, ConnectingCancelledError):
+                # Another place won the race.
+                raise CancelledError() from None
+            except WrongInstance as e:
+                # Another instance answers there now: the resolution is stale.
+                self.resolver.purge(self.cluster, self.instance)
+                failures.append(f"{transport} {candidate.host}: {e}")
+            except (ConnectError, OSError) as e:
+                failures.append(f"{transport} {candidate.host}: {e}")
+            else:
+                transportOf = getattr(protocol, "transport", None)
+                if transportOf is not None:
+                    detectDeadPeers(transportOf)
+                self.connectedTo = (transport, candidate)
+                self.suspects.pop(placeOf(candidate), None)
+                return protocol
+            self._suspect(candidate)
         return None
 
 

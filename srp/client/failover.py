@@ -4,10 +4,9 @@ happens to the servers behind it.
 
 L{FailoverClient} keeps a physical connection up with Twisted's
 L{ClientService} over any client endpoint; over an L{SRPClientEndpoint},
-which provides L{IFailoverEndpoint}, a lost connection is retried at the
-cached place once, then the endpoint purges, resolves again and tries the
-candidates in order (primary, then standbys), and a place that went silent
-is tried last.  The application's protocol sees one connection throughout:
+which provides L{IFailoverEndpoint}, the place of a lost or silent
+connection is suspected and tried last: the endpoint races the other places
+it knows while it resolves again.  The application's protocol sees one connection throughout:
 writes made while no server is reachable are buffered (up to
 C{bufferLimit} bytes) and delivered once one is; a protocol that provides
 L{IFailoverAware} is told when the connection moved to another place;
@@ -124,7 +123,7 @@ class FailoverClient:
     Keeps the application's protocol connected to an instance across fail-overs.
 
     @param endpoint: any client endpoint; one that provides
-        L{IFailoverEndpoint} is told which place went silent.
+        L{IFailoverEndpoint} is told which place failed.
     @param protocol: the application's protocol; it is connected once, to a
         L{LogicalTransport}.
     @param answerTimeout: seconds the server may stay silent after a write
@@ -162,6 +161,8 @@ class FailoverClient:
         self._deadlineTimer: IDelayedCall | None = None
         self._answerTimer: IDelayedCall | None = None
         self._closing = False
+        #: Whether the endpoint was told already that the current link's place is dead.
+        self._suspected = False
         self._connected: Deferred[IProtocol] = Deferred()
         self._everConnected = False
         self._ended = False
@@ -213,6 +214,7 @@ class FailoverClient:
         if it goes to another place than the last one.
         """
         self.link = link
+        self._suspected = False
         assert link.transport is not None
         previous, self.peer, self.host = self.peer, link.transport.getPeer(), \
             link.transport.getHost()
@@ -258,6 +260,8 @@ class FailoverClient:
             self._end(reason)
             return
         self._downSince = self.reactor.seconds()
+        if self.failoverEndpoint is not None and not self._suspected:
+            self.failoverEndpoint.suspectCurrent()
         self.log.info("Connection to {peer} lost ({reason}); failing over",
                       peer=self.peer, reason=reason.getErrorMessage())
         self._startDeadline()
@@ -275,6 +279,7 @@ class FailoverClient:
                           peer=self.peer, timeout=self.answerTimeout)
             if self.failoverEndpoint is not None:
                 self.failoverEndpoint.suspectCurrent()
+                self._suspected = True
             link.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _startDeadline(self) -> None:

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
+from srp.client.browser import canonicalAddress
 from srp.interfaces import IInstanceResolver
 from srp.records import InstanceInfo, instanceKey
 from srp.wire import InstanceRequest, InstancesResponse, WireError, decodeResponse
@@ -109,6 +110,7 @@ class _Query(DatagramProtocol):
         self.cluster = cluster
         self.instance = instance
         self.addresses = addresses
+        self._sources = {canonicalAddress(a) for a in addresses}
         self.done: Deferred[Resolution] = Deferred()
         self.plain: Resolution | None = None
         self.malformed: list[str] = []
@@ -145,7 +147,7 @@ class _Query(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         source = addr[0]
-        if source not in self.addresses:
+        if canonicalAddress(source) not in self._sources:
             return
         if isClusterMessage(datagram):
             self._extendedReply(datagram, source)

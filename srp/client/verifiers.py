@@ -12,19 +12,20 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.internet.protocol import ClientFactory
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from srp.interfaces import IInstanceVerifier
 from srp.plugins import namedOrRaise
+from srp.transports.prelogin import Exchange, prelogin
 from srp.wire.errors import WireError
 from srp.wire.hello import HELLO_NO, HELLO_YES, helloRequest
-from srp.wire.tds import INSTOPT, TABULAR_RESULT, decodePrelogin, packetLength, preloginRequest
+from srp.wire.tds import INSTOPT
 
 
 class WrongInstance(ConnectError):
@@ -45,58 +46,6 @@ class NoVerifier:
                 instance: str) -> Deferred[IProtocol]:
         result: Deferred[IProtocol] = endpoint.connect(factory)
         return result
-
-
-class _Exchange(Protocol):
-    """Sends a greeting, reads a fixed answer or a TDS packet, with a deadline."""
-
-    def __init__(self, reactor: Any, greeting: bytes, timeout: float) -> None:
-        self.reactor = reactor
-        self.greeting = greeting
-        self.timeout = timeout
-        self.buffer = b""
-        self.answered: Deferred[bytes] = Deferred()
-        self._timer: IDelayedCall | None = None
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.greeting)  # type: ignore[union-attr]
-        self._timer = self.reactor.callLater(self.timeout, self._expired)
-
-    def _expired(self) -> None:
-        self._fail(WrongInstance(string=f"no answer to instance verification within "
-                                 f"{self.timeout:g} s"))
-        self.transport.abortConnection()  # type: ignore[union-attr]
-
-    def complete(self) -> int | None:
-        """How many buffered bytes make the whole answer, or None if more are needed."""
-        raise NotImplementedError
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.answered.called:
-            return
-        self.buffer += data
-        try:
-            size = self.complete()
-        except WireError as e:
-            self._fail(WrongInstance(string=f"not an answer to instance verification: {e}"))
-            self.transport.loseConnection()  # type: ignore[union-attr]
-            return
-        if size is not None:
-            self._stopTimer()
-            answer, self.buffer = self.buffer[:size], self.buffer[size:]
-            self.answered.callback(answer)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        self._fail(WrongInstance(string="the connection closed during instance verification"))
-
-    def _stopTimer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-
-    def _fail(self, error: Exception) -> None:
-        self._stopTimer()
-        if not self.answered.called:
-            self.answered.errback(error)
 
 
 class _TimedVerifier:
@@ -125,14 +74,6 @@ class _TimedVerifier:
         return type(self)(reactor, self.timeout)
 
 
-class _PreloginProbe(_Exchange):
-    def complete(self) -> int | None:
-        if len(self.buffer) < 8:
-            return None
-        length = packetLength(self.buffer)
-        return length if len(self.buffer) >= length else None
-
-
 @implementer(IPlugin, IInstanceVerifier)
 class TDSVerifier(_TimedVerifier):
     """
@@ -145,16 +86,8 @@ class TDSVerifier(_TimedVerifier):
 
     async def _connect(self, endpoint: Any, factory: IProtocolFactory,
                        instance: str) -> IProtocol:
-        probe = _PreloginProbe(self.reactor, preloginRequest(instance), self.timeout)
-        await endpoint.connect(Factory.forProtocol(lambda: probe))
-        try:
-            answer = await probe.answered
-        finally:
-            probe.transport.loseConnection()  # type: ignore[union-attr]
-        try:
-            valid = decodePrelogin(answer, TABULAR_RESULT).get(INSTOPT)
-        except WireError as e:
-            raise WrongInstance(string=f"PRELOGIN answer is malformed: {e}") from None
+        answer = await prelogin(self.reactor, endpoint, instance, self.timeout, WrongInstance)
+        valid = answer.get(INSTOPT)
         if valid not in (b"\x00", None):
             raise WrongInstance(string=f"the server there is not instance {instance} "
                                 "(PRELOGIN INSTOPT refused)")
@@ -166,12 +99,12 @@ class TDSVerifier(_TimedVerifier):
         return Deferred.fromCoroutine(self._connect(endpoint, factory, instance))
 
 
-class _HelloClient(_Exchange):
+class _HelloClient(Exchange):
     """Asks the hello, then becomes a pass-through to the application's protocol."""
 
     def __init__(self, reactor: Any, instance: str, timeout: float,
                  factory: IProtocolFactory, addr: Any) -> None:
-        super().__init__(reactor, helloRequest(instance), timeout)
+        super().__init__(reactor, helloRequest(instance), timeout, WrongInstance)
         self.factory = factory
         self.addr = addr
         self.app: IProtocol | None = None
@@ -234,7 +167,12 @@ class HelloVerifier(_TimedVerifier):
                        instance: str) -> IProtocol:
         client: _HelloClient = await endpoint.connect(
             _HelloClientFactory(self.reactor, instance, self.timeout, factory))
-        answer = await client.answered
+        try:
+            answer = await client.answered
+        except CancelledError:
+            # Another place won a race: this one is not wanted.
+            client.transport.abortConnection()  # type: ignore[union-attr]
+            raise
         if answer == HELLO_NO:
             client.transport.loseConnection()  # type: ignore[union-attr]
             raise WrongInstance(string=f"the server there is not instance {instance}")

@@ -1,6 +1,6 @@
 """
-The built-in instance health checks (L{IHealthCheck}): C{none}, C{tcp} and
-C{connect}; L{checkNamed} finds them, then plugins (a dropin providing
+The built-in instance health checks (L{IHealthCheck}): C{none}, C{tcp},
+C{connect} and C{tds}; L{checkNamed} finds them, then plugins (a dropin providing
 L{IHealthCheck} and L{IPlugin <twisted.plugin.IPlugin>}).
 
 C{connect} connects to the first entry of the instance's port map in the
@@ -9,7 +9,9 @@ connection at once: what HAProxy's default check and keepalived's
 C{TCP_CHECK} do.  C{tcp}, the default, finds the same answer for a tcp
 entry at an address of the node's own host in the kernel's table of
 listening sockets (L{srp.server.listening}), one read for every instance,
-and connects everywhere else.
+and connects everywhere else.  C{tds} sends an MS-TDS PRELOGIN and expects
+a PRELOGIN answer: a server that accepts connections but does not answer
+(stopped, hung) is down to it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.plugin import IPlugin
@@ -29,6 +31,8 @@ from srp.plugins import namedOrRaise, names
 from srp.records import InstanceInfo
 from srp.server.listening import Found, ListeningSockets
 from srp.transports import endpointsFor
+from srp.transports.prelogin import prelogin
+from srp.wire.tds import INSTOPT
 
 #: The order in which a connect check picks the port-map entry it checks.
 CHECKED_TRANSPORTS = ("tcp", "np", "via")
@@ -60,22 +64,57 @@ class ConnectCheck:
             failed.errback(ConnectError(string="the instance has no tcp, np or via entry"))
             return failed
         _, endpoint = first
-        connected = endpoint.connect(Factory.forProtocol(Protocol))
-        timer = reactor.callLater(timeout, connected.cancel)
 
         def close(protocol: IProtocol) -> None:
-            if timer.active():
-                timer.cancel()
             protocol.transport.abortConnection()  # type: ignore[attr-defined]
 
-        def timedOut(reason: Failure) -> Failure:
-            if timer.active():
-                timer.cancel()
-            if reason.check(CancelledError):
-                return Failure(ConnectError(string=f"no connection within {timeout} s"))
-            return reason
+        return withDeadline(reactor, endpoint.connect(Factory.forProtocol(Protocol)), timeout,
+                            "no connection").addCallback(close)
 
-        return connected.addCallbacks(close, timedOut)
+
+@implementer(IPlugin, IHealthCheck)
+class TDSCheck:
+    """
+    An instance is alive if its first port-map entry answers an MS-TDS
+    PRELOGIN naming it with a PRELOGIN answer that does not refuse the name
+    (C{check = "tds"}): the server is up and reading, not only listening.
+    """
+
+    name = "tds"
+
+    def check(self, reactor: Any, host: str, info: InstanceInfo,
+              timeout: float) -> Deferred[None]:
+        return withDeadline(reactor, Deferred.fromCoroutine(
+            self._check(reactor, host, info, timeout)), timeout, "no PRELOGIN answer")
+
+    async def _check(self, reactor: Any, host: str, info: InstanceInfo,
+                     timeout: float) -> None:
+        first = next(endpointsFor(reactor, host, info, CHECKED_TRANSPORTS, timeout), None)
+        if first is None:
+            raise ConnectError(string="the instance has no tcp, np or via entry")
+        answer = await prelogin(reactor, first[1], info.instanceName, timeout)
+        if answer.get(INSTOPT) not in (b"\x00", None):
+            raise ConnectError(string=f"the server there is not instance {info.instanceName} "
+                               "(PRELOGIN INSTOPT refused)")
+
+
+def withDeadline(reactor: Any, checking: Deferred[Any], timeout: float,
+                 what: str) -> Deferred[Any]:
+    """
+    C{checking}, cancelled after C{timeout} seconds, when it fails with a
+    L{ConnectError} saying C{what} came within them.
+    """
+    timer = reactor.callLater(timeout, checking.cancel)
+
+    def done(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        if isinstance(result, Failure) and result.check(CancelledError,
+                                                        ConnectingCancelledError):
+            return Failure(ConnectError(string=f"{what} within {timeout:g} s"))
+        return result
+
+    return checking.addBoth(done)
 
 
 @implementer(IPlugin, IHealthCheck)
@@ -109,7 +148,7 @@ class TcpCheck:
 
 
 #: srp's own checks.
-BUILT_IN_CHECKS: tuple[IHealthCheck, ...] = (NoCheck(), TcpCheck(), ConnectCheck())
+BUILT_IN_CHECKS: tuple[IHealthCheck, ...] = (NoCheck(), TcpCheck(), ConnectCheck(), TDSCheck())
 
 
 def checkNames() -> list[str]:

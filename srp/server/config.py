@@ -297,8 +297,12 @@ def _cluster(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -
     if clusterId(name) == ANY_CLUSTER:
         raise ConfigError(f"{where}: name {name!r} has the id reserved for queries that "
                           "name no cluster; choose another name")
-    addresses = tuple(_address(where, a) for a in _typed(
-        where, "addresses", table.get("addresses", []), list, "a list of IP addresses"))
+    given = _typed(where, "addresses", table.get("addresses"), (list, type(None)),
+                   "a list of IP addresses")
+    if given == []:
+        raise ConfigError(f"{where}: addresses is empty; give at least one address, or leave "
+                          "it out to probe the listen addresses")
+    addresses = tuple(_address(where, a) for a in given or ())
     interval = _typed(where, "interval", table.get("interval", DEFAULT_INTERVAL), (int, float),
                       "a number of seconds")
     if not 0.01 <= interval <= 60:
@@ -470,6 +474,8 @@ def loadConfig(path: str | Path) -> NodeConfig:
             document = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the configuration: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     return parseConfig(document, str(path))

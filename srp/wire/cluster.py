@@ -26,7 +26,7 @@ from srp.wire.fields import readMembers as _readMembers
 from srp.wire.fields import readRegistration as _readRegistration
 from srp.wire.fields import readRegistrations as _readRegistrations
 from srp.wire.fields import short as _short
-from srp.wire.instances import Registration, checkToken
+from srp.wire.instances import Registration, checkInstanceName
 
 #: The highest version of the message layouts this node speaks.  Every
 #: message is sent at the lowest version whose layout carries it: a Join in
@@ -234,7 +234,7 @@ class ActivateAck:
 
 
 def _name(_: object, __: object, value: str) -> None:
-    checkToken("instance name", value, 32)
+    checkInstanceName(value)
 
 
 @frozen

@@ -52,8 +52,22 @@ def checkPort(what: str, port: int) -> None:
         raise WireError(f"{what} {port!r} is not a port number (1-65535)")
 
 
-def _instanceName(_: object, __: object, value: str) -> None:
+def checkInstanceName(value: str) -> None:
+    """
+    Refuse an instance name that cannot travel, or that no client could ask for.
+
+    @raise WireError: as L{checkToken} does, and if C{value} holds a control
+        character (NUL, newline...) or nothing but spaces.
+    """
     checkToken("instance name", value, MAX_INSTANCE_NAME)
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise WireError(f"instance name {value!r} contains a control character")
+    if not value.strip(" "):
+        raise WireError(f"instance name {value!r} is only spaces")
+
+
+def _instanceName(_: object, __: object, value: str) -> None:
+    checkInstanceName(value)
 
 
 def _serverName(_: object, __: object, value: str) -> None:

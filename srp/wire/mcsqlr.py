@@ -16,8 +16,8 @@ from srp.wire.errors import WireError
 from srp.wire.instances import (
     MAX_INSTANCE_NAME,
     InstanceInfo,
+    checkInstanceName,
     checkPort,
-    checkToken,
     decodeInstances,
     encodeInstances,
 )
@@ -40,7 +40,7 @@ _DAC_REPLY = struct.Struct("<BHBH")
 
 
 def _name(_: object, __: object, value: str) -> None:
-    checkToken("instance name", value, MAX_INSTANCE_NAME)
+    checkInstanceName(value)
 
 
 @frozen
@@ -144,7 +144,7 @@ def _decodeName(payload: bytes, what: str) -> str:
         name = payload.decode("ascii")
     except UnicodeDecodeError:
         raise WireError(f"{what} instance name is not ASCII") from None
-    checkToken("instance name", name, MAX_INSTANCE_NAME)
+    checkInstanceName(name)
     return name
 
 

@@ -1,3 +1,3 @@
-from srp.server.checks import NoCheck, TcpCheck
+from srp.server.checks import NoCheck, TcpCheck, TDSCheck
 
-none, tcp = NoCheck(), TcpCheck()
+none, tcp, tds = NoCheck(), TcpCheck(), TDSCheck()
