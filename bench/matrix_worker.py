@@ -326,7 +326,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="the hosts of three-hosts: JSON, a list of Host fields")
     options = parser.parse_args(argv)
     options.lan = [Host(**fields) for fields in options.lan]
-    options.topology = options.topology or list(TOPOLOGIES)
+    if "three-hosts" in (options.topology or ()) and len(options.lan) != 3:
+        parser.error("three-hosts needs --lan with three hosts (bench.matrix.runMatrix "
+                     "makes them)")
+    options.topology = options.topology or [
+        t for t in TOPOLOGIES if options.lan or t != "three-hosts"]
     options.naming = options.naming or list(NAMINGS)
     options.fault = options.fault or list(FAULTS)
 

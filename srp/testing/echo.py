@@ -68,8 +68,11 @@ class EchoProcess(NodeProcess):
     @property
     def port(self) -> int:
         """The TCP port the server listens on."""
-        port: int = json.loads(self.log().splitlines()[0])["port"]
-        return port
+        for line in self.log().splitlines():
+            if line.startswith(self.READY, 1):
+                port: int = json.loads(line)["port"]
+                return port
+        raise RuntimeError(f"the echo server has not said where it listens: {self.log()}")
 
 
 class Options(usage.Options):
