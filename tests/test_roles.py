@@ -15,12 +15,13 @@ from zope.interface.verify import verifyObject
 
 from srp.interfaces import IClusterRole
 from srp.records import InstanceInfo, Registration
-from srp.server.membership import ClusterSettings, Membership, RoleInputs
+from srp.server.membership import ClusterSettings, Membership
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
 from srp.server.roles.active import ActiveRole, ClusterPorts
 from srp.server.roles.base import ClusterView, CrashedRole, IdleRole, Role, StoppedRole
 from srp.server.roles.handingover import HandingOverRole
+from srp.server.roles.machine import RoleInputs
 from srp.server.roles.passive import PassiveRole
 from srp.server.roles.seeking import BindingRole, ProbingRole, WaitingRole
 from srp.testing import FakeNetwork
