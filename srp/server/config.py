@@ -17,7 +17,7 @@ from typing import Any
 from attrs import field, frozen
 
 from srp.clusterkey import BadKey, environmentKey, loadKey
-from srp.records import Registration
+from srp.records import DEFAULT_MAX_CONNECTIONS, ProxyRoute, Registration, proxyRoute
 from srp.server.access import AccessPolicy, NetworkACL, networks
 from srp.server.checks import checkNamed
 from srp.server.health import HealthSettings
@@ -41,7 +41,8 @@ _INSTANCE_KEYS = {
     "priority", "relay", "serve", "check", "check_interval", "check_timeout", "fall", "rise",
     "hide_when_down",
 }
-_TOP_KEYS = {"node", "cluster", "instances", "limits", "access"}
+_TOP_KEYS = {"node", "cluster", "instances", "limits", "access", "proxies"}
+_PROXY_KEYS = {"listen", "target", "prefer", "verify", "timeout", "max_connections"}
 _LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", "reply_burst",
                "reserved_rate", "reserved_burst",
                "max_registrations_per_node", "max_instances", "max_passives"}
@@ -105,6 +106,8 @@ class NodeConfig:
     health: dict[str, HealthSettings] = field(factory=dict)
     #: The VI provider that carries the via listeners (L{srp.transports.via.viProviderNamed}).
     viProvider: str = DEFAULT_PROVIDER
+    #: Proxy listeners run beside the node (C{srp proxy}'s, from C{[[proxies]]}).
+    proxies: tuple[ProxyRoute, ...] = ()
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -138,18 +141,48 @@ def _relay(where: str, table: Mapping[str, Any]) -> tuple[tuple[str, int], tuple
     host, sep, port = relay.rpartition(":")
     if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ConfigError(f'{where}: relay {relay!r} is not "HOST:PORT"')
-    transports = _typed(where, "serve", table.get("serve", list(DEFAULT_PREFERENCE)), list,
-                        "a list of transports")
-    if not transports:
-        raise ConfigError(f"{where}: serve must list some of {', '.join(transportNames())}, "
-                          f"not {transports}")
-    for name in transports:
+    transports = _transports(where, "serve", table.get("serve", list(DEFAULT_PREFERENCE)))
+    return (host.strip("[]"), int(port)), transports
+
+
+def _transports(where: str, key: str, names: Any) -> tuple[str, ...]:
+    """C{names}, a non-empty list of transports' names, checked."""
+    _typed(where, key, names, list, "a list of transports")
+    if not names:
+        raise ConfigError(f"{where}: {key} must list some of {', '.join(transportNames())}, "
+                          f"not {names}")
+    for name in names:
         try:
             transportNamed(name)  # srp's own first: plugins are looked for only if need be
         except ValueError:
-            raise ConfigError(f"{where}: serve must list some of "
+            raise ConfigError(f"{where}: {key} must list some of "
                               f"{', '.join(transportNames())}, not {[name]}") from None
-    return (host.strip("[]"), int(port)), tuple(transports)
+    return tuple(names)
+
+
+def _proxy(where: str, table: Mapping[str, Any]) -> ProxyRoute:
+    _unknownKeys(where, table, _PROXY_KEYS)
+    for key in ("listen", "target"):
+        if key not in table:
+            raise ConfigError(f'{where}: every proxy needs a {key} ("ADDRESS:PORT" to listen '
+                              'on, "CLUSTER/INSTANCE" to reach)')
+    options: dict[str, Any] = {
+        "verify": _typed(where, "verify", table.get("verify", "none"), str,
+                         "the name of a verifier"),
+        "timeout": float(_typed(where, "timeout", table.get("timeout", 2.0), (int, float),
+                                "a number of seconds")),
+        "maxConnections": _typed(where, "max_connections",
+                                 table.get("max_connections", DEFAULT_MAX_CONNECTIONS), int,
+                                 "a number of connections"),
+    }
+    if "prefer" in table:
+        options["prefer"] = _transports(where, "prefer", table["prefer"])
+    try:
+        return proxyRoute(_typed(where, "listen", table["listen"], str, '"ADDRESS:PORT"'),
+                          _typed(where, "target", table["target"], str, '"CLUSTER/INSTANCE"'),
+                          **options)
+    except WireError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registration:
@@ -362,11 +395,17 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
                                      "a table"))
     access = _access(f"{source} [access]", _typed(source, "[access]",
                                                   document.get("access", {}), dict, "a table"))
+    proxies = _typed(source, "[[proxies]]", document.get("proxies", []), list,
+                     "an array of tables")
+    routes = tuple(_proxy(f"{source} [[proxies]] #{number}",
+                          _typed(f"{source} [[proxies]] #{number}", "proxy", table, dict,
+                                 "a table"))
+                   for number, table in enumerate(proxies, 1))
     return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster,
                       extensions=extensions, access=access, perSource=perSource,
                       overall=overall, reserve=reserve, bounds=bounds, relays=relays,
                       pipeDirectory=pipeDirectory, viProvider=viProvider,
-                      health=health)
+                      health=health, proxies=routes)
 
 
 def loadConfig(path: str | Path) -> NodeConfig:
