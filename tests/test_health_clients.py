@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,13 @@ import sqlserverport
 from impacket.tds import MSSQL
 from pytds.instance_browser_client import resolve_instance_port
 
-from srp.testing.processes import NodeProcess, freeLoopbackAddress, stopProcess, writeNodeConfig
+from srp.testing.processes import (
+    NodeProcess,
+    freeLoopbackAddress,
+    freePort,
+    stopProcess,
+    writeNodeConfig,
+)
 from tests.conftest import srp
 from tests.test_real_clients import Tsql
 
@@ -66,12 +71,6 @@ class InstanceServer:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             stopProcess(self.process)
-
-
-def freePort(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def waitUntil(predicate: Callable[[], bool], timeout: float) -> float:

@@ -3,7 +3,9 @@ Drivers of real C{srp serve} processes, for tests, demos and benchmarks.
 
 L{NodeProcess} runs a node on a free loopback address
 (L{freeLoopbackAddress}) from a configuration that L{writeNodeConfig}
-writes; L{stopProcess} ends any child by its PID.
+writes; L{ProxyProcess} runs C{srp proxy}; L{EchoProcess} stands in for an
+instance's server, in a process of its own that a test can kill;
+L{stopProcess} ends any child by its PID.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from srp.server.config import loadConfig
 from srp.wire.mcsqlr import BROWSER_PORT
@@ -75,7 +77,7 @@ class NodeProcess:
             self.executable, "serve", "--config", str(config))
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15.0) -> NodeProcess:
+    def start(self, timeout: float = 15.0) -> Self:
         """Start the node and wait for its ready line; raise if it exits or times out."""
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
@@ -114,11 +116,91 @@ class NodeProcess:
             return 0
         return stopProcess(self.process, timeout)
 
-    def __enter__(self) -> NodeProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ProxyProcess(NodeProcess):
+    """A real C{srp proxy} process: one listener, C{listen}, for C{target}."""
+
+    READY = ": listening on "
+
+    def __init__(self, listen: str, target: str, logPath: Path, *options: str,
+                 executable: str | None = None) -> None:
+        executable = executable or str(Path(sys.executable).with_name("srp"))
+        super().__init__(Path(os.devnull), logPath, executable,
+                         argv=(executable, "proxy", "--listen", listen, target, *options))
+        self.listen = listen
+
+    @property
+    def address(self) -> str:
+        """The address the proxy listens on."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port the proxy listens on."""
+        return int(self.listen.rpartition(":")[2])
+
+
+_ECHO = """\
+import socket, sys, threading
+tag = sys.argv[3].encode() + b":"
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+def serve(connection):
+    with connection:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pending = b""
+        while data := connection.recv(65536):
+            *lines, pending = (pending + data).split(b"\\n")
+            connection.sendall(b"".join(tag + line + b"\\n" for line in lines))
+print("listening", flush=True)
+while True:
+    threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+class EchoProcess:
+    """
+    A process listening on C{host}:C{port}, standing in for an instance's
+    server: it answers each line C{L} it reads with C{TAG:L}, so that a client
+    knows which server answered.  Kill it with L{kill}, as a crash would.
+    """
+
+    def __init__(self, host: str, port: int, tag: str) -> None:
+        self.host, self.port, self.tag = host, port, tag
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EchoProcess:
+        """Start it and wait until it listens."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _ECHO, self.host, str(self.port), self.tag],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert self.process.stdout is not None
+        if self.process.stdout.readline() != b"listening\n":
+            raise RuntimeError(f"the echo server for {self.host}:{self.port} did not start")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, and wait until it is gone."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        """End it if it runs."""
+        if self.process is not None:
+            stopProcess(self.process)
+
+
+def freePort(host: str) -> int:
+    """A TCP port free on C{host} right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any]],
