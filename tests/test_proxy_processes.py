@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +145,31 @@ def test_plain_client_across_a_kill_9_of_the_primary(tmp_path: Path) -> None:
             node.stop()
         for server in servers:
             server.stop()
+
+
+@pytest.mark.parametrize("runner", ["srp serve", "twistd -n srp"])
+def test_a_node_runs_proxies_beside_it(runner: str, tmp_path: Path) -> None:
+    address = freeLoopbackAddress()
+    server = EchoProcess(address, freePort(address), "sales").start()
+    listen = f"127.0.0.1:{freePort('127.0.0.1')}"
+    config = writeNodeConfig(tmp_path / "node.toml", [address],
+                             [{"name": "SALES", "tcp": server.port}])
+    argv = None
+    if runner == "srp serve":
+        with config.open("a") as f:
+            f.write(f'\n[[proxies]]\nlisten = "{listen}"\ntarget = "{address}/SALES"\n'
+                    'prefer = ["tcp"]\n')
+    else:
+        argv = [str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=", "srp",
+                "--config", str(config), "--proxy", f"{listen}={address}/SALES"]
+    try:
+        with NodeProcess(config, tmp_path / "node.log", argv=argv) as node:
+            waitUntil(lambda: ": listening on " in node.log(), 10)
+            client = socket.create_connection(("127.0.0.1", int(listen.rpartition(":")[2])),
+                                              timeout=5)
+            client.sendall(b"hello\n")
+            assert client.recv(100) == b"sales:hello\n"
+            client.close()
+        assert "Traceback" not in node.log()
+    finally:
+        server.stop()
