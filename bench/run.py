@@ -14,7 +14,8 @@ C{resolve_throughput}; the others live in their own modules:
 L{bench.takeover} (C{takeover}, C{sigstop}, C{handover}), L{bench.cluster_cost},
 L{bench.client} (C{cached_resolve}, C{failover_gap}, C{cold_resolves}, run
 in L{bench.client_worker} processes), L{bench.health} (C{instance_down},
-C{sighup_reload}, C{health_cost}).  docs/benchmarks.md says what they
+C{sighup_reload}, C{health_cost}), L{bench.proxy} (C{proxy_throughput},
+C{proxy_failover}).  docs/benchmarks.md says what they
 measure and holds the figures measured.
 """
 
@@ -43,6 +44,7 @@ from bench.cluster_cost import cluster_cost
 from bench.common import QUICK, RESULTS, ROOT, Benchmark, Settings, pinTo, stopPid
 from bench.health import health_cost, instance_down, sighup_reload
 from bench.loadgen import instanceName, instanceRequest
+from bench.proxy import proxy_failover, proxy_throughput
 from bench.takeover import handover, sigstop, takeover
 from srp.cli import formatTable
 from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
@@ -304,7 +306,8 @@ def transports(settings: Settings) -> dict[str, Any]:
 #: Every benchmark C{make bench} runs, in order.
 BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, sigstop, handover, cluster_cost,
                                cached_resolve, failover_gap, cold_resolves, transports,
-                               instance_down, sighup_reload, health_cost]
+                               instance_down, sighup_reload, health_cost, proxy_throughput,
+                               proxy_failover]
 
 
 def machine() -> dict[str, Any]:
