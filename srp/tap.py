@@ -36,10 +36,7 @@ class Options(NodeOptions):
         self["proxy"] = []
 
     def opt_proxy(self, spec: str) -> None:
-        """
-        Also run a proxy: ADDRESS:PORT=CLUSTER/INSTANCE, as `srp proxy --listen
-        ADDRESS:PORT CLUSTER/INSTANCE` would (repeatable).
-        """
+        """Also run a proxy: ADDRESS:PORT=CLUSTER/INSTANCE (repeatable)."""
         listen, sep, target = spec.partition("=")
         try:
             if not sep:

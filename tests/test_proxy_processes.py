@@ -33,6 +33,7 @@ from srp.testing.processes import (
     writeNodeConfig,
 )
 from srp.wire.tds import PRELOGIN
+from tests.conftest import srp
 from tests.test_health_clients import waitUntil
 from tests.test_real_clients import tsqlPath
 from tests.test_relay_clients import LOGIN7, TIMEOUT, PreloginBackend
@@ -173,3 +174,23 @@ def test_a_node_runs_proxies_beside_it(runner: str, tmp_path: Path) -> None:
         assert "Traceback" not in node.log()
     finally:
         server.stop()
+
+
+def test_bad_input_to_srp_proxy_is_one_line() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for argv, status, message in [
+            (["--listen", "db1:1433", "db1/SALES"], 2,
+             "listen address 'db1:1433': 'db1' is not an IP address"),
+            (["--listen", "127.0.0.1:1433"], 2, "give each --listen ADDRESS:PORT its "
+             "CLUSTER/INSTANCE (1 --listen, 0 targets)"),
+            (["--listen", "127.0.0.1:1433", "db1/SALES", "--verify", "bogus"], 1,
+             "proxy 127.0.0.1:1433 -> db1/SALES: unknown verifier 'bogus'; choose from none, "
+             "tds, hello"),
+            (["--listen", f"127.0.0.1:{port}", "db1/SALES"], 1,
+             f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use."),
+        ]:
+            result = srp("proxy", *argv)
+            assert result.returncode == status, result.stderr
+            assert result.stderr.splitlines()[0] == f"srp: {message}", result.stderr
+            assert "Traceback" not in result.stderr

@@ -115,5 +115,8 @@ def proxyServices(reactor: Any, routes: Sequence[ProxyRoute], port: int = BROWSE
     resolver = sharedResolver(reactor, port, clusterName, key)
     services = MultiService()
     for route in routes:
-        ProxyService(reactor, route, resolver).setServiceParent(services)
+        try:
+            ProxyService(reactor, route, resolver).setServiceParent(services)
+        except ValueError as e:
+            raise ValueError(f"proxy {route.listen} -> {route.target}: {e}") from None
     return services
