@@ -36,6 +36,7 @@ from srp.testing.processes import (
     ProxyProcess,
     freeLoopbackAddress,
     freePort,
+    primaryAndStandby,
     writeNodeConfig,
 )
 from srp.wire import InstanceRequest, InstancesResponse, WireError, decodeResponse
@@ -241,31 +242,12 @@ def _report(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def proxy_failover(settings: Settings) -> dict[str, Any]:
     """kill -9 of the primary's server: time to an answered new connection through srp proxy."""
     trials: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="srp-bench-") as scratch:
-        directory = Path(scratch)
-        address = freeLoopbackAddress()
-        servers = [EchoProcess(address, freePort(address), tag).start()
-                   for tag in ("primary", "standby")]
-        nodes: list[NodeProcess] = []
-        try:
-            for index, server in enumerate(servers):
-                config = writeNodeConfig(
-                    directory / f"node{index}.toml", [address],
-                    [{"name": "SALES", "tcp": server.port, "priority": index}],
-                    serverName=f"H{index}", tables={"cluster": {"name": "bench"}})
-                nodes.append(NodeProcess(config, directory / f"node{index}.log").start())
-                if index == 0:
-                    waitUntil(lambda: "Active for cluster" in nodes[0].log(), 10, "an active")
-            waitUntil(lambda: "Passive in cluster" in nodes[1].log(), 10, "a passive")
-            for number in range(1, settings.trials + 1):
-                print(f"proxy_failover trial {number}/{settings.trials} ...", file=sys.stderr,
-                      flush=True)
-                trials.append(_failoverTrial(directory, address, servers[0], number))
-        finally:
-            for node in nodes:
-                node.stop()
-            for server in servers:
-                server.stop()
+    with tempfile.TemporaryDirectory(prefix="srp-bench-") as scratch, primaryAndStandby(
+            Path(scratch), "bench") as (address, servers):
+        for number in range(1, settings.trials + 1):
+            print(f"proxy_failover trial {number}/{settings.trials} ...", file=sys.stderr,
+                  flush=True)
+            trials.append(_failoverTrial(Path(scratch), address, servers[0], number))
     print(formatTable(["TRIAL", "OPEN CONNECTION CLOSED AFTER (ms)",
                        "NEXT CONNECTION ANSWERED AFTER (ms)"],
                       [[str(n), ms(t["closed"]), ms(t["next"])]

@@ -30,6 +30,7 @@ from srp.testing.processes import (
     ProxyProcess,
     freeLoopbackAddress,
     freePort,
+    primaryAndStandby,
     writeNodeConfig,
 )
 from srp.wire.tds import PRELOGIN
@@ -104,20 +105,7 @@ class LineClient:
 
 
 def test_plain_client_across_a_kill_9_of_the_primary(tmp_path: Path) -> None:
-    address = freeLoopbackAddress()
-    servers = [EchoProcess(address, freePort(address), tag).start()
-               for tag in ("primary", "standby")]
-    nodes: list[NodeProcess] = []
-    try:
-        for index, server in enumerate(servers):
-            config = writeNodeConfig(
-                tmp_path / f"node{index}.toml", [address],
-                [{"name": "SALES", "tcp": server.port, "priority": index}],
-                serverName=f"H{index}", tables={"cluster": {"name": "px"}})
-            nodes.append(NodeProcess(config, tmp_path / f"node{index}.log").start())
-            if index == 0:
-                waitUntil(lambda: "Active for cluster" in nodes[0].log(), 10)
-        waitUntil(lambda: "Passive in cluster" in nodes[1].log(), 10)
+    with primaryAndStandby(tmp_path, "px") as (address, servers):
         with ProxyProcess(f"127.0.0.1:{freePort('127.0.0.1')}", f"{address}/SALES",
                           tmp_path / "proxy.log", "--cluster", "px",
                           "--prefer", "tcp") as proxy:
@@ -141,11 +129,6 @@ def test_plain_client_across_a_kill_9_of_the_primary(tmp_path: Path) -> None:
         # The counters, logged as the proxy stops.
         assert ": 2 accepted, 2 spliced, 0 failed, 0 refused, 0 open" in proxy.log(), proxy.log()
         assert "Traceback" not in proxy.log()
-    finally:
-        for node in nodes:
-            node.stop()
-        for server in servers:
-            server.stop()
 
 
 @pytest.mark.parametrize("runner", ["srp serve", "twistd -n srp"])

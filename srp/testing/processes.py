@@ -16,7 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -170,14 +171,17 @@ class EchoProcess:
     knows which server answered.  Kill it with L{kill}, as a crash would.
     """
 
+    #: The program it runs, with the arguments host, port and tag.
+    SCRIPT = _ECHO
+
     def __init__(self, host: str, port: int, tag: str) -> None:
         self.host, self.port, self.tag = host, port, tag
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> EchoProcess:
+    def start(self) -> Self:
         """Start it and wait until it listens."""
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _ECHO, self.host, str(self.port), self.tag],
+            [sys.executable, "-c", self.SCRIPT, self.host, str(self.port), self.tag],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         assert self.process.stdout is not None
         if self.process.stdout.readline() != b"listening\n":
@@ -194,6 +198,47 @@ class EchoProcess:
         """End it if it runs."""
         if self.process is not None:
             stopProcess(self.process)
+
+
+def _waitForLog(node: NodeProcess, line: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while line not in node.log():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{line!r} not logged within {timeout} s: {node.log()}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def primaryAndStandby(directory: Path, cluster: str, activeFirst: bool = True,
+                      server: type[EchoProcess] = EchoProcess,
+                      ) -> Iterator[tuple[str, list[EchoProcess]]]:
+    """
+    Two nodes of C{cluster} on one free loopback address; each registers
+    C{SALES} with the port of a C{server} process of its own, tagged
+    C{primary} (priority 0) and C{standby} (priority 1).  The primary's node
+    starts first and is the active, or the standby's if not C{activeFirst}.
+    Yields the address and the two servers, primary first; ends them all by
+    their PIDs.
+    """
+    address = freeLoopbackAddress()
+    servers = [server(address, freePort(address), tag).start()
+               for tag in ("primary", "standby")]
+    nodes: list[NodeProcess] = []
+    try:
+        for index in (0, 1) if activeFirst else (1, 0):
+            config = writeNodeConfig(
+                directory / f"node{index}.toml", [address],
+                [{"name": "SALES", "tcp": servers[index].port, "priority": index}],
+                serverName=f"H{index}", tables={"cluster": {"name": cluster}})
+            nodes.append(NodeProcess(config, directory / f"node{index}.log").start())
+            _waitForLog(nodes[0], "Active for cluster")
+        _waitForLog(nodes[1], "Passive in cluster")
+        yield address, servers
+    finally:
+        for node in nodes:
+            node.stop()
+        for running in servers:
+            running.stop()
 
 
 def freePort(host: str) -> int:
