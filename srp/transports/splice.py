@@ -164,8 +164,8 @@ class SpliceFactory(ServerFactory[SplicedClient]):
     def buildProtocol(self, addr: IAddress | None) -> SplicedClient | None:
         if self.maxConnections is not None and self.stats.open >= self.maxConnections:
             if not self.stats.refused % 1000:
-                # The first refusal of a burst, then every thousandth: a log line
-                # for each would let a flood fill the disk.
+                # The first refusal, then every thousandth: a log line for
+                # each would let a flood fill the disk.
                 self.log.warn("{name}: {open} connections are open (at most {limit}); "
                               "refusing more ({refused} so far)", name=self.name,
                               open=self.stats.open, limit=self.maxConnections,
