@@ -15,7 +15,8 @@ L{bench.takeover} (C{takeover}, C{sigstop}, C{handover}), L{bench.cluster_cost},
 L{bench.client} (C{cached_resolve}, C{failover_gap}, C{cold_resolves}, run
 in L{bench.client_worker} processes), L{bench.health} (C{instance_down},
 C{sighup_reload}, C{health_cost}), L{bench.metrics} (C{metrics_scrape}),
-L{bench.matrix} (C{fault_matrix}, run in a L{bench.matrix_worker} process).
+L{bench.proxy} (C{proxy_throughput}, C{proxy_failover}), L{bench.matrix}
+(C{fault_matrix}, run in a L{bench.matrix_worker} process).
 docs/benchmarks.md says what they measure and holds the figures measured.
 """
 
@@ -47,6 +48,7 @@ from bench.health import health_cost, instance_down, sighup_reload
 from bench.loadgen import instanceName, instanceRequest
 from bench.matrix import fault_matrix
 from bench.metrics import Scraper, metrics_scrape
+from bench.proxy import proxy_failover, proxy_throughput
 from bench.takeover import handover, sigstop, takeover
 from srp.cli import formatTable
 from srp.testing.processes import (
@@ -347,7 +349,7 @@ def transports(settings: Settings) -> dict[str, Any]:
 BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, sigstop, handover, cluster_cost,
                                cached_resolve, failover_gap, cold_resolves, transports,
                                instance_down, sighup_reload, health_cost, metrics_scrape,
-                               fault_matrix]
+                               proxy_throughput, proxy_failover, fault_matrix]
 
 
 def machine() -> dict[str, Any]:

@@ -16,24 +16,27 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.application.service import IService
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import react
 from twisted.logger import globalLogBeginner
 from twisted.python import usage
 
 from srp.client.browser import Answer, NoAnswer, QueryFailed, browse, query
 from srp.client.cluster import fetchStatus
+from srp.client.proxy import proxyServices
 from srp.client.registration import Cluster, LeaseKeeper, Refused, request
 from srp.client.resolver import ClusterResolver, Resolution, ResolveError
 from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.logs import FORMATS, LEVELS, nodeObserver
 from srp.notify import notify
 from srp.options import CommandOptions, NodeOptions
-from srp.records import Registration
-from srp.server.config import ConfigError, loadConfig, withMetrics
+from srp.records import DEFAULT_MAX_CONNECTIONS, Registration, proxyRoute
+from srp.server.config import ClusterConfig, ConfigError, loadConfig, withMetrics
 from srp.server.leases import MAX_TTL
 from srp.server.node import NodeService, NodeStartError
 from srp.wire import (
@@ -168,8 +171,8 @@ def splitTarget(target: str) -> tuple[str, str]:
     return checkHost(host.strip("[]")), instance
 
 
-class _QueryOptions(CommandOptions):
-    """Options of the query commands, which may come before or after the arguments."""
+class _AnyOrderOptions(CommandOptions):
+    """Options that may come before or after the arguments."""
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         if options is None:
@@ -186,6 +189,22 @@ class _QueryOptions(CommandOptions):
             ordered += [flag, value] if flag in withValue else [flag]
         super().parseOptions([*ordered, "--", *arguments])
 
+
+def _keyFrom(path: str | None) -> bytes:
+    """The cluster key from the file C{path}, else $SRP_CLUSTER_KEY (empty if neither)."""
+    try:
+        return loadKey(path) if path else environmentKey(os.environ)
+    except BadKey as e:
+        raise CommandError(str(e)) from None
+
+
+def _commaList(value: str | None) -> list[str]:
+    return [a.strip() for a in (value or "").split(",") if a.strip()]
+
+
+class _QueryOptions(_AnyOrderOptions):
+    """Options of the query commands, which may come before or after the arguments."""
+
     optFlags: list[list[str | None]] = [["json", "j", "Print JSON instead of a table."]]
     optParameters = [
         ["port", "p", BROWSER_PORT, "UDP port of the SQL Server Browser.", int],
@@ -194,8 +213,7 @@ class _QueryOptions(CommandOptions):
 
     def addresses(self) -> list[str]:
         """The --cluster-addresses, if given."""
-        return [a.strip() for a in (self.get("cluster-addresses") or "").split(",")
-                if a.strip()]
+        return _commaList(self.get("cluster-addresses"))
 
     def postOptions(self) -> None:
         try:
@@ -237,11 +255,7 @@ class _ClusterOptions(_QueryOptions):
 
     def key(self) -> bytes:
         """The cluster key from --key-file or $SRP_CLUSTER_KEY (empty if neither)."""
-        try:
-            return (loadKey(self["key-file"]) if self["key-file"]
-                    else environmentKey(os.environ))
-        except BadKey as e:
-            raise CommandError(str(e)) from None
+        return _keyFrom(self["key-file"])
 
 
 class ResolveOptions(_ClusterOptions):
@@ -428,6 +442,66 @@ class ServeOptions(NodeOptions):
                                    f"not {self['log-level']!r}")
 
 
+class ProxyOptions(_AnyOrderOptions):
+    """Options of C{srp proxy}."""
+
+    synopsis = ("Usage: srp proxy [options] --listen ADDRESS:PORT CLUSTER/INSTANCE "
+                "[--listen ADDRESS:PORT CLUSTER/INSTANCE ...]")
+    longdesc = (
+        "Accept plain TCP connections on each --listen address and splice each one to the "
+        "current live place of the CLUSTER/INSTANCE that follows it, resolved through the "
+        "cluster (and cached), over the best transport the instance offers.  Point any "
+        "driver (sqlcmd, JDBC, ODBC, FreeTDS) at the listen address: after a fail-over its "
+        "next connection goes to the new place; an open connection whose server dies is "
+        "closed, and the driver or its pool reconnects.  Runs until SIGINT or SIGTERM."
+    )
+    examples = (
+        "srp proxy --listen 127.0.0.1:1433 db1/SALES",
+        "srp proxy --listen 127.0.0.1:1433 db1/SALES --listen 127.0.0.1:1434 db1/HR",
+        "srp proxy --listen '[::1]:1433' 10.0.0.1/SALES --cluster sales --key-file k "
+        "--verify tds",
+    )
+    optParameters = [
+        ["cluster-addresses", "a", None,
+         "Comma-separated addresses of the cluster, all asked at once."],
+        ["cluster", "c", "srp", "The cluster name (for srp's extended resolve)."],
+        ["key-file", "k", None, "File holding the cluster key (mode 600); default "
+         "$SRP_CLUSTER_KEY."],
+        ["port", "p", BROWSER_PORT, "UDP port of the cluster.", int],
+        ["timeout", "t", 2.0, "Seconds for each connection attempt to a place.", float],
+        ["prefer", None, "via,tcp,np", "Comma-separated transports, in order of preference."],
+        ["verify", None, "none", "Confirm the instance reached: none, tds or hello."],
+        ["max-connections", "m", DEFAULT_MAX_CONNECTIONS,
+         "Client connections open at once, per listener; more are closed.", int],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, address: str) -> None:
+        """ADDRESS:PORT to listen on, for the CLUSTER/INSTANCE that follows (repeatable)."""
+        self["listen"].append(address)
+
+    opt_l = opt_listen
+
+    def parseArgs(self, *targets: str) -> None:
+        listens = self["listen"]
+        if not listens or len(listens) != len(targets):
+            raise usage.UsageError(
+                f"give each --listen ADDRESS:PORT its CLUSTER/INSTANCE ({len(listens)} "
+                f"--listen, {len(targets)} targets)")
+        try:
+            self["routes"] = [proxyRoute(
+                listen, target, prefer=tuple(_commaList(self["prefer"])),
+                verify=self["verify"], timeout=self["timeout"],
+                maxConnections=self["max-connections"],
+                addresses=tuple(_commaList(self["cluster-addresses"])))
+                for listen, target in zip(listens, targets, strict=True)]
+        except WireError as e:
+            raise usage.UsageError(str(e)) from None
+
+
 class Options(CommandOptions):
     """Options of the C{srp} command."""
 
@@ -438,6 +512,7 @@ class Options(CommandOptions):
         "srp resolve 'db1\\SALES'",
         "srp enumerate db1 --json",
         "srp browse",
+        "srp proxy --listen 127.0.0.1:1433 db1/SALES",
         "srp COMMAND --help",
     )
     subCommands = [
@@ -449,13 +524,15 @@ class Options(CommandOptions):
         ["register", None, RegisterOptions, "Register an instance with a cluster, for a "
          "while."],
         ["unregister", None, UnregisterOptions, "End a registration by command."],
+        ["proxy", None, ProxyOptions, "Splice local TCP connections to an instance's "
+         "live place."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError(
-                "a command is required: serve, resolve, enumerate, browse, status, register "
-                "or unregister")
+                "a command is required: serve, resolve, enumerate, browse, status, register, "
+                "unregister or proxy")
 
 
 async def _resolve(reactor: Any, options: ResolveOptions, out: TextIO) -> None:
@@ -591,7 +668,7 @@ async def _lease(reactor: Any, options: UnregisterOptions, out: TextIO, err: Tex
                   + "\n")
     if keeper is not None and options["keep"]:
         out.flush()
-        globalLogBeginner.beginLoggingTo([nodeObserver(err)], redirectStandardIO=False)
+        _logPlainly(err)
         reactor.addSystemEventTrigger("before", "shutdown",
                                       lambda: Deferred.fromCoroutine(_unregister(keeper)))
         await Deferred()  # until the reactor stops (SIGINT, SIGTERM)
@@ -634,27 +711,63 @@ def _health(registration: dict[str, Any]) -> str:
     return f"{state} since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}"
 
 
+async def _runUntilStopped(reactor: Any, services: Sequence[IService],
+                           startLogging: Callable[[], None],
+                           ready: Callable[[], Deferred[None]] | None = None) -> None:
+    """
+    Start C{services} (a failure to bind is one line), start logging, and run
+    until stopped, telling systemd (C{Type=notify}) READY=1 once C{ready}
+    fires (at once without it) and STOPPING=1 when stopping.
+    """
+    try:
+        for service in services:
+            service.privilegedStartService()
+    except (NodeStartError, CannotListenError) as e:
+        raise CommandError(str(e)) from None
+    startLogging()
+    for service in services:
+        service.startService()
+    (ready() if ready is not None else succeed(None)).addCallback(
+        lambda _: notify("READY=1"))
+
+    def stop() -> Deferred[Any]:
+        notify("STOPPING=1")
+        return DeferredList([maybeDeferred(service.stopService) for service in services])
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    await Deferred()  # until the reactor stops (SIGINT, SIGTERM)
+
+
+def _logPlainly(err: TextIO) -> None:
+    """Log as text, at level info and above, to C{err}."""
+    globalLogBeginner.beginLoggingTo([nodeObserver(err)], redirectStandardIO=False)
+
+
 async def _serve(reactor: Any, options: ServeOptions, err: TextIO) -> None:
     try:
         config = withMetrics(loadConfig(options["config"]), options["metrics"])
     except ConfigError as e:
         raise CommandError(str(e)) from None
+    cluster = config.cluster or ClusterConfig()
+    try:
+        proxies = proxyServices(reactor, config.proxies, config.port, cluster.name, cluster.key)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
     try:
         node = NodeService(config, reactor, configPath=options["config"])
-        node.privilegedStartService()
     except NodeStartError as e:
         raise CommandError(str(e)) from None
-    _startLogging(options, err)
-    node.startService()
-    node.whenReady().addCallback(lambda _: notify("READY=1"))
+    await _runUntilStopped(reactor, [node, proxies], lambda: _startLogging(options, err),
+                           node.whenReady)
 
-    def stop() -> Deferred[None]:
-        notify("STOPPING=1")
-        return node.stopService()
 
-    stopped: Deferred[None] = Deferred()
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
-    await stopped  # until the reactor stops (SIGINT, SIGTERM)
+async def _proxy(reactor: Any, options: ProxyOptions, err: TextIO) -> None:
+    try:
+        proxies = proxyServices(reactor, options["routes"], options["port"], options["cluster"],
+                                _keyFrom(options["key-file"]))
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    await _runUntilStopped(reactor, [proxies], lambda: _logPlainly(err))
 
 
 def _jsonError(message: str, out: TextIO) -> None:
@@ -682,6 +795,7 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
         "status": lambda: _status(reactor, sub, out),
         "register": lambda: _lease(reactor, sub, out, err),
         "unregister": lambda: _lease(reactor, sub, out, err),
+        "proxy": lambda: _proxy(reactor, sub, err),
     }
 
     def failed(failure: Any) -> None:
@@ -698,8 +812,9 @@ def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred
 def main(argv: Sequence[str] | None = None) -> None:
     """The C{srp} console script."""
     arguments = sys.argv[1:] if argv is None else list(argv)
-    if arguments[:1] != ["serve"]:
+    if arguments[:1] not in (["serve"], ["proxy"]):
         # Like other command-line tools, end quietly when the reader goes
-        # (| head).  Never for a node: a peer closing a socket must not kill it.
+        # (| head).  Never for a node or a proxy: a peer closing a socket must
+        # not kill it.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     react(lambda reactor: run(reactor, arguments, sys.stdout, sys.stderr))

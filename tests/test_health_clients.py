@@ -14,10 +14,6 @@ the primary's with SIGKILL, as a crash would, and starts it again.
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +23,10 @@ import sqlserverport
 from impacket.tds import MSSQL
 from pytds.instance_browser_client import resolve_instance_port
 
-from srp.testing.processes import NodeProcess, freeLoopbackAddress, stopProcess, writeNodeConfig
+from srp.testing.processes import (
+    TaggedEchoProcess,
+    primaryAndStandby,
+)
 from tests.conftest import srp
 from tests.test_real_clients import Tsql
 
@@ -36,42 +35,21 @@ CLIENT_TIMEOUT = 2.0
 DETECTION = 1.5
 
 
-class InstanceServer:
+class InstanceServer(TaggedEchoProcess):
     """
     A process listening on HOST:PORT, standing in for a SQL Server instance:
     it accepts connections and closes them (a driver then fails at once).
     """
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.process: subprocess.Popen[bytes] | None = None
+    SCRIPT = ("import socket, sys, time\n"
+              "s = socket.create_server((sys.argv[1], int(sys.argv[2])))\n"
+              "print('listening', flush=True)\n"
+              "deadline = time.monotonic() + 600\n"
+              "while time.monotonic() < deadline:\n"
+              "    s.accept()[0].close()\n")
 
-    def start(self) -> InstanceServer:
-        code = ("import socket, sys, time\n"
-                f"s = socket.create_server(({self.host!r}, {self.port}))\n"
-                "print('listening', flush=True)\n"
-                "deadline = time.monotonic() + 600\n"
-                "while time.monotonic() < deadline:\n"
-                "    s.accept()[0].close()\n")
-        self.process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-        assert self.process.stdout is not None
-        assert self.process.stdout.readline() == b"listening\n"
-        return self
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            stopProcess(self.process)
-
-
-def freePort(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    def __init__(self, host: str, port: int, tag: str = "") -> None:
+        super().__init__(host, port, tag)
 
 
 def waitUntil(predicate: Callable[[], bool], timeout: float) -> float:
@@ -85,26 +63,10 @@ def waitUntil(predicate: Callable[[], bool], timeout: float) -> float:
 
 @pytest.fixture(params=["primary's node active", "standby's node active"])
 def pair(request: pytest.FixtureRequest,
-         tmp_path: Path) -> Iterator[tuple[str, list[InstanceServer]]]:
-    address = freeLoopbackAddress()
-    servers = [InstanceServer(address, freePort(address)).start() for _ in range(2)]
-    order = [0, 1] if request.param.startswith("primary") else [1, 0]
-    nodes: list[NodeProcess] = []
-    try:
-        for index in order:
-            config = writeNodeConfig(tmp_path / f"node{index}.toml", [address], [
-                {"name": "SALES", "tcp": servers[index].port, "priority": index}],
-                serverName=f"H{index}", tables={"cluster": {"name": "health"}})
-            nodes.append(NodeProcess(config, tmp_path / f"node{index}.log").start())
-            if len(nodes) == 1:
-                waitUntil(lambda: "Active for cluster" in nodes[0].log(), 10)
-        waitUntil(lambda: "Passive in cluster" in nodes[1].log(), 10)
+         tmp_path: Path) -> Iterator[tuple[str, list[TaggedEchoProcess]]]:
+    with primaryAndStandby(tmp_path, "health", request.param.startswith("primary"),
+                           InstanceServer) as (address, servers):
         yield address, servers
-    finally:
-        for node in nodes:
-            node.stop()
-        for server in servers:
-            server.stop()
 
 
 def answers(address: str) -> dict[str, int]:
@@ -118,7 +80,7 @@ def answers(address: str) -> dict[str, int]:
 
 
 def test_plain_clients_follow_the_live_registration(
-        pair: tuple[str, list[InstanceServer]], tmp_path: Path) -> None:
+        pair: tuple[str, list[TaggedEchoProcess]], tmp_path: Path) -> None:
     address, (primary, standby) = pair
     everyone = {"pytds", "sqlserverport", "impacket"}
     assert answers(address) == dict.fromkeys(everyone, primary.port)

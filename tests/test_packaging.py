@@ -64,7 +64,7 @@ def test_twisted_finds_the_transports_verifiers_and_vi_provider(tmp_path: Path) 
         "for kind in (IPortMapTransport, IInstanceVerifier, IVIProvider, IHealthCheck):\n"
         "    print(sorted(p.name for p in getPlugins(kind)))", tmp_path)
     assert found.splitlines() == ["['np', 'tcp', 'via']", "['hello', 'none', 'tds']",
-                                  "['emulated']", "['none', 'tcp']"]
+                                  "['emulated']", "['none', 'tcp', 'tds']"]
 
 
 def test_twistd_help_lists_srp(tmp_path: Path) -> None:

@@ -40,8 +40,8 @@ TIMEOUT = 5.0
 class PreloginBackend:
     """A TCP server on loopback: answers each connection's PRELOGIN, records what follows."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.listener = socket.create_server((host, 0))
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
         #: Per connection: the packet types received, in order.

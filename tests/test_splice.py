@@ -56,7 +56,9 @@ class SpliceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.endpoint = ControlledEndpoint()
         self.factory: SpliceFactory = relayFactory(self.endpoint, "relay of SALES")
-        self.client: SplicedClient = self.factory.buildProtocol(CLIENT)
+        client = self.factory.buildProtocol(CLIENT)
+        assert client is not None
+        self.client: SplicedClient = client
         self.clientTransport = StringTransport(peerAddress=CLIENT)
         self.client.makeConnection(self.clientTransport)
 

@@ -18,7 +18,7 @@ from typing import Any
 from attrs import evolve, field, frozen
 
 from srp.clusterkey import BadKey, environmentKey, loadKey
-from srp.records import Registration
+from srp.records import DEFAULT_MAX_CONNECTIONS, ProxyRoute, Registration, proxyRoute
 from srp.server.access import AccessPolicy, NetworkACL, networks
 from srp.server.checks import checkNamed
 from srp.server.health import HealthSettings
@@ -45,8 +45,9 @@ _INSTANCE_KEYS = {
     "priority", "relay", "serve", "check", "check_interval", "check_timeout", "fall", "rise",
     "hide_when_down",
 }
-_TOP_KEYS = {"node", "cluster", "instances", "limits", "access", "metrics"}
+_TOP_KEYS = {"node", "cluster", "instances", "limits", "access", "metrics", "proxies"}
 _METRICS_KEYS = {"listen"}
+_PROXY_KEYS = {"listen", "target", "prefer", "verify", "timeout", "max_connections"}
 _LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", "reply_burst",
                "reserved_rate", "reserved_burst",
                "max_registrations_per_node", "max_instances", "max_passives"}
@@ -116,6 +117,8 @@ class NodeConfig:
     nodeId: int | None = None
     #: Where the node keeps its id across restarts, if anywhere.
     stateFile: Path | None = None
+    #: Proxy listeners run beside the node (C{srp proxy}'s, from C{[[proxies]]}).
+    proxies: tuple[ProxyRoute, ...] = ()
 
 
 def _unknownKeys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
@@ -159,24 +162,53 @@ def hostAndPort(where: str, key: str, value: Any) -> tuple[str, int]:
 
 def _relay(where: str, table: Mapping[str, Any]) -> tuple[tuple[str, int], tuple[str, ...]]:
     backend = hostAndPort(where, "relay", table["relay"])
-    transports = _typed(where, "serve", table.get("serve", list(DEFAULT_PREFERENCE)), list,
-                        "a list of transports")
-    if not transports:
-        raise ConfigError(f"{where}: serve must list some of {', '.join(transportNames())}, "
-                          f"not {transports}")
-    for name in transports:
+    return backend, _transports(where, "serve", table.get("serve", list(DEFAULT_PREFERENCE)))
+
+
+def _transports(where: str, key: str, names: Any) -> tuple[str, ...]:
+    """C{names}, a non-empty list of transports' names, checked."""
+    _typed(where, key, names, list, "a list of transports")
+    if not names:
+        raise ConfigError(f"{where}: {key} must list some of {', '.join(transportNames())}, "
+                          f"not {names}")
+    for name in names:
         try:
             transportNamed(name)  # srp's own first: plugins are looked for only if need be
         except ValueError:
-            raise ConfigError(f"{where}: serve must list some of "
+            raise ConfigError(f"{where}: {key} must list some of "
                               f"{', '.join(transportNames())}, not {[name]}") from None
-    return backend, tuple(transports)
+    return tuple(names)
 
 
 def _listenPort(table: Mapping[str, Any]) -> Any:
     """The instance's C{tcp}; for a relayed one, 0 means any free port, as absent does."""
     tcp = table.get("tcp")
     return None if tcp == 0 and "relay" in table and not isinstance(tcp, bool) else tcp
+
+
+def _proxy(where: str, table: Mapping[str, Any]) -> ProxyRoute:
+    _unknownKeys(where, table, _PROXY_KEYS)
+    for key in ("listen", "target"):
+        if key not in table:
+            raise ConfigError(f'{where}: every proxy needs a {key} ("ADDRESS:PORT" to listen '
+                              'on, "CLUSTER/INSTANCE" to reach)')
+    options: dict[str, Any] = {
+        "verify": _typed(where, "verify", table.get("verify", "none"), str,
+                         "the name of a verifier"),
+        "timeout": float(_typed(where, "timeout", table.get("timeout", 2.0), (int, float),
+                                "a number of seconds")),
+        "maxConnections": _typed(where, "max_connections",
+                                 table.get("max_connections", DEFAULT_MAX_CONNECTIONS), int,
+                                 "a number of connections"),
+    }
+    if "prefer" in table:
+        options["prefer"] = _transports(where, "prefer", table["prefer"])
+    try:
+        return proxyRoute(_typed(where, "listen", table["listen"], str, '"ADDRESS:PORT"'),
+                          _typed(where, "target", table["target"], str, '"CLUSTER/INSTANCE"'),
+                          **options)
+    except WireError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _instance(where: str, table: Mapping[str, Any], serverName: str) -> Registration:
@@ -443,11 +475,17 @@ def parseConfig(document: Mapping[str, Any], source: str = "<config>",
                                      "a table"))
     access = _access(f"{source} [access]", _typed(source, "[access]",
                                                   document.get("access", {}), dict, "a table"))
+    proxies = _typed(source, "[[proxies]]", document.get("proxies", []), list,
+                     "an array of tables")
+    routes = tuple(_proxy(f"{source} [[proxies]] #{number}",
+                          _typed(f"{source} [[proxies]] #{number}", "proxy", table, dict,
+                                 "a table"))
+                   for number, table in enumerate(proxies, 1))
     return NodeConfig(listen=addresses, port=port, instances=tuple(records), cluster=cluster,
                       extensions=extensions, access=access, perSource=perSource,
                       overall=overall, reserve=reserve, bounds=bounds, relays=relays,
                       pipeDirectory=pipeDirectory, viProvider=viProvider,
-                      health=health, metrics=metrics,
+                      health=health, metrics=metrics, proxies=routes,
                       nodeId=_nodeId(f"{source} [node]", node), stateFile=stateFile)
 
 

@@ -4,7 +4,9 @@ Drivers of real C{srp serve} processes, for tests, demos and benchmarks.
 L{NodeProcess} runs a node on a free loopback address
 (L{freeLoopbackAddress}; L{freeTCPPort} for its metrics) from a
 configuration that L{writeNodeConfig} writes (and a key file
-L{writeKeyFile} writes); L{stopProcess} ends any child by its PID.
+L{writeKeyFile} writes); L{ProxyProcess} runs C{srp proxy};
+L{TaggedEchoProcess} stands in for an instance's server, in a process of
+its own that a test can kill; L{stopProcess} ends any child by its PID.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from srp.server.config import loadConfig
 from srp.wire.mcsqlr import BROWSER_PORT
@@ -88,7 +91,7 @@ class NodeProcess:
             self.executable, "serve", "--config", str(config))
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15.0) -> NodeProcess:
+    def start(self, timeout: float = 15.0) -> Self:
         """Start the node and wait for its ready line; raise if it exits or times out."""
         with open(self.output, "wb") as log:
             self.process = subprocess.Popen(
@@ -130,7 +133,7 @@ class NodeProcess:
             return 0
         return stopProcess(self.process, timeout)
 
-    def __enter__(self) -> NodeProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -142,6 +145,123 @@ def writeKeyFile(path: Path) -> Path:
     path.write_bytes(os.urandom(32).hex().encode())
     path.chmod(0o600)
     return path
+
+
+class ProxyProcess(NodeProcess):
+    """A real C{srp proxy} process: one listener, C{listen}, for C{target}."""
+
+    READY = ": listening on "
+
+    def __init__(self, listen: str, target: str, logPath: Path, *options: str,
+                 executable: str | None = None) -> None:
+        executable = executable or str(Path(sys.executable).with_name("srp"))
+        super().__init__(Path(os.devnull), logPath, executable,
+                         argv=(executable, "proxy", "--listen", listen, target, *options))
+        self.listen = listen
+
+    @property
+    def address(self) -> str:
+        """The address the proxy listens on."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port the proxy listens on."""
+        return int(self.listen.rpartition(":")[2])
+
+
+_ECHO = """\
+import socket, sys, threading
+tag = sys.argv[3].encode() + b":"
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+def serve(connection):
+    with connection:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pending = b""
+        while data := connection.recv(65536):
+            *lines, pending = (pending + data).split(b"\\n")
+            connection.sendall(b"".join(tag + line + b"\\n" for line in lines))
+print("listening", flush=True)
+while True:
+    threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+class TaggedEchoProcess:
+    """
+    A process listening on C{host}:C{port}, standing in for an instance's
+    server: it answers each line C{L} it reads with C{TAG:L}, so that a client
+    knows which server answered.  Kill it with L{kill}, as a crash would.
+    """
+
+    #: The program it runs, with the arguments host, port and tag.
+    SCRIPT = _ECHO
+
+    def __init__(self, host: str, port: int, tag: str) -> None:
+        self.host, self.port, self.tag = host, port, tag
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        """Start it and wait until it listens."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, self.host, str(self.port), self.tag],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert self.process.stdout is not None
+        if self.process.stdout.readline() != b"listening\n":
+            raise RuntimeError(f"the echo server for {self.host}:{self.port} did not start")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, and wait until it is gone."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        """End it if it runs."""
+        if self.process is not None:
+            stopProcess(self.process)
+
+
+def _waitForLog(node: NodeProcess, line: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while line not in node.log():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{line!r} not logged within {timeout} s: {node.log()}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def primaryAndStandby(directory: Path, cluster: str, activeFirst: bool = True,
+                      server: type[TaggedEchoProcess] = TaggedEchoProcess,
+                      ) -> Iterator[tuple[str, list[TaggedEchoProcess]]]:
+    """
+    Two nodes of C{cluster} on one free loopback address; each registers
+    C{SALES} with the port of a C{server} process of its own, tagged
+    C{primary} (priority 0) and C{standby} (priority 1).  The primary's node
+    starts first and is the active, or the standby's if not C{activeFirst}.
+    Yields the address and the two servers, primary first; ends them all by
+    their PIDs.
+    """
+    address = freeLoopbackAddress()
+    servers = [server(address, freeTCPPort(address), tag).start()
+               for tag in ("primary", "standby")]
+    nodes: list[NodeProcess] = []
+    try:
+        for index in (0, 1) if activeFirst else (1, 0):
+            config = writeNodeConfig(
+                directory / f"node{index}.toml", [address],
+                [{"name": "SALES", "tcp": servers[index].port, "priority": index}],
+                serverName=f"H{index}", tables={"cluster": {"name": cluster}})
+            nodes.append(NodeProcess(config, directory / f"node{index}.log").start())
+            _waitForLog(nodes[0], "Active for cluster")
+        _waitForLog(nodes[1], "Passive in cluster")
+        yield address, servers
+    finally:
+        for node in nodes:
+            node.stop()
+        for running in servers:
+            running.stop()
 
 
 def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any]],

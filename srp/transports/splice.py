@@ -30,14 +30,16 @@ class SpliceStats:
 
     #: Client connections accepted.
     accepted: int = 0
-    #: Client connections open now.
-    open: int = 0
     #: Client connections whose backend connection came up.
     spliced: int = 0
     #: Client connections closed because the backend could not be reached.
     failed: int = 0
     #: Client connections closed for sending more than L{MAX_HELD} bytes early.
     overflowed: int = 0
+    #: Client connections closed at once because C{maxConnections} were open.
+    refused: int = 0
+    #: Client connections open now.
+    open: int = 0
     #: Bytes carried from clients to backends, and back.
     bytesUp: int = 0
     bytesDown: int = 0
@@ -74,10 +76,11 @@ class SplicedClient(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.stats.accepted += 1
-        self.factory.stats.open += 1
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         endpoint = self.factory.backendFor(peer)
-        self._connecting = endpoint.connect(Factory.forProtocol(lambda: _BackendSide(self)))
+        backendFactory = Factory.forProtocol(lambda: _BackendSide(self))
+        backendFactory.noisy = False  # a line per connection would drown the log
+        self._connecting = endpoint.connect(backendFactory)
         self._connecting.addCallbacks(self._backendUp, self._backendFailed)
 
     def dataReceived(self, data: bytes) -> None:
@@ -130,9 +133,9 @@ class SplicedClient(Protocol):
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self.factory.stats.open -= 1
         self._closed = True
         self._held = []
+        self.factory.stats.open -= 1
         if self._connecting is not None:
             self._connecting.cancel()
         elif self.backend is not None:
@@ -143,22 +146,39 @@ class SpliceFactory(ServerFactory[SplicedClient]):
     """
     Accepts connections and splices each to a backend connection made
     through the endpoint that C{backendFor} returns for the client's address.
+
+    @param maxConnections: client connections open at once; more are closed
+        as they are accepted (L{None}: no bound).
     """
 
     noisy = False
+    log = Logger()
 
     def __init__(self, backendFor: Callable[[IAddress], IStreamClientEndpoint],
-                 name: str = "relay") -> None:
+                 name: str = "relay", maxConnections: int | None = None) -> None:
         self.backendFor = backendFor
         self.name = name
+        self.maxConnections = maxConnections
         self.stats = SpliceStats()
 
-    def buildProtocol(self, addr: IAddress | None) -> SplicedClient:
+    def buildProtocol(self, addr: IAddress | None) -> SplicedClient | None:
+        if self.maxConnections is not None and self.stats.open >= self.maxConnections:
+            if not self.stats.refused % 1000:
+                # The first refusal, then every thousandth: a log line for
+                # each would let a flood fill the disk.
+                self.log.warn("{name}: {open} connections are open (at most {limit}); "
+                              "refusing more ({refused} so far)", name=self.name,
+                              open=self.stats.open, limit=self.maxConnections,
+                              refused=self.stats.refused + 1)
+            self.stats.refused += 1
+            return None
+        self.stats.open += 1
         client = SplicedClient()
         client.factory = self
         return client
 
 
-def relayFactory(endpoint: IStreamClientEndpoint, name: str = "relay") -> SpliceFactory:
+def relayFactory(endpoint: IStreamClientEndpoint, name: str = "relay",
+                 maxConnections: int | None = None) -> SpliceFactory:
     """A L{SpliceFactory} that splices every connection to the one C{endpoint}."""
-    return SpliceFactory(lambda peer: endpoint, name)
+    return SpliceFactory(lambda peer: endpoint, name, maxConnections)
