@@ -1,123 +1,35 @@
 """
-The C{srp} command: run a node, and query any [MC-SQLR] server.
-
-Every query command prints an aligned table by default and JSON with
-C{--json}; failures print one line on stderr and exit non-zero.
+The command line of each C{srp} command, checked: one line and exit 2 for bad input.
 """
 
 from __future__ import annotations
 
 import getopt
 import ipaddress
-import json
 import math
 import os
-import signal
 import socket
 import sys
-import time
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import Any
 
-from twisted.application.service import IService
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred, succeed
-from twisted.internet.error import CannotListenError
-from twisted.internet.task import react
-from twisted.logger import globalLogBeginner
 from twisted.python import usage
 
-from srp.client.browser import Answer, NoAnswer, QueryFailed, browse, query
-from srp.client.cluster import fetchStatus
-from srp.client.proxy import proxyServices
-from srp.client.registration import Cluster, LeaseKeeper, Refused, request
-from srp.client.resolver import ClusterResolver, Resolution, ResolveError
+from srp.cli.output import CommandError
+from srp.client.registration import Cluster
 from srp.clusterkey import BadKey, environmentKey, loadKey
-from srp.logs import FORMATS, LEVELS, nodeObserver
-from srp.notify import notify
+from srp.logs import FORMATS, LEVELS
 from srp.options import CommandOptions, NodeOptions
 from srp.records import DEFAULT_MAX_CONNECTIONS, Registration, proxyRoute
-from srp.server.config import ClusterConfig, ConfigError, loadConfig, withMetrics
 from srp.server.leases import MAX_TTL
-from srp.server.node import NodeService, NodeStartError
 from srp.wire import (
-    BroadcastRequest,
-    DACRequest,
-    DACResponse,
-    EnumerateRequest,
     InstanceInfo,
     InstanceRequest,
-    InstancesResponse,
     WireError,
 )
 from srp.wire.cluster import Unregister
 from srp.wire.instances import checkPort
 from srp.wire.mcsqlr import BROWSER_PORT
-
-
-class CommandError(Exception):
-    """A command failed; the message is printed as-is on stderr."""
-
-
-def formatTable(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Rows under headers, each column as wide as its widest cell."""
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
-        .rstrip() for line in lines
-    )
-
-
-def instanceJSON(info: InstanceInfo) -> dict[str, Any]:
-    """An instance as a JSON object."""
-    return {
-        "server": info.serverName,
-        "instance": info.instanceName,
-        "version": info.version,
-        "clustered": info.isClustered,
-        "tcp": info.tcp,
-        "np": info.np,
-        "via": None if info.via is None else {
-            "netbios": info.via.netbios,
-            "addresses": [{"nic": a.nic, "port": a.port} for a in info.via.addresses],
-        },
-        "other": dict(info.other),
-    }
-
-
-_HEADERS = ("SERVER", "INSTANCE", "VERSION", "CLUSTERED", "TCP", "NP", "VIA")
-
-
-def _row(info: InstanceInfo) -> list[str]:
-    return [
-        info.serverName, info.instanceName, info.version,
-        "yes" if info.isClustered else "no",
-        "-" if info.tcp is None else str(info.tcp),
-        info.np or "-",
-        "-" if info.via is None else info.via.encode(),
-    ]
-
-
-def printAnswers(answers: Sequence[Answer], asJSON: bool, out: TextIO,
-                 withSource: bool = False) -> None:
-    """Print the instances of C{answers} as a table or as JSON."""
-    found = [
-        (answer.source, info)
-        for answer in answers
-        if isinstance(answer.response, InstancesResponse)
-        for info in answer.response.instances
-    ]
-    if asJSON:
-        objects = [
-            ({"source": source[0]} if withSource else {}) | instanceJSON(info)
-            for source, info in found
-        ]
-        out.write(json.dumps(objects, indent=2) + "\n")
-        return
-    headers = (("SOURCE",) if withSource else ()) + _HEADERS
-    rows = [([source[0]] if withSource else []) + _row(info) for source, info in found]
-    out.write(formatTable(headers, rows) + "\n")
-
 
 #: The longest --timeout accepted, in seconds.
 MAX_TIMEOUT = 3600.0
@@ -190,7 +102,7 @@ class _AnyOrderOptions(CommandOptions):
         super().parseOptions([*ordered, "--", *arguments])
 
 
-def _keyFrom(path: str | None) -> bytes:
+def keyFrom(path: str | None) -> bytes:
     """The cluster key from the file C{path}, else $SRP_CLUSTER_KEY (empty if neither)."""
     try:
         return loadKey(path) if path else environmentKey(os.environ)
@@ -255,7 +167,7 @@ class _ClusterOptions(_QueryOptions):
 
     def key(self) -> bytes:
         """The cluster key from --key-file or $SRP_CLUSTER_KEY (empty if neither)."""
-        return _keyFrom(self["key-file"])
+        return keyFrom(self["key-file"])
 
 
 class ResolveOptions(_ClusterOptions):
@@ -533,288 +445,3 @@ class Options(CommandOptions):
             raise usage.UsageError(
                 "a command is required: serve, resolve, enumerate, browse, status, register, "
                 "unregister or proxy")
-
-
-async def _resolve(reactor: Any, options: ResolveOptions, out: TextIO) -> None:
-    host, instance = options["host"], options["instance"]
-    if options["dac"]:
-        try:
-            answer = await query(reactor, host, DACRequest(instance), port=options["port"],
-                                 timeout=options["timeout"], addresses=options.addresses())
-        except NoAnswer as e:
-            raise CommandError(
-                f"{e} for instance {instance!r}: the instance may be unknown or hidden, have "
-                "no DAC port, or no SQL Server Browser or srp node listens there") from None
-        except QueryFailed as e:
-            raise CommandError(str(e)) from None
-        assert isinstance(answer.response, DACResponse)
-        port = answer.response.port
-        out.write(json.dumps({"instance": instance, "dac_port": port}) + "\n" if options["json"]
-                  else formatTable(("INSTANCE", "DAC PORT"), [(instance, str(port))]) + "\n")
-        return
-    resolver = ClusterResolver(reactor, port=options["port"], timeout=options["timeout"],
-                               key=options.key(), clusterName=options["cluster"])
-    try:
-        resolution = await resolver.resolve(host, instance, options.addresses())
-    except ResolveError as e:
-        raise CommandError(str(e)) from None
-    printResolution(resolution, options["json"], out)
-
-
-def printResolution(resolution: Resolution, asJSON: bool, out: TextIO) -> None:
-    """Print the places of a resolution, best first, as a table or as JSON."""
-    if asJSON:
-        out.write(json.dumps([
-            {"host": c.host, "priority": c.priority,
-             "node": f"{c.nodeId:016x}" if resolution.extended else None,
-             "down": c.down if resolution.extended else None}
-            | instanceJSON(c.info) for c in resolution.candidates], indent=2) + "\n")
-        return
-    rows = [[c.host, str(c.priority), *_row(c.info)] for c in resolution.candidates]
-    out.write(formatTable(("HOST", "PRIORITY", *_HEADERS), rows) + "\n")
-
-
-async def _enumerate(reactor: Any, options: EnumerateOptions, out: TextIO) -> None:
-    try:
-        answer = await query(reactor, options["host"], EnumerateRequest(),
-                             port=options["port"], timeout=options["timeout"],
-                             addresses=options.addresses())
-    except NoAnswer as e:
-        raise CommandError(
-            f"{e}: no SQL Server Browser or srp node listens there, "
-            "or it has no visible instances"
-        ) from None
-    except QueryFailed as e:
-        raise CommandError(str(e)) from None
-    printAnswers([answer], options["json"], out)
-
-
-async def _browse(reactor: Any, options: BrowseOptions, out: TextIO) -> None:
-    try:
-        answers = await browse(reactor, BroadcastRequest(), address=options["address"],
-                               port=options["port"], window=options["timeout"])
-    except QueryFailed as e:
-        raise CommandError(str(e)) from None
-    if not answers:
-        raise CommandError(
-            f"no answer to a broadcast on {options['address']} port {options['port']} "
-            f"within {options['timeout']:g} s"
-        )
-    printAnswers(answers, options["json"], out, withSource=True)
-
-
-async def _status(reactor: Any, options: StatusOptions, out: TextIO) -> None:
-    try:
-        status = await fetchStatus(reactor, options["host"], port=options["port"],
-                                   cluster=options["cluster"], key=options.key(),
-                                   timeout=options["timeout"], addresses=options.addresses())
-    except NoAnswer as e:
-        raise CommandError(f"{e}: no srp node listens there, or the cluster name or key "
-                           "differ") from None
-    except QueryFailed as e:
-        raise CommandError(str(e)) from None
-    if options["json"]:
-        out.write(json.dumps(status, indent=2) + "\n")
-        return
-    out.write(formatTable(("NODE", "CLUSTER", "ROLE", "EPOCH", "ACTIVE"), [(
-        status["node"], status["cluster"], status["role"], str(status["epoch"]),
-        status["active"] or "-")]) + "\n")
-    if "version" in status:
-        started = status["started"]
-        out.write("\n" + formatTable(("VERSION", "STARTED", "UPTIME"), [(
-            status["version"], "-" if started is None else time.strftime(
-                "%Y-%m-%d %H:%M:%S", time.localtime(started)),
-            "-" if status["uptime"] is None else _duration(status["uptime"]))]) + "\n")
-    if status["passives"]:
-        out.write("\nPassives (in line to take over):\n" + formatTable(
-            ("NODE", "ADDRESS"), [(p["node"], p["address"]) for p in status["passives"]]) + "\n")
-    if status["registrations"]:
-        out.write("\nRegistrations:\n" + formatTable(
-            ("INSTANCE", "NODE", "PRIORITY", "TCP", "HIDDEN", "HEALTH"),
-            [(r["instance"], r["node"], str(r["priority"]), str(r["tcp"] or "-"),
-              "yes" if r["hidden"] else "no", _health(r))
-             for r in status["registrations"]]) + "\n")
-    out.write("\nCounters:\n" + formatTable(
-        ("COUNTER", "VALUE"), sorted((k, str(v)) for k, v in status["counters"].items()))
-        + "\n")
-
-
-async def _lease(reactor: Any, options: UnregisterOptions, out: TextIO, err: TextIO) -> None:
-    cluster = options.cluster()
-    registering = isinstance(options, RegisterOptions)
-    keeper = LeaseKeeper(reactor, cluster, options["registration"], options["ttl"]
-                         ) if registering else None
-    try:
-        if keeper is not None:
-            await keeper.start()
-        else:
-            await request(reactor, cluster, Unregister(options["instance"],
-                                                       options["priority"]))
-    except NoAnswer as e:
-        raise CommandError(f"{e} — wrong cluster key? (or cluster name, or no srp node "
-                           "listens there)") from None
-    except QueryFailed as e:
-        raise CommandError(str(e)) from None
-    result = {"instance": options["instance"], "priority": options["priority"],
-              "result": "registered" if registering else "unregistered"}
-    if keeper is not None:
-        info = keeper.registration.info
-        result |= {"tcp": info.tcp, "np": info.np, "ttl": options["ttl"] or None}
-    if options["json"]:
-        out.write(json.dumps(result) + "\n")
-    else:
-        out.write(formatTable([k.upper() for k in result],
-                              [["-" if v is None else str(v) for v in result.values()]])
-                  + "\n")
-    if keeper is not None and options["keep"]:
-        out.flush()
-        _logPlainly(err)
-        reactor.addSystemEventTrigger("before", "shutdown",
-                                      lambda: Deferred.fromCoroutine(_unregister(keeper)))
-        await Deferred()  # until the reactor stops (SIGINT, SIGTERM)
-
-
-async def _unregister(keeper: LeaseKeeper) -> None:
-    try:
-        await keeper.stop()
-    except (QueryFailed, Refused) as e:
-        keeper.log.warn("Could not unregister {name}: {error}",
-                        name=keeper.registration.name, error=e)
-
-
-def _startLogging(options: ServeOptions, err: TextIO) -> None:
-    out = err
-    if options["logfile"] is not None:
-        try:
-            out = open(options["logfile"], "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-        except OSError as e:
-            raise CommandError(f"cannot open the log file {options['logfile']}: "
-                               f"{e.strerror}") from None
-    observer = nodeObserver(out, options["log-format"], options["log-level"])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-
-
-def _duration(seconds: float) -> str:
-    """C{seconds} as days, hours, minutes and seconds: C{2d 3h 4m 5s}."""
-    whole = int(seconds)
-    parts = [(whole // 86400, "d"), (whole // 3600 % 24, "h"), (whole // 60 % 60, "m")]
-    shown = [f"{n}{unit}" for n, unit in parts if n]
-    return " ".join([*shown, f"{whole % 60}s"])
-
-
-def _health(registration: dict[str, Any]) -> str:
-    """A registration's health for the status table: up or down, and since when if known."""
-    state = "down" if registration.get("down") else "up"
-    since = registration.get("since")
-    if since is None:
-        return state
-    return f"{state} since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}"
-
-
-async def _runUntilStopped(reactor: Any, services: Sequence[IService],
-                           startLogging: Callable[[], None],
-                           ready: Callable[[], Deferred[None]] | None = None) -> None:
-    """
-    Start C{services} (a failure to bind is one line), start logging, and run
-    until stopped, telling systemd (C{Type=notify}) READY=1 once C{ready}
-    fires (at once without it) and STOPPING=1 when stopping.
-    """
-    try:
-        for service in services:
-            service.privilegedStartService()
-    except (NodeStartError, CannotListenError) as e:
-        raise CommandError(str(e)) from None
-    startLogging()
-    for service in services:
-        service.startService()
-    (ready() if ready is not None else succeed(None)).addCallback(
-        lambda _: notify("READY=1"))
-
-    def stop() -> Deferred[Any]:
-        notify("STOPPING=1")
-        return DeferredList([maybeDeferred(service.stopService) for service in services])
-
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
-    await Deferred()  # until the reactor stops (SIGINT, SIGTERM)
-
-
-def _logPlainly(err: TextIO) -> None:
-    """Log as text, at level info and above, to C{err}."""
-    globalLogBeginner.beginLoggingTo([nodeObserver(err)], redirectStandardIO=False)
-
-
-async def _serve(reactor: Any, options: ServeOptions, err: TextIO) -> None:
-    try:
-        config = withMetrics(loadConfig(options["config"]), options["metrics"])
-    except ConfigError as e:
-        raise CommandError(str(e)) from None
-    cluster = config.cluster or ClusterConfig()
-    try:
-        proxies = proxyServices(reactor, config.proxies, config.port, cluster.name, cluster.key)
-    except ValueError as e:
-        raise CommandError(str(e)) from None
-    try:
-        node = NodeService(config, reactor, configPath=options["config"])
-    except NodeStartError as e:
-        raise CommandError(str(e)) from None
-    await _runUntilStopped(reactor, [node, proxies], lambda: _startLogging(options, err),
-                           node.whenReady)
-
-
-async def _proxy(reactor: Any, options: ProxyOptions, err: TextIO) -> None:
-    try:
-        proxies = proxyServices(reactor, options["routes"], options["port"], options["cluster"],
-                                _keyFrom(options["key-file"]))
-    except ValueError as e:
-        raise CommandError(str(e)) from None
-    await _runUntilStopped(reactor, [proxies], lambda: _logPlainly(err))
-
-
-def _jsonError(message: str, out: TextIO) -> None:
-    """With C{--json}, an error is a JSON object on stdout too, for a pipeline reading it."""
-    out.write(json.dumps({"error": message}) + "\n")
-    out.flush()
-
-
-def run(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO) -> Deferred[None]:
-    """Parse C{argv} and run the command it names; the L{Deferred} fails on error."""
-    options = Options()
-    try:
-        options.parseOptions(argv)
-    except usage.UsageError as e:
-        if "--json" in argv or "-j" in argv:
-            _jsonError(oneLine(str(e)), out)
-        err.write(f"srp: {oneLine(str(e))} (see 'srp --help' or 'srp COMMAND --help')\n")
-        raise SystemExit(2) from None
-    sub = options.subOptions
-    commands = {
-        "resolve": lambda: _resolve(reactor, sub, out),
-        "enumerate": lambda: _enumerate(reactor, sub, out),
-        "browse": lambda: _browse(reactor, sub, out),
-        "serve": lambda: _serve(reactor, sub, err),
-        "status": lambda: _status(reactor, sub, out),
-        "register": lambda: _lease(reactor, sub, out, err),
-        "unregister": lambda: _lease(reactor, sub, out, err),
-        "proxy": lambda: _proxy(reactor, sub, err),
-    }
-
-    def failed(failure: Any) -> None:
-        failure.trap(CommandError)
-        if sub.get("json"):
-            _jsonError(oneLine(str(failure.value)), out)
-        err.write(f"srp: {oneLine(str(failure.value))}\n")
-        raise SystemExit(1)
-
-    assert options.subCommand is not None  # postOptions insists on one
-    return ensureDeferred(commands[options.subCommand]()).addErrback(failed)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The C{srp} console script."""
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    if arguments[:1] not in (["serve"], ["proxy"]):
-        # Like other command-line tools, end quietly when the reader goes
-        # (| head).  Never for a node or a proxy: a peer closing a socket must
-        # not kill it.
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    react(lambda reactor: run(reactor, arguments, sys.stdout, sys.stderr))
