@@ -26,14 +26,14 @@ from srp.testing.etcd import EtcdCluster, freePort
 
 def waitFor(predicate: Callable[[], bool], timeout: float = 5.0) -> Deferred[None]:
     """Fire when C{predicate()} holds (polling every 10 ms); fail after C{timeout}."""
-    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+    deadline = reactor.seconds() + timeout
 
     @inlineCallbacks
     def poll() -> Any:
         while not predicate():
-            if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+            if reactor.seconds() > deadline:
                 raise AssertionError(f"not true within {timeout} s")
-            yield deferLater(reactor, 0.01)  # type: ignore[arg-type]
+            yield deferLater(reactor, 0.01)
 
     result: Deferred[None] = poll()
     return result
@@ -114,7 +114,7 @@ class ClientTests(TestCase):
         """A lease not kept alive expires after its TTL, and its keys with it."""
         lease, _ = yield self.client.grant(1)
         yield self.client.put(self.prefix + b"k", b"v", lease=lease)
-        yield deferLater(reactor, 2.5)  # type: ignore[arg-type]
+        yield deferLater(reactor, 2.5)
         _, kvs = yield self.client.range(self.prefix + b"k")
         self.assertEqual(kvs, [])
 
