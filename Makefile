@@ -18,11 +18,12 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 	$(BIN)/pip install -q --no-deps --no-build-isolation --force-reinstall .
 
-# Debian packages the tests need (FreeTDS's tsql, iproute2), installed when missing.
+# Debian packages the tests need (FreeTDS's tsql, iproute2, etcd), installed when missing.
 system-deps:
 	@missing=""; \
 	command -v tsql >/dev/null || missing="$$missing freetds-bin"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

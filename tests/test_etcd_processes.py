@@ -127,33 +127,44 @@ def test_killedNodeVanishes(etcd: EtcdCluster, tmp_path: Path) -> None:
 def test_etcdFaults(etcd: EtcdCluster, tmp_path: Path) -> None:
     """
     kill -9 of one etcd member changes nothing (a new registration still
-    arrives); with etcd entirely stopped, answers go on from the last state
-    and the node says it is stale.
+    arrives); of two (quorum lost), answers go on from the last state and the
+    nodes say they are stale, until the members return; with etcd entirely
+    stopped, the same.
     """
     a = startNode(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}])
     b = startNode(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}])
+    c: NodeProcess | None = None
     try:
         waitFor(lambda: bool(resolved(b.address, "SALES")), 5, "SALES at node b")
         etcd.members[0].kill()
         time.sleep(TTL * 2)
         assert resolved(b.address, "SALES") and resolved(a.address, "REPORTS")
         c = startNode(tmp_path, "c", etcd, [{"name": "AUDIT", "tcp": 50103}])
-        try:
-            waitFor(lambda: bool(resolved(b.address, "AUDIT")), 5, "AUDIT at node b")
-            assert status(b.address)["stale"] is False
-            for member in etcd.members:
-                member.kill()
-            waitFor(lambda: status(b.address)["stale"] is True, 5, "node b to be stale")
-            time.sleep(TTL * 2)
-            assert plain(b.address, "REPORTS") is not None
-            assert {r["host"] for r in resolved(b.address, "AUDIT")} == {c.address}
-            assert [r["host"] for r in resolved(b.address, "SALES")] == [a.address]
-        finally:
-            c.stop()
+        waitFor(lambda: bool(resolved(b.address, "AUDIT")), 5, "AUDIT at node b")
+        assert status(b.address)["stale"] is False
+
+        etcd.members[1].kill()  # quorum lost
+        waitFor(lambda: status(b.address)["stale"] is True, 10, "node b to be stale")
+        time.sleep(TTL * 2)
+        assert plain(b.address, "REPORTS") is not None
+        assert [r["host"] for r in resolved(b.address, "SALES")] == [a.address]
+        etcd.members[0].restart()
+        etcd.members[1].restart()
+        waitFor(lambda: status(b.address)["stale"] is False, 10, "node b to recover")
+        assert {r["host"] for r in resolved(b.address, "AUDIT")} == {c.address}
+
+        for member in etcd.members:
+            member.kill()
+        waitFor(lambda: status(b.address)["stale"] is True, 10, "node b to be stale")
+        time.sleep(TTL * 2)
+        assert plain(b.address, "REPORTS") is not None
+        assert {r["host"] for r in resolved(b.address, "AUDIT")} == {c.address}
+        assert [r["host"] for r in resolved(b.address, "SALES")] == [a.address]
         assert "etcd is out of reach" in b.log()
     finally:
-        a.stop()
-        b.stop()
+        for node in (a, b, c):
+            if node is not None:
+                node.stop()
 
 
 def test_leaderHoldsSharedPort(etcd: EtcdCluster, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
 #: Seconds a request may take before its endpoint counts as unreachable.
 DEFAULT_TIMEOUT = 1.0
+#: The gRPC status etcd answers with when a member cannot serve (no leader).
+UNAVAILABLE = 14
 
 
 class EtcdError(Exception):
@@ -157,13 +159,18 @@ class EtcdClient:
         #: The endpoint that answered last: requests go there first.
         self.current = 0
 
+    def skipCurrent(self) -> None:
+        """Send the next requests to the next endpoint first: the current one failed them."""
+        self.current = (self.current + 1) % len(self.endpoints)
+
     def close(self) -> Deferred[None]:
         """Close every pooled connection."""
         closed: Deferred[None] = self.pool.closeCachedConnections()
         return closed
 
     @inlineCallbacks
-    def post(self, path: str, body: Mapping[str, Any], stream: bool = False) -> Any:
+    def post(self, path: str, body: Mapping[str, Any], stream: bool = False,
+             headers: Mapping[str, str] | None = None) -> Any:
         """
         POST C{body} to C{path} at the current endpoint, then at each other in
         turn: the parsed JSON answer, or (with C{stream}) the response itself
@@ -178,7 +185,7 @@ class EtcdClient:
             try:
                 response = yield self.http.post(
                     self.endpoints[n] + path, json=dict(body), timeout=self.timeout,
-                    unbuffered=stream)
+                    unbuffered=stream, headers=dict(headers or {}))
                 if stream and response.code == 200:
                     self.current = n
                     return response
@@ -190,10 +197,15 @@ class EtcdClient:
             except CancelledError:  # treq's timeout
                 reasons.append(f"{self.endpoints[n]}: no answer in {self.timeout} s")
                 continue
-            self.current = n
             if "error" in answer or response.code != 200:
-                raise EtcdError(str(answer.get("message") or answer.get("error")),
-                                int(answer.get("code", 0)))
+                message = str(answer.get("message") or answer.get("error"))
+                if response.code == 503 or answer.get("code") == UNAVAILABLE:
+                    # This member has no leader (it is cut off): another may.
+                    reasons.append(f"{self.endpoints[n]}: {message}")
+                    continue
+                self.current = n
+                raise EtcdError(message, int(answer.get("code", 0)))
+            self.current = n
             return answer
         raise Unreachable("no etcd endpoint answered (" + "; ".join(reasons) + ")")
 

@@ -28,6 +28,12 @@ from srp.etcd.client import EtcdClient, EtcdError, Event, KeyValue, encode, pref
 MAX_LINE = 64 * 1024 * 1024
 
 
+#: Asks the member to end the watch when it loses its raft leader (it is
+#: cut off from the quorum): the watch then moves to another member instead
+#: of waiting silently for events that cannot come.
+REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
+
+
 class _Lines(Protocol):
     """A streamed response body, one newline-terminated JSON answer at a time."""
 
@@ -81,6 +87,8 @@ class PrefixMirror:
         self.watching = False
         #: How many times the prefix was read (1 + compactions and failed reads).
         self.snapshots = 0
+        #: How many watches a member ended with an error (it lost its quorum).
+        self.errors = 0
         self._running = False
         self._needSnapshot = True
         self._pending: IDelayedCall | None = None
@@ -127,7 +135,7 @@ class PrefixMirror:
         self._pending = None
         self._request = self.client.post("/v3/watch", {"create_request": {
             "key": encode(self.prefix), "range_end": encode(prefixEnd(self.prefix)),
-            "start_revision": self.revision + 1}}, stream=True)
+            "start_revision": self.revision + 1}}, stream=True, headers=REQUIRE_LEADER)
 
         def connected(response: Any) -> Deferred[None]:
             self._request = None
@@ -156,9 +164,17 @@ class PrefixMirror:
 
     def _line(self, line: bytes) -> None:
         try:
-            result = json.loads(line).get("result")
-        except ValueError:
-            result = None
+            answer = json.loads(line)
+            result = answer.get("result")
+        except (ValueError, AttributeError):
+            answer = result = None
+        if isinstance(answer, dict) and "error" in answer:
+            # This member cannot serve the watch (it has no leader): another may.
+            self.errors += 1
+            self.client.skipCurrent()
+            assert self._body is not None
+            self._body.abort()
+            return
         if not isinstance(result, dict):
             self.log.warn("etcd watch: an answer that is not a watch result: {line!r}",
                           line=line[:200])

@@ -43,9 +43,11 @@ class EtcdMember:
         self.directory = directory
         self.logPath = directory / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.initialCluster = ""
 
     def start(self, initialCluster: str, state: str = "new") -> None:
         """Start this member's C{etcd}."""
+        self.initialCluster = initialCluster
         command = [
             shutil.which("etcd") or "/usr/bin/etcd", "--name", self.name,
             "--data-dir", str(self.directory / self.name),
@@ -59,6 +61,16 @@ class EtcdMember:
         with open(self.logPath, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Start this member again on its data (after L{kill}); wait until it answers."""
+        self.start(self.initialCluster)
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if not self.running or time.monotonic() > deadline:
+                raise RuntimeError(f"etcd member {self.name} did not restart: "
+                                   f"{self.logPath.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
 
     @property
     def running(self) -> bool:
