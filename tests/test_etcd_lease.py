@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from srp.etcd.client import KeyValue, TxnResult, Unreachable
+from srp.etcd.client import KeyValue, TxnResult, Unreachable, encode
 from srp.server.etcdlease import LEADER_FRACTION, TXN_OPS, ClusterKeys, NodeLease
 
 KEYS = ClusterKeys("c")
@@ -55,7 +55,7 @@ class FakeClient:
                                          self.revision, put["lease"])
             return succeed(TxnResult(True, self.revision, ()))
         held = {"response_range": {"kvs": [{
-            "key": "", "value": __import__("base64").b64encode(self.leaderHeldBy.value).decode(),
+            "key": "", "value": encode(self.leaderHeldBy.value),
             "create_revision": self.leaderHeldBy.createRevision,
             "lease": self.leaderHeldBy.lease}]}}
         return succeed(TxnResult(False, self.revision, (held,)))
@@ -72,7 +72,7 @@ def started(elect: bool = True) -> tuple[Clock, FakeClient, NodeLease, list[int 
 
 def test_leadsWithTheCreateRevision() -> None:
     """The first campaign creates the leader key: its revision is the fencing token."""
-    clock, client, lease, heard = started()
+    _, client, lease, heard = started()
     assert heard == [client.revision]
     assert lease.token == client.revision
     _, success, failure = client.txns[-1]
@@ -127,7 +127,7 @@ def test_expiredLease() -> None:
 
 def test_writesOnlyChanges() -> None:
     """set() puts what changed and deletes what went, in txns of at most TXN_OPS."""
-    clock, client, lease, heard = started(elect=False)
+    _, client, lease, heard = started(elect=False)
     many = {KEYS.registration(ME, f"i{n}"): b"x" for n in range(TXN_OPS + 5)}
     lease.set(many)
     assert [len(ops) for _, ops, _ in client.txns] == [TXN_OPS, 5]

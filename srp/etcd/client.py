@@ -19,6 +19,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.http_headers import Headers
 
 #: Seconds a request may take before its endpoint counts as unreachable.
 DEFAULT_TIMEOUT = 1.0
@@ -185,7 +186,8 @@ class EtcdClient:
             try:
                 response = yield self.http.post(
                     self.endpoints[n] + path, json=dict(body), timeout=self.timeout,
-                    unbuffered=stream, headers=dict(headers or {}))
+                    unbuffered=stream,
+                    headers=Headers({k: [v] for k, v in (headers or {}).items()}))
                 if stream and response.code == 200:
                     self.current = n
                     return response
