@@ -39,8 +39,8 @@ def waitFor(predicate: Callable[[], bool], timeout: float = 5.0) -> Deferred[Non
     return result
 
 
-class ClientTests(TestCase):
-    """Range, put, delete, txn and leases through the JSON gateway."""
+class RealEtcdTestCase(TestCase):
+    """Tests against one real etcd member of their own, each with a client and a prefix."""
 
     etcd: EtcdCluster
 
@@ -56,6 +56,10 @@ class ClientTests(TestCase):
         self.client = EtcdClient(reactor, self.etcd.endpoints)
         self.addCleanup(self.client.close)
         self.prefix = f"/t/{self.id()}/".encode()
+
+
+class ClientTests(RealEtcdTestCase):
+    """Range, put, delete, txn and leases through the JSON gateway."""
 
     def test_prefixEnd(self) -> None:
         """The range end of a prefix is the prefix with its last byte below 0xFF incremented."""
@@ -138,23 +142,11 @@ class ClientTests(TestCase):
         self.assertIn(dead, str(caught.exception))
 
 
-class MirrorTests(TestCase):
+class MirrorTests(RealEtcdTestCase):
     """The prefix mirror: snapshot, events, resume after a reconnect, compaction."""
 
-    etcd: EtcdCluster
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.etcd = EtcdCluster(size=1).start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.etcd.stop()
-
     def setUp(self) -> None:
-        self.client = EtcdClient(reactor, self.etcd.endpoints)
-        self.addCleanup(self.client.close)
-        self.prefix = f"/m/{self.id()}/".encode()
+        super().setUp()
         self.copy: dict[bytes, bytes] = {}
         self.applied: list[Event] = []
         self.mirror = PrefixMirror(self.client, self.prefix, self._snapshot, self._events,
@@ -186,8 +178,8 @@ class MirrorTests(TestCase):
         self.assertEqual([e.deleted for e in self.applied], [False, True])
 
     @inlineCallbacks
-    def test_resumeAfterReconnect(self) -> Any:
-        """Changes made while the watch was down arrive once, from the last revision seen."""
+    def _watchedThenCut(self) -> Any:
+        """Start the mirror, see one event (a=1), then end its watch's connection."""
         self.mirror.start()
         yield waitFor(lambda: self.mirror.watching)
         yield self.client.put(self.prefix + b"a", b"1")
@@ -195,6 +187,11 @@ class MirrorTests(TestCase):
         assert self.mirror._body is not None
         self.mirror._body.abort()
         yield waitFor(lambda: not self.mirror.watching)
+
+    @inlineCallbacks
+    def test_resumeAfterReconnect(self) -> Any:
+        """Changes made while the watch was down arrive once, from the last revision seen."""
+        yield self._watchedThenCut()
         yield self.client.put(self.prefix + b"b", b"2")
         yield self.client.put(self.prefix + b"a", b"3")
         yield waitFor(lambda: len(self.applied) == 3)
@@ -206,13 +203,7 @@ class MirrorTests(TestCase):
     @inlineCallbacks
     def test_compaction(self) -> Any:
         """When the revision to resume from was compacted, the prefix is read again."""
-        self.mirror.start()
-        yield waitFor(lambda: self.mirror.watching)
-        yield self.client.put(self.prefix + b"a", b"1")
-        yield waitFor(lambda: len(self.applied) == 1)
-        assert self.mirror._body is not None
-        self.mirror._body.abort()
-        yield waitFor(lambda: not self.mirror.watching)
+        yield self._watchedThenCut()
         yield self.client.delete(self.prefix + b"a")
         revision = yield self.client.put(self.prefix + b"b", b"2")
         yield self.client.put(b"/elsewhere", b"x")

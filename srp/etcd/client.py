@@ -60,6 +60,14 @@ def prefixEnd(prefix: bytes) -> bytes:
     return b"\0"
 
 
+def _keys(key: bytes, prefix: bool) -> dict[str, str]:
+    """The keys a range or delete covers: C{key}, or every key under it."""
+    body = {"key": encode(key)}
+    if prefix:
+        body["range_end"] = encode(prefixEnd(key))
+    return body
+
+
 @frozen
 class KeyValue:
     """One key as etcd holds it (a deleted key in a watch event has no value)."""
@@ -214,10 +222,7 @@ class EtcdClient:
     @inlineCallbacks
     def range(self, key: bytes, prefix: bool = False) -> Any:
         """C{(revision, [KeyValue])}: C{key}, or every key under it with C{prefix}."""
-        body = {"key": encode(key)}
-        if prefix:
-            body["range_end"] = encode(prefixEnd(key))
-        answer = yield self.post("/v3/kv/range", body)
+        answer = yield self.post("/v3/kv/range", _keys(key, prefix))
         return revisionOf(answer), [KeyValue.fromJSON(kv) for kv in answer.get("kvs", ())]
 
     @inlineCallbacks
@@ -230,10 +235,7 @@ class EtcdClient:
     @inlineCallbacks
     def delete(self, key: bytes, prefix: bool = False) -> Any:
         """Delete C{key} (or every key under it); how many keys went."""
-        body = {"key": encode(key)}
-        if prefix:
-            body["range_end"] = encode(prefixEnd(key))
-        answer = yield self.post("/v3/kv/deleterange", body)
+        answer = yield self.post("/v3/kv/deleterange", _keys(key, prefix))
         return int(answer.get("deleted", 0))
 
     @inlineCallbacks

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from attrs import evolve, frozen
+from attrs import asdict, evolve, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
@@ -343,11 +343,7 @@ class EtcdMembership:
             "leader": None if leader is None else f"{leader[0]:016x}",
             "fencing_token": None if leader is None else leader[1],
             "passives": [], "registrations": [],
-            "counters": dict(self.counters) | {
-                "answered": self.stats.answered, "ignored": self.stats.ignored,
-                "malformed": self.stats.malformed, "denied": self.stats.denied,
-                "limited": self.stats.limited, "omitted": self.stats.omitted,
-                "unsent": self.stats.unsent},
+            "counters": dict(self.counters) | asdict(self.stats),
         }
 
     def status(self) -> dict[str, Any]:
