@@ -1,7 +1,9 @@
 """
 C{etcd_propagation}: how soon a registration change reaches every node's
 answers, in a cluster of real C{srp serve} processes on a real three-member
-etcd (C{backend = "etcd"}).
+etcd (C{backend = "etcd"}); C{etcd_takeover}: kill -9 of the leader of
+three nodes sharing one address (C{answer = "leader"}, lease TTL 1 s), and
+the time to the next answer.
 
 Each trial puts one registration into etcd, as a node would, and asks
 every node with srp's extended resolve (a Resolve datagram every
@@ -12,6 +14,8 @@ from just before the put to the reply that first lists the registration.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import tempfile
 import time
@@ -129,3 +133,69 @@ def etcd_propagation(settings: Settings) -> dict[str, Any]:
           f"{ms(result['removed']['p99'])} to remove ({verdict(ok)} the "
           f"{ms(TARGET_P99)} target)")
     return result
+
+
+#: The lease TTL of etcd_takeover, in seconds.
+TAKEOVER_TTL = 1
+#: Target of etcd_takeover: the median time from kill -9 to the next answer.
+TAKEOVER_MEDIAN = 1.5
+
+
+def answeringPort(address: str, timeout: float = 0.005) -> int | None:
+    """The tcp port of SALES in a plain [MC-SQLR] answer at C{address}, if one comes."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(b"\x04SALES\x00", (address, BROWSER_PORT))
+        try:
+            reply = sock.recv(65535)
+        except TimeoutError:
+            return None
+    fields = reply[3:].decode("ascii", "replace").split(";")
+    return int(fields[fields.index("tcp") + 1]) if "tcp" in fields else None
+
+
+def etcd_takeover(settings: Settings) -> dict[str, Any]:
+    """kill -9 of the elected leader holding a shared port: time to the next answer."""
+    address = freeLoopbackAddress()
+    times: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="srp-bench-etcd-") as scratch, \
+            EtcdCluster(size=3) as etcd:
+        directory = Path(scratch)
+        nodes = [NodeProcess(writeNodeConfig(
+            directory / f"node{n}.toml", [address],
+            [{"name": "SALES", "tcp": 50000 + n, "priority": n, "check": "none"}],
+            tables={"cluster": {"name": CLUSTER, "backend": "etcd", "etcd": etcd.endpoints,
+                                "lease_ttl": TAKEOVER_TTL, "answer": "leader"}}),
+            directory / f"node{n}.log") for n in range(3)]
+        try:
+            for node in nodes:
+                node.start()
+            for _ in range(settings.trials):
+                deadline = time.monotonic() + 10
+                while (port := answeringPort(address)) is None:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("no node answers")
+                leader = nodes[port - 50000]
+                os.kill(leader.pid, signal.SIGKILL)
+                start = time.monotonic()
+                assert leader.process is not None
+                leader.process.wait()
+                while answeringPort(address) in (None, port):
+                    if time.monotonic() - start > 10:
+                        raise RuntimeError("no node took over within 10 s")
+                times.append(time.monotonic() - start)
+                leader.start()
+        finally:
+            for node in nodes:
+                node.stop()
+    result: dict[str, Any] = {"ttl": TAKEOVER_TTL, "takeover": spread(times),
+                              "target_median": TAKEOVER_MEDIAN}
+    print(formatTable(["TRIALS", "MEDIAN", "P90", "MAX"],
+                      [[str(len(times)), ms(result["takeover"]["median"]),
+                        ms(result["takeover"]["p90"]), ms(result["takeover"]["max"])]]))
+    ok = result["takeover"]["median"] < TAKEOVER_MEDIAN
+    print(f"\nkill -9 of the leader, lease TTL {TAKEOVER_TTL} s: median "
+          f"{ms(result['takeover']['median'])} to the next answer ({verdict(ok)} the "
+          f"{ms(TAKEOVER_MEDIAN)} target)")
+    return result
+

@@ -111,6 +111,24 @@ def test_leadsAgainWhenTheLeaseSurvived() -> None:
     assert heard == [token, None, token]
 
 
+def test_campaignsOnlyWhenTheKeyIsFreeOrOwn() -> None:
+    """Renewals bring a campaign only while the leader key is absent or this node's."""
+    clock, client, lease, heard = started()
+    lease.stop()
+    client.leaderHeldBy = KeyValue(KEYS.leader, b"%016x" % 0xB2, 5, 5, 99)
+    lease = NodeLease(client, KEYS, ME, TTL, heard.append)  # type: ignore[arg-type]
+    lease.start()
+    campaigns = len(client.txns)
+    lease.leaderIs(0xB2)
+    for _ in range(4):
+        clock.advance(TTL / 4)
+        client.keepAlives[-1].callback(TTL)
+    assert len(client.txns) == campaigns and lease.token is None
+    client.leaderHeldBy = None
+    lease.leaderGone()
+    assert lease.token == client.revision
+
+
 def test_expiredLease() -> None:
     """A keep-alive answered with TTL 0: step down at once, get a new lease, write again."""
     clock, client, lease, heard = started()

@@ -110,6 +110,9 @@ class NodeLease:
         self.token: int | None = None
         #: Until when (reactor seconds) etcd surely still holds the lease.
         self.validUntil = 0.0
+        #: Whether to campaign after each renewal while not leading: the
+        #: leader key is absent, or holds this node's id (the watch says).
+        self.contest = True
         self._values: dict[bytes, bytes] = {}
         self._written: dict[bytes, bytes] = {}
         self._writing = False
@@ -144,7 +147,12 @@ class NodeLease:
 
     def leaderGone(self) -> None:
         """The leader key was deleted: try to become the leader."""
+        self.contest = True
         self._campaign()
+
+    def leaderIs(self, nodeId: int) -> None:
+        """The leader key names C{nodeId}: campaign after renewals only if it is this node."""
+        self.contest = nodeId == self.nodeId
 
     def _later(self, delay: float, call: Callable[[], None]) -> None:
         if self._timer is not None and self._timer.active():
@@ -189,7 +197,7 @@ class NodeLease:
                 self._grant()
                 return
             self._confirmed(sent)
-            if self.token is None:
+            if self.token is None and self.contest:
                 self._campaign()
             self._later(self.ttl / 4, self._keepAlive)
 

@@ -211,6 +211,8 @@ class EtcdMembership:
         self.addresses = {}
         self.leader = None
         self._events([Event(kv) for kv in kvs])
+        if self.leader is None:
+            self.lease.leaderGone()
 
     def _events(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -277,6 +279,8 @@ class EtcdMembership:
             self.leader = (int(event.kv.value, 16), event.kv.createRevision)
         except ValueError:
             self.counters["etcd_malformed"] += 1
+            return
+        self.lease.leaderIs(self.leader[0])
 
     def _reachability(self, ok: bool) -> None:
         stale = not (self.lease.reachable and self.mirror.watching)
