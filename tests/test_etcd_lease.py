@@ -158,6 +158,19 @@ def test_writesOnlyChanges() -> None:
     assert heard == []
 
 
+def test_failedWriteRetriedAfterRenewal() -> None:
+    """Keys a failed txn did not write are written after the next renewal."""
+    clock, client, lease, _ = started(elect=False)
+    client.txn = lambda *a, **k: fail(Unreachable("down"))  # type: ignore[method-assign]
+    lease.set({KEYS.node(ME): b"{}"})
+    del client.txn
+    assert client.txns == []
+    clock.advance(TTL / 4)
+    client.keepAlives[-1].callback(TTL)
+    assert [ops for _, ops, _ in client.txns] == [[{"request_put": {
+        "key": encode(KEYS.node(ME)), "value": encode(b"{}"), "lease": 1}}]]
+
+
 def test_stopRevokes() -> None:
     """Stopping steps down and revokes the lease (its keys go with it)."""
     clock, client, lease, heard = started()

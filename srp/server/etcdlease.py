@@ -169,6 +169,9 @@ class NodeLease:
 
         def granted(result: tuple[int, int]) -> None:
             self._answered(True)
+            if not self._running:  # stopped meanwhile
+                self.client.revoke(result[0]).addErrback(lambda f: None)
+                return
             self.lease, self.ttl = result
             self._written = {}
             self._confirmed(sent)
@@ -197,6 +200,7 @@ class NodeLease:
                 self._grant()
                 return
             self._confirmed(sent)
+            self._write()  # anything a failed write left out
             if self.token is None and self.contest:
                 self._campaign()
             self._later(self.ttl / 4, self._keepAlive)
