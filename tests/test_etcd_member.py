@@ -10,8 +10,10 @@ import json
 
 import pytest
 from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
 
 from srp.etcd.client import Event, KeyValue
+from srp.interfaces import IClusterBackend
 from srp.records import InstanceInfo, Registration
 from srp.server.config import ConfigError, parseConfig
 from srp.server.etcdmember import DEFAULT_LEASE_TTL, EtcdMembership, EtcdSettings
@@ -87,6 +89,11 @@ def test_leaderSeenAndStatus() -> None:
     document = m.status()
     assert (document["leader"], document["fencing_token"]) == (f"{FAR:016x}", 42)
     assert document["backend"] == "etcd" and document["role"] == "passive"
+
+
+def test_isAClusterBackend() -> None:
+    """An etcd-backed node's membership provides the seam the node service works through."""
+    assert verifyObject(IClusterBackend, member())
 
 
 def test_config() -> None:
