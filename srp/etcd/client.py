@@ -18,7 +18,7 @@ from attrs import frozen
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 
 #: Seconds a request may take before its endpoint counts as unreachable.
@@ -148,6 +148,10 @@ def revisionOf(answer: Mapping[str, Any]) -> int:
     return int(answer.get("header", {}).get("revision", 0))
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
 class EtcdClient:
     """
     A Twisted-native etcd v3 client: range, put, delete, txn, leases and
@@ -164,6 +168,8 @@ class EtcdClient:
         self.timeout = timeout
         self.pool = HTTPConnectionPool(reactor)
         self.pool.retryAutomatically = False
+        # Not a line in the log for every connection to etcd.
+        self.pool._factory = _QuietFactory
         self.http = HTTPClient(Agent(reactor, pool=self.pool))
         #: The endpoint that answered last: requests go there first.
         self.current = 0

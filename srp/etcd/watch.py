@@ -198,6 +198,8 @@ class PrefixMirror:
             self.onEvents(events)
 
     def _state(self, watching: bool) -> None:
-        if watching != self.watching:
+        if not self._running:
+            self.watching = False  # stopped: nothing to report
+        elif watching != self.watching:
             self.watching = watching
             self.onState(watching)
