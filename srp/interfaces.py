@@ -62,8 +62,8 @@ class IClusterBackend(Interface):
     """
     How a clustered node shares its registrations and answers with the
     other nodes: srp's own UDP cluster (L{srp.server.membership.Membership})
-    or etcd (L{srp.server.etcdmember.EtcdMembership}).  L{NodeService
-    <srp.server.node.NodeService>} works through this alone.
+    or etcd (L{srp.server.etcdmember.EtcdMembership}).  A clustered
+    L{NodeService <srp.server.node.NodeService>} works through this alone.
     """
 
     nodeId = Attribute("This node's id, an int.")

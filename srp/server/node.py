@@ -109,14 +109,14 @@ class NodeService(Service):
         self.backend: Membership | EtcdMembership
         if cluster.etcd is not None:
             self.backend = EtcdMembership(reactor, settings, cluster.etcd, self.registry,
-                                             config.instances, self.stats, nodeId,
-                                             onRole=self._roleChanged, access=config.access,
-                                             limiter=self.limiter)
+                                          config.instances, self.stats, nodeId,
+                                          onRole=self._roleChanged, access=config.access,
+                                          limiter=self.limiter)
         else:
             self.backend = Membership(reactor, settings, self.registry, config.instances,
-                                         self.stats, nodeId, onRole=self._roleChanged,
-                                         access=config.access, limiter=self.limiter,
-                                         bounds=config.bounds)
+                                      self.stats, nodeId, onRole=self._roleChanged,
+                                      access=config.access, limiter=self.limiter,
+                                      bounds=config.bounds)
             # The active checks the registrations by command as it checks its own.
             self.backend.leases.check = checkNamed(HealthSettings().check)
             self.backend.leases.schedule = self._checkSchedule
