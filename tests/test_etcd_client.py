@@ -13,6 +13,7 @@ from twisted.trial.unittest import TestCase
 from srp.etcd.client import (
     Compare,
     EtcdClient,
+    EtcdError,
     Event,
     KeyValue,
     Unreachable,
@@ -21,7 +22,7 @@ from srp.etcd.client import (
     rangeOp,
 )
 from srp.etcd.watch import PrefixMirror
-from srp.testing.etcd import EtcdCluster, freePort
+from srp.testing.etcd import EtcdCluster, freePort, post
 
 
 def waitFor(predicate: Callable[[], bool], timeout: float = 5.0) -> Deferred[None]:
@@ -219,3 +220,56 @@ def test_keyValueFromJSON() -> None:
                             "mod_revision": "9", "lease": "12"})
     assert kv == KeyValue(b"a", b"b", 7, 9, 12)
     assert KeyValue.fromJSON({"key": "YQ==", "mod_revision": "3"}) == KeyValue(b"a", b"", 0, 3)
+
+
+class AuthenticationTests(RealEtcdTestCase):
+    """With etcd's authentication on, the client asks for a token, and again when it is lost."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        url = cls.etcd.endpoints[0]
+        post(url, "/v3/auth/role/add", {"name": "root"})
+        post(url, "/v3/auth/user/add", {"name": "root", "password": "secret"})
+        post(url, "/v3/auth/user/grant", {"user": "root", "role": "root"})
+        post(url, "/v3/auth/enable", {})
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.client.user, self.client.password = "root", "secret"
+
+    @inlineCallbacks
+    def test_token(self) -> Any:
+        """Requests carry a token; one etcd no longer takes is replaced."""
+        yield self.client.put(self.prefix + b"k", b"v")
+        self.assertIsNotNone(self.client.token)
+        self.client.token = "not-a-token"
+        _, kvs = yield self.client.range(self.prefix + b"k")
+        self.assertEqual([kv.value for kv in kvs], [b"v"])
+
+    @inlineCallbacks
+    def test_watchWithAToken(self) -> Any:
+        """A watch whose token etcd refuses asks for a new one and watches again."""
+        copy: list[bytes] = []
+        mirror = PrefixMirror(self.client, self.prefix, lambda kvs: None,
+                              lambda events: copy.extend(e.kv.value for e in events))
+        self.addCleanup(mirror.stop)
+        mirror.start()
+        yield waitFor(lambda: mirror.watching)
+        self.client.token = "not-a-token"
+        assert mirror._body is not None
+        mirror._body.abort()  # the next watch is refused for its token
+        yield waitFor(lambda: not mirror.watching)
+        yield waitFor(lambda: mirror.watching)
+        self.assertNotEqual(self.client.token, "not-a-token")
+        yield self.client.put(self.prefix + b"k", b"v")
+        yield waitFor(lambda: copy == [b"v"])
+
+    @inlineCallbacks
+    def test_wrongPassword(self) -> Any:
+        """A wrong password is etcd's error, as it said it."""
+        self.client.password = "wrong"
+        with self.assertRaises(EtcdError) as caught:
+            yield self.client.range(b"k")
+        self.assertIn("authentication failed", str(caught.exception))
+

@@ -25,6 +25,8 @@ from twisted.web.http_headers import Headers
 DEFAULT_TIMEOUT = 1.0
 #: The gRPC status etcd answers with when a member cannot serve (no leader).
 UNAVAILABLE = 14
+#: The gRPC status of a request whose auth token etcd does not take.
+UNAUTHENTICATED = 16
 
 
 class EtcdError(Exception):
@@ -156,11 +158,12 @@ class EtcdClient:
     """
     A Twisted-native etcd v3 client: range, put, delete, txn, leases and
     (through L{srp.etcd.watch}) watches, over the JSON gateway of any of
-    C{endpoints}.
+    C{endpoints}, as C{user} if etcd's authentication is on.
     """
 
     def __init__(self, reactor: Any, endpoints: Sequence[str],
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, user: str | None = None,
+                 password: str = "") -> None:
         if not endpoints:
             raise ValueError("an etcd client needs at least one endpoint")
         self.reactor = reactor
@@ -173,6 +176,11 @@ class EtcdClient:
         self.http = HTTPClient(Agent(reactor, pool=self.pool))
         #: The endpoint that answered last: requests go there first.
         self.current = 0
+        #: The user and password of etcd's authentication (no user: none),
+        #: and the token they got.
+        self.user = user
+        self.password = password
+        self.token: str | None = None
 
     def skipCurrent(self) -> None:
         """Send the next requests to the next endpoint first: the current one failed them."""
@@ -189,11 +197,38 @@ class EtcdClient:
         """
         POST C{body} to C{path} at the current endpoint, then at each other in
         turn: the parsed JSON answer, or (with C{stream}) the response itself
-        once its headers came.
+        once its headers came.  With a C{user}, the request carries a token,
+        asked for first and again when etcd no longer takes it.
 
         @raise Unreachable: if no endpoint could be reached.
         @raise EtcdError: if etcd answered with an error.
         """
+        if self.user is not None and self.token is None:
+            yield self.authenticate()
+        try:
+            return (yield self._post(path, body, stream, headers))
+        except EtcdError as e:
+            if self.user is None or e.code != UNAUTHENTICATED:
+                raise
+        # The token expired, or the member now asked did not issue it.
+        yield self.authenticate()
+        return (yield self._post(path, body, stream, headers))
+
+    @inlineCallbacks
+    def authenticate(self) -> Any:
+        """Ask etcd for a token for C{user}: the requests that follow carry it."""
+        self.token = None
+        answer = yield self._post("/v3/auth/authenticate",
+                                  {"name": self.user, "password": self.password}, False, None)
+        self.token = str(answer["token"])
+        return None
+
+    @inlineCallbacks
+    def _post(self, path: str, body: Mapping[str, Any], stream: bool,
+              headers: Mapping[str, str] | None) -> Any:
+        headers = dict(headers or {})
+        if self.token is not None:
+            headers["Authorization"] = self.token
         reasons = []
         for attempt in range(len(self.endpoints)):
             n = (self.current + attempt) % len(self.endpoints)
@@ -201,7 +236,7 @@ class EtcdClient:
                 response = yield self.http.post(
                     self.endpoints[n] + path, json=dict(body), timeout=self.timeout,
                     unbuffered=stream,
-                    headers=Headers({k: [v] for k, v in (headers or {}).items()}))
+                    headers=Headers({k: [v] for k, v in headers.items()}))
                 if stream and response.code == 200:
                     self.current = n
                     return response

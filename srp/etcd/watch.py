@@ -186,6 +186,8 @@ class PrefixMirror:
             self._body.abort()
             return
         if result.get("canceled"):
+            if "Unauthenticated" in str(result.get("cancel_reason")):
+                self.client.token = None  # ask for a new one before watching again
             assert self._body is not None
             self._body.abort()
             return
