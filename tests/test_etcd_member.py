@@ -7,6 +7,7 @@ settings that choose etcd.  Events are given directly: no etcd runs here.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
@@ -108,6 +109,23 @@ def test_config() -> None:
     assert parseConfig({"cluster": {}}).cluster.etcd is None  # type: ignore[union-attr]
 
 
+def test_configUserAndPassword(tmp_path: Path) -> None:
+    """etcd_user with its password from a file only the node's user may read."""
+    secret = tmp_path / "etcd.password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    table = {"backend": "etcd", "etcd": ["http://e"], "etcd_user": "srp",
+             "etcd_password_file": str(secret)}
+    etcd = parseConfig({"cluster": table}).cluster.etcd  # type: ignore[union-attr]
+    assert etcd is not None and (etcd.user, etcd.password) == ("srp", "s3cret")
+    assert "s3cret" not in repr(etcd)
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others; run: chmod 600"):
+        parseConfig({"cluster": table}, "n.toml")
+    with pytest.raises(ConfigError, match="cannot read etcd_password_file"):
+        parseConfig({"cluster": table | {"etcd_password_file": str(tmp_path / "none")}})
+
+
 @pytest.mark.parametrize(("table", "complaint"), [
     ({"backend": "zookeeper"}, 'backend must be "udp" or "etcd"'),
     ({"backend": "etcd"}, "etcd must list the etcd endpoints"),
@@ -116,6 +134,8 @@ def test_config() -> None:
     ({"backend": "etcd", "etcd": ["http://e"], "lease_ttl": 1.5}, "whole number of seconds"),
     ({"backend": "etcd", "etcd": ["http://e"], "answer": "some"}, 'answer must be "every"'),
     ({"etcd": ["http://e"]}, 'etcd needs backend = "etcd"'),
+    ({"backend": "etcd", "etcd": ["http://e"], "etcd_password_file": "p"},
+     "etcd_password_file needs etcd_user"),
 ])
 def test_badConfig(table: dict[str, object], complaint: str) -> None:
     """Each mistake in the etcd settings is one line naming it."""

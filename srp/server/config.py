@@ -49,7 +49,8 @@ _LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", 
 _ACCESS_KEYS = {"clients_allow", "clients_deny", "enumeration", "enumeration_allow",
                 "cluster_allow", "cluster_deny"}
 _CLUSTER_KEYS = {"name", "addresses", "interval", "misses", "key_file", "on_active",
-                 "on_passive", "backend", "etcd", "lease_ttl", "answer"}
+                 "on_passive", "backend", "etcd", "lease_ttl", "answer", "etcd_user",
+                 "etcd_password_file"}
 
 
 class ConfigError(Exception):
@@ -250,7 +251,8 @@ def _etcd(where: str, table: Mapping[str, Any]) -> EtcdSettings | None:
     if backend not in ("udp", "etcd"):
         raise ConfigError(f'{where}: backend must be "udp" or "etcd", not {backend!r}')
     if backend == "udp":
-        extra = sorted({"etcd", "lease_ttl", "answer"} & set(table))
+        extra = sorted({"etcd", "lease_ttl", "answer", "etcd_user", "etcd_password_file"}
+                       & set(table))
         if extra:
             raise ConfigError(f'{where}: {extra[0]} needs backend = "etcd"')
         return None
@@ -268,7 +270,22 @@ def _etcd(where: str, table: Mapping[str, Any]) -> EtcdSettings | None:
                     '"every" or "leader"')
     if answer not in ("every", "leader"):
         raise ConfigError(f'{where}: answer must be "every" or "leader", not {answer!r}')
-    return EtcdSettings(tuple(endpoints), ttl, answer)
+    user = _typed(where, "etcd_user", table.get("etcd_user"), (str, type(None)), "a user name")
+    if "etcd_password_file" in table and user is None:
+        raise ConfigError(f"{where}: etcd_password_file needs etcd_user")
+    password = ""
+    if "etcd_password_file" in table:
+        path = Path(_typed(where, "etcd_password_file", table["etcd_password_file"], str,
+                           "a file name"))
+        try:
+            mode, password = path.stat().st_mode, path.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read etcd_password_file {path}: "
+                              f"{e.strerror}") from None
+        if mode & 0o007:
+            raise ConfigError(f"{where}: etcd_password_file {path} is readable by others; "
+                              f"run: chmod 600 {path}")
+    return EtcdSettings(tuple(endpoints), ttl, answer, user=user, password=password)
 
 
 def _limits(where: str,

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from attrs import asdict, evolve, frozen
+from attrs import asdict, evolve, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
@@ -67,6 +67,9 @@ class EtcdSettings:
     leaseTTL: int = DEFAULT_LEASE_TTL
     answer: str = "every"
     timeout: float = DEFAULT_TIMEOUT
+    #: etcd's authentication: the user (none: off) and its password.
+    user: str | None = None
+    password: str = field(default="", repr=False)
 
 
 @implementer(IClusterBackend)
@@ -105,7 +108,7 @@ class EtcdMembership:
                                          settings.key)
         self.keys = ClusterKeys(settings.name)
         self.client = client if client is not None else EtcdClient(
-            reactor, etcd.endpoints, etcd.timeout)
+            reactor, etcd.endpoints, etcd.timeout, etcd.user, etcd.password)
         self.lease = NodeLease(self.client, self.keys, self.nodeId, etcd.leaseTTL,
                                self._leading, self._reachability)
         self.mirror = PrefixMirror(self.client, self.keys.root, self._snapshot, self._events,
