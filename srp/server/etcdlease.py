@@ -108,7 +108,8 @@ class NodeLease:
         self.reachable = True
         #: The fencing token while this node leads.
         self.token: int | None = None
-        #: Until when (reactor seconds) etcd surely still holds the lease.
+        #: Until when (reactor seconds) this node may act as leader:
+        #: LEADER_FRACTION of the TTL after its last confirmed renewal was sent.
         self.validUntil = 0.0
         #: Whether to campaign after each renewal while not leading: the
         #: leader key is absent, or holds this node's id (the watch says).

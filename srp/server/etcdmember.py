@@ -31,7 +31,7 @@ from srp.records import Registration
 from srp.server.access import AccessPolicy
 from srp.server.etcdlease import ClusterKeys, NodeLease
 from srp.server.limits import ReplyLimiter
-from srp.server.membership import ClusterSettings, bindPorts
+from srp.server.membership import ClusterSettings
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.server.roles.active import ClusterPorts
@@ -178,8 +178,8 @@ class EtcdMembership:
         return stopped
 
     def _listen(self) -> ClusterPorts:
-        return bindPorts(self.reactor, self.settings.listen, self.settings.port,
-                         self._responder)
+        return ClusterPorts.bind(self.reactor, self.settings.listen, self.settings.port,
+                                 self._responder)
 
     def _responder(self) -> ResolutionResponder:
         return ResolutionResponder(

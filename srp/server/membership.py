@@ -20,8 +20,7 @@ from typing import Any, Protocol
 from attrs import evolve, field, frozen
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -296,8 +295,8 @@ class Membership:
 
         @raise CannotListenError: if one cannot be bound; none stays bound.
         """
-        return bindPorts(self.reactor, self.settings.listen, self.settings.port,
-                         self._responder)
+        return ClusterPorts.bind(self.reactor, self.settings.listen, self.settings.port,
+                                 self._responder)
 
     def fits(self, handed: Sequence[HandedSocket]) -> bool:
         """Whether C{handed} are bound exactly where this node listens as the active."""
@@ -421,28 +420,6 @@ class Membership:
                 "limited": self.stats.limited, "omitted": self.stats.omitted,
                 "unsent": self.stats.unsent},
         }
-
-
-def bindPorts(reactor: Any, listen: Sequence[str], port: int,
-              responder: Callable[[], ResolutionResponder]) -> ClusterPorts:
-    """
-    Bind UDP C{port} on every address of C{listen}, each with a new C{responder()}.
-
-    @raise CannotListenError: if one cannot be bound; none stays bound.
-    """
-    ports: list[IListeningPort] = []
-    responders = []
-    try:
-        for host in listen:
-            answering = responder()
-            ports.append(reactor.listenUDP(port, answering, interface=host,
-                                           maxPacketSize=MAX_DATAGRAM))
-            responders.append(answering)
-    except CannotListenError:
-        for bound in ports:
-            bound.stopListening()
-        raise
-    return ClusterPorts(ports, responders)
 
 
 # -- the role machine: each state's data is the role, built as the state is entered.
