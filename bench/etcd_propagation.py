@@ -15,6 +15,7 @@ from just before the put to the reply that first lists the registration.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -22,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Settings, ms, percentile, summary, verdict
-from bench.takeover import WallClock
+from bench.common import Settings, ms, percentile, summary, verdict, waitUntil
+from bench.takeover import WallClock, status
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.cli import formatTable
 from srp.etcd.client import encode
@@ -154,8 +155,19 @@ def answeringPort(address: str, timeout: float = 0.005) -> int | None:
     return int(fields[fields.index("tcp") + 1]) if "tcp" in fields else None
 
 
+def nodeIdOf(node: NodeProcess) -> str:
+    """The node id a running node logged when it started."""
+    found = re.search(r"srp node ([0-9a-f]{16}) started", node.log())
+    if found is None:
+        raise RuntimeError(f"no node id in {node.logPath}")
+    return found.group(1)
+
+
 def etcd_takeover(settings: Settings) -> dict[str, Any]:
-    """kill -9 of the elected leader holding a shared port: time to the next answer."""
+    """
+    kill -9 of the elected leader holding a shared port: time to the next
+    answer (nobody holds the port until a successor is elected and binds it).
+    """
     address = freeLoopbackAddress()
     times: list[float] = []
     with tempfile.TemporaryDirectory(prefix="srp-bench-etcd-") as scratch, \
@@ -171,19 +183,19 @@ def etcd_takeover(settings: Settings) -> dict[str, Any]:
             for node in nodes:
                 node.start()
             for _ in range(settings.trials):
-                deadline = time.monotonic() + 10
-                while (port := answeringPort(address)) is None:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("no node answers")
-                leader = nodes[port - 50000]
+                waitUntil(lambda: answeringPort(address) is not None, 10, "an answer")
+                # Only the leader holds the port: the node that answers status.
+                leaderId = status(address, CLUSTER)["node"]
+                leader = next(n for n in nodes if nodeIdOf(n) == leaderId)
                 os.kill(leader.pid, signal.SIGKILL)
                 start = time.monotonic()
                 assert leader.process is not None
                 leader.process.wait()
-                while answeringPort(address) in (None, port):
-                    if time.monotonic() - start > 10:
-                        raise RuntimeError("no node took over within 10 s")
+                waitUntil(lambda: answeringPort(address) is not None, 10, "a new leader",
+                          step=0.001)
                 times.append(time.monotonic() - start)
+                if status(address, CLUSTER)["node"] == leaderId:
+                    raise RuntimeError("the killed leader still answers")
                 leader.start()
         finally:
             for node in nodes:
