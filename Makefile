@@ -19,12 +19,13 @@ install: $(STAMP)
 	$(BIN)/pip install -q --no-deps --no-build-isolation --force-reinstall .
 
 # Debian packages the tests need (FreeTDS's tsql, iproute2, systemd-analyze for the
-# units in contrib/systemd), installed when missing.
+# units in contrib/systemd, etcd), installed when missing.
 system-deps:
 	@missing=""; \
 	command -v tsql >/dev/null || missing="$$missing freetds-bin"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

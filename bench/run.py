@@ -16,7 +16,8 @@ L{bench.client} (C{cached_resolve}, C{failover_gap}, C{cold_resolves}, run
 in L{bench.client_worker} processes), L{bench.health} (C{instance_down},
 C{sighup_reload}, C{health_cost}), L{bench.metrics} (C{metrics_scrape}),
 L{bench.proxy} (C{proxy_throughput}, C{proxy_failover}), L{bench.matrix}
-(C{fault_matrix}, run in a L{bench.matrix_worker} process).
+(C{fault_matrix}, run in a L{bench.matrix_worker} process), L{bench.etcd_propagation}
+(C{etcd_propagation}, C{etcd_takeover}).
 docs/benchmarks.md says what they measure and holds the figures measured.
 """
 
@@ -44,6 +45,7 @@ from bench.bare_responder import CANNED_REPLY, READY
 from bench.client import cached_resolve, cold_resolves, failover_gap
 from bench.cluster_cost import cluster_cost
 from bench.common import QUICK, RESULTS, ROOT, Benchmark, Settings, pinTo, stopPid
+from bench.etcd_propagation import etcd_propagation, etcd_takeover
 from bench.health import health_cost, instance_down, sighup_reload
 from bench.loadgen import instanceName, instanceRequest
 from bench.matrix import fault_matrix
@@ -349,7 +351,8 @@ def transports(settings: Settings) -> dict[str, Any]:
 BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, sigstop, handover, cluster_cost,
                                cached_resolve, failover_gap, cold_resolves, transports,
                                instance_down, sighup_reload, health_cost, metrics_scrape,
-                               proxy_throughput, proxy_failover, fault_matrix]
+                               proxy_throughput, proxy_failover, fault_matrix,
+                               etcd_propagation, etcd_takeover]
 
 
 def machine() -> dict[str, Any]:

@@ -62,6 +62,40 @@ class IRegistry(IAnswers):
         """Remove every registration of node C{nodeId}; return how many there were."""
 
 
+class IClusterBackend(Interface):
+    """
+    How a clustered node shares its registrations and answers with the
+    other nodes: srp's own UDP cluster (L{srp.server.membership.Membership})
+    or etcd (L{srp.server.etcdmember.EtcdMembership}).  A clustered
+    L{NodeService <srp.server.node.NodeService>} works through this alone.
+    """
+
+    nodeId = Attribute("This node's id, an int.")
+    role = Attribute("The name of the role the node plays now, for status and logs.")
+    own = Attribute("The node's own registrations, a tuple of L{Registration}.")
+    ownByKey = Attribute("The node's own registrations by instance key.")
+    healthSince = Attribute(
+        "When the health of each of the node's own instances last changed "
+        "(reactor seconds), by instance key; the node service keeps it up to date."
+    )
+    counters = Attribute("A C{collections.Counter} of what the node did, for status.")
+
+    def setOwn(own: Sequence[Registration]) -> None:
+        """The instances this node registers (before it starts)."""
+
+    def updateOwn(own: Sequence[Registration]) -> None:
+        """The node's own registrations changed (health, reload): tell the cluster at once."""
+
+    def start() -> None:
+        """Join the cluster and start answering as the node's role allows."""
+
+    def stop() -> Deferred[None]:
+        """Leave the cluster gracefully; fires when everything is released."""
+
+    def status() -> dict[str, Any]:
+        """What this node knows, for C{srp status}."""
+
+
 class IInstanceResolver(Interface):
     """Resolves C{cluster/instance} names to the places an instance can be reached."""
 

@@ -21,6 +21,7 @@ from srp.clusterkey import BadKey, environmentKey, loadKey
 from srp.records import DEFAULT_MAX_CONNECTIONS, ProxyRoute, Registration, proxyRoute
 from srp.server.access import AccessPolicy, NetworkACL, networks
 from srp.server.checks import checkNamed
+from srp.server.etcdmember import DEFAULT_LEASE_TTL, EtcdSettings
 from srp.server.health import HealthSettings
 from srp.server.limits import (
     DEFAULT_GLOBAL,
@@ -54,7 +55,8 @@ _LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", 
 _ACCESS_KEYS = {"clients_allow", "clients_deny", "enumeration", "enumeration_allow",
                 "cluster_allow", "cluster_deny"}
 _CLUSTER_KEYS = {"name", "addresses", "interval", "misses", "key_file", "on_active",
-                 "on_passive"}
+                 "on_passive", "backend", "etcd", "lease_ttl", "answer", "etcd_user",
+                 "etcd_password_file"}
 
 
 class ConfigError(Exception):
@@ -70,7 +72,8 @@ class ClusterConfig:
     listen addresses, for nodes sharing one address on one host).  C{key}
     authenticates cluster messages (empty: loopback sources only).
     C{onActive} and C{onPassive} are shell commands run when the node takes
-    that role.
+    that role.  C{etcd} is set when the cluster's registry and election live
+    in etcd instead of srp's own UDP protocol.
     """
 
     name: str = "srp"
@@ -80,6 +83,8 @@ class ClusterConfig:
     key: bytes = field(default=b"", repr=False)
     onActive: str | None = None
     onPassive: str | None = None
+    #: With C{backend = "etcd"}: the registry and election live in etcd.
+    etcd: EtcdSettings | None = None
 
 
 @frozen
@@ -345,7 +350,49 @@ def _cluster(where: str, table: Mapping[str, Any], environ: Mapping[str, str]) -
     commands = {key: _typed(where, key, table.get(key), (str, type(None)), "a shell command")
                 for key in ("on_active", "on_passive")}
     return ClusterConfig(name, addresses, float(interval), misses, _key(where, table, environ),
-                         commands["on_active"], commands["on_passive"])
+                         commands["on_active"], commands["on_passive"], _etcd(where, table))
+
+
+def _etcd(where: str, table: Mapping[str, Any]) -> EtcdSettings | None:
+    backend = _typed(where, "backend", table.get("backend", "udp"), str, '"udp" or "etcd"')
+    if backend not in ("udp", "etcd"):
+        raise ConfigError(f'{where}: backend must be "udp" or "etcd", not {backend!r}')
+    if backend == "udp":
+        extra = sorted({"etcd", "lease_ttl", "answer", "etcd_user", "etcd_password_file"}
+                       & set(table))
+        if extra:
+            raise ConfigError(f'{where}: {extra[0]} needs backend = "etcd"')
+        return None
+    endpoints = _typed(where, "etcd", table.get("etcd", []), list,
+                       'a list of URLs such as ["http://127.0.0.1:2379"]')
+    if not endpoints or not all(isinstance(e, str) and e.startswith(("http://", "https://"))
+                                for e in endpoints):
+        raise ConfigError(f'{where}: etcd must list the etcd endpoints, such as '
+                          f'["http://127.0.0.1:2379"], not {endpoints!r}')
+    ttl = _typed(where, "lease_ttl", table.get("lease_ttl", DEFAULT_LEASE_TTL), int,
+                 "a whole number of seconds")
+    if not 1 <= ttl <= 3600:
+        raise ConfigError(f"{where}: lease_ttl {ttl} is outside 1-3600 seconds")
+    answer = _typed(where, "answer", table.get("answer", "every"), str,
+                    '"every" or "leader"')
+    if answer not in ("every", "leader"):
+        raise ConfigError(f'{where}: answer must be "every" or "leader", not {answer!r}')
+    user = _typed(where, "etcd_user", table.get("etcd_user"), (str, type(None)), "a user name")
+    if "etcd_password_file" in table and user is None:
+        raise ConfigError(f"{where}: etcd_password_file needs etcd_user")
+    password = ""
+    if "etcd_password_file" in table:
+        path = Path(_typed(where, "etcd_password_file", table["etcd_password_file"], str,
+                           "a file name"))
+        try:
+            mode, password = path.stat().st_mode, path.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read etcd_password_file {path}: "
+                              f"{e.strerror}") from None
+        if mode & 0o007:
+            raise ConfigError(f"{where}: etcd_password_file {path} is readable by others; "
+                              f"run: chmod 600 {path}")
+    return EtcdSettings(tuple(endpoints), ttl, answer, user=user, password=password)
 
 
 def _limits(where: str,

@@ -19,15 +19,15 @@ from typing import Any
 
 from attrs import evolve, field, frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from srp import __version__
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
-from srp.interfaces import HandedSocket, IClusterRole
+from srp.interfaces import HandedSocket, IClusterBackend, IClusterRole
 from srp.records import Registration
 from srp.server.access import AccessPolicy
 from srp.server.fencing import Fence
@@ -92,6 +92,7 @@ class _MemberSocket(DatagramProtocol):
         self.membership.received(datagram, (addr[0], addr[1]), self)
 
 
+@implementer(IClusterBackend)
 class Membership:
     """
     The core of a node's cluster role: what every role shares.
@@ -177,6 +178,14 @@ class Membership:
         """The name of the role this node plays now: probing, passive, active, ..."""
         return str(self.current.name)
 
+    def start(self) -> None:
+        """Find the cluster and take a role in it."""
+        self.machine.start()
+
+    def stop(self) -> Deferred[None]:
+        """Leave (as a passive) or hand over (as the active); fires when done."""
+        return self.machine.stop()
+
     def halt(self) -> None:
         """
         Stop at once, telling nobody: what a crash does.  For simulations.
@@ -248,20 +257,8 @@ class Membership:
 
         @raise CannotListenError: if one cannot be bound; none stays bound.
         """
-        ports: list[IListeningPort] = []
-        responders = []
-        try:
-            for host in self.settings.listen:
-                responder = self._responder(host)
-                ports.append(self.reactor.listenUDP(self.settings.port, responder,
-                                                    interface=host,
-                                                    maxPacketSize=MAX_DATAGRAM))
-                responders.append(responder)
-        except CannotListenError:
-            for port in ports:
-                port.stopListening()
-            raise
-        return ClusterPorts(ports, responders)
+        return ClusterPorts.bind(self.reactor, self.settings.listen, self.settings.port,
+                                 self._responder)
 
     def fits(self, handed: Sequence[HandedSocket]) -> bool:
         """Whether C{handed} are bound exactly where this node listens as the active."""

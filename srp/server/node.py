@@ -21,6 +21,7 @@ from srp.interfaces import IHealthCheck, NodeListening
 from srp.records import InstanceInfo, Registration, instanceKey
 from srp.server.checks import checkNamed
 from srp.server.config import ClusterConfig, ConfigError, NodeConfig, loadConfig
+from srp.server.etcdmember import EtcdMembership
 from srp.server.health import (
     LOOPBACK_FOR_WILDCARD,
     CheckSchedule,
@@ -42,6 +43,15 @@ from srp.transports.splice import SpliceFactory, SpliceStats, relayFactory
 
 class NodeStartError(Exception):
     """A node could not start; the message says why and what to do."""
+
+
+def _cannotListen(e: CannotListenError) -> NodeStartError:
+    """The error that says why the port cannot be bound, and what to check."""
+    reason = e.socketError.strerror if e.socketError else str(e)
+    hint = ""
+    if "in use" in str(reason):
+        hint = " (is another srp node or SQL Server Browser running there?)"
+    return NodeStartError(f"cannot listen on {e.interface or '*'}:{e.port}/udp: {reason}{hint}")
 
 
 class NodeService(Service):
@@ -114,13 +124,22 @@ class NodeService(Service):
         self._answering = False
         for name, relay in config.relays.items():
             self._relay(name, relay)
-        self.membership = Membership(reactor, settings, self.registry, config.instances,
-                                     self.stats, nodeId, onRole=self._roleChanged,
-                                     access=config.access, limiter=self.limiter,
-                                     bounds=config.bounds)
-        # The active checks the registrations by command as it checks its own.
-        self.membership.leases.check = checkNamed(HealthSettings().check)
-        self.membership.leases.schedule = self._checkSchedule
+        #: How the node shares its registrations: srp's UDP cluster (also a
+        #: standalone node's core) or etcd.
+        self.backend: Membership | EtcdMembership
+        if cluster.etcd is not None:
+            self.backend = EtcdMembership(reactor, settings, cluster.etcd, self.registry,
+                                          config.instances, self.stats, nodeId,
+                                          onRole=self._roleChanged, access=config.access,
+                                          limiter=self.limiter)
+        else:
+            self.backend = Membership(reactor, settings, self.registry, config.instances,
+                                      self.stats, nodeId, onRole=self._roleChanged,
+                                      access=config.access, limiter=self.limiter,
+                                      bounds=config.bounds)
+            # The active checks the registrations by command as it checks its own.
+            self.backend.leases.check = checkNamed(HealthSettings().check)
+            self.backend.leases.schedule = self._checkSchedule
 
     def serve(self, instance: str, factory: IProtocolFactory,
               transports: Sequence[str] = DEFAULT_PREFERENCE) -> None:
@@ -155,7 +174,7 @@ class NodeService(Service):
             self._closeListeners()
             raise
         self._listening = True
-        self.membership.setOwn(own)
+        self.backend.setOwn(own)
 
     def _listenFor(self, registration: Registration) -> Registration:
         """
@@ -168,7 +187,7 @@ class NodeService(Service):
         if served is None:
             return registration
         factory, transports = served
-        node = NodeListening(self.config.listen[0], self.membership.nodeId,
+        node = NodeListening(self.config.listen[0], self.backend.nodeId,
                              self.config.pipeDirectory, self.config.viProvider)
         wrapped = HelloFactory(factory, [registration.name], self.reactor)
         info = registration.info
@@ -190,9 +209,15 @@ class NodeService(Service):
                 port.stopListening()
 
     @property
+    def membership(self) -> Membership:
+        """The UDP cluster's membership core (a standalone node's too)."""
+        assert isinstance(self.backend, Membership), "this node's cluster is on etcd"
+        return self.backend
+
+    @property
     def role(self) -> str:
         """The role this node plays now: probing, passive, active, ..."""
-        return self.membership.role
+        return self.backend.role
 
     def relayStats(self) -> dict[str, SpliceStats]:
         """The counters of each relayed instance's connections, by instance name."""
@@ -225,16 +250,11 @@ class NodeService(Service):
             self._openListeners()
         if self.config.cluster is not None:
             return
+        assert isinstance(self.backend, Membership)
         try:
-            self._bound = self.membership.listen()
+            self._bound = self.backend.listen()
         except CannotListenError as e:
-            reason = e.socketError.strerror if e.socketError else str(e)
-            hint = ""
-            if "in use" in str(reason):
-                hint = " (is another srp node or SQL Server Browser running there?)"
-            raise NodeStartError(
-                f"cannot listen on {e.interface or '*'}:{e.port}/udp: {reason}{hint}"
-            ) from None
+            raise _cannotListen(e) from None
 
     def whenReady(self) -> Deferred[None]:
         """
@@ -269,8 +289,8 @@ class NodeService(Service):
             if self._bound is None:
                 self.privilegedStartService()
             bound, self._bound = self._bound, None
-            assert bound is not None
-            self.membership.machine.portBound(bound)
+            assert bound is not None and isinstance(self.backend, Membership)
+            self.backend.machine.portBound(bound)
         else:
             self._serveMetrics()
             if not self._listening:
@@ -279,22 +299,26 @@ class NodeService(Service):
                 self.log.warn("Cluster {cluster} has no key: its messages are not "
                               "authenticated and are accepted from loopback sources only",
                               cluster=cluster.name)
-            self.membership.machine.start()
+            try:
+                self.backend.start()
+            except CannotListenError as e:
+                raise _cannotListen(e) from None
         self._watchHealth()
         if self.configPath is not None:
             self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
         self.log.info(
             "srp node {node:016x} started ({mode}) on {addresses} port {port} "
             "with {count} instances",
-            node=self.membership.nodeId, addresses=", ".join(self.config.listen),
+            node=self.backend.nodeId, addresses=", ".join(self.config.listen),
             port=self.config.port, count=len(self.config.instances),
-            mode="standalone" if cluster is None else f"cluster {cluster.name}",
+            mode="standalone" if cluster is None else f"cluster {cluster.name}"
+            + (" on etcd" if cluster.etcd is not None else ""),
         )
 
     def stopService(self) -> Deferred[None]:
         """Leave (as a passive) or hand over (as the active), then release everything."""
         super().stopService()
-        stopped = self.membership.machine.stop()
+        stopped = self.backend.stop()
 
         def closeListeners(result: object) -> object:
             self._closeListeners()
@@ -326,7 +350,7 @@ class NodeService(Service):
         try:
             config = loadConfig(self.configPath)
         except ConfigError as e:
-            self.membership.counters["reloads_failed"] += 1
+            self.backend.counters["reloads_failed"] += 1
             self.log.error("Reload failed, the running configuration stays: {error}",
                            error=str(e))
             return False
@@ -359,10 +383,11 @@ class NodeService(Service):
         self.limiter.perSource = config.perSource
         self.limiter.overall = config.overall
         self.limiter.reserve = config.reserve
-        self.membership.bounds = config.bounds
+        if isinstance(self.backend, Membership):
+            self.backend.bounds = config.bounds
         before = {r.key: r for r in running.instances}
         after = {r.key: r for r in config.instances}
-        own = dict(self.membership.ownByKey)
+        own = dict(self.backend.ownByKey)
         changes = {"added": 0, "removed": 0, "changed": 0}
         for key in before.keys() - after.keys():
             changes["removed"] += 1
@@ -393,12 +418,12 @@ class NodeService(Service):
                              viProvider=running.viProvider, metrics=running.metrics,
                              nodeId=running.nodeId, stateFile=running.stateFile,
                              instances=tuple(applied))
-        self.membership.updateOwn([own[r.key] for r in applied if r.key in own])
+        self.backend.updateOwn([own[r.key] for r in applied if r.key in own])
         if self.running:
-            for registration in self.membership.own:
+            for registration in self.backend.own:
                 if registration.key not in self._monitors:
                     self._watch(registration)
-        self.membership.counters["reloads"] += 1
+        self.backend.counters["reloads"] += 1
         self.log.info("Reloaded {path}: {added} instances added, {removed} removed, "
                       "{changed} changed", path=str(self.configPath or "the configuration"),
                       **changes)
@@ -409,14 +434,14 @@ class NodeService(Service):
         monitor = self._monitors.pop(key, None)
         if monitor is not None:
             monitor.stop()
-        self.membership.healthSince.pop(key, None)
+        self.backend.healthSince.pop(key, None)
         self._healthChanges.pop(key, None)
         if not keepServed:
             self._served.pop(key, None)
 
     def _watchHealth(self) -> None:
         """Start checking the health of every instance this node registers."""
-        for registration in self.membership.own:
+        for registration in self.backend.own:
             self._watch(registration)
 
     def _watch(self, registration: Registration) -> None:
@@ -426,7 +451,7 @@ class NodeService(Service):
         check = self.checks.get(settings.check) or checkNamed(settings.check)
         monitor = HealthMonitor(self.reactor, registration.name, check,
                                 partial(self._checkTarget, registration.key), settings,
-                                self._healthChanged, self.membership.counters,
+                                self._healthChanged, self.backend.counters,
                                 self._checkSchedule)
         self._monitors[registration.key] = monitor
         monitor.start()
@@ -446,7 +471,7 @@ class NodeService(Service):
         backend, any other at this node's address (loopback for a wildcard).
         """
         relay = self.config.relays.get(key)
-        registration = self.membership.ownByKey[key]
+        registration = self.backend.ownByKey[key]
         if relay is not None:
             (host, port), _ = relay
             return host, InstanceInfo(registration.info.serverName, registration.name, tcp=port)
@@ -464,14 +489,14 @@ class NodeService(Service):
     def _applyHealth(self) -> None:
         changes, self._healthChanges = self._healthChanges, {}
         self._healthFlush = None
-        own = self.membership.ownByKey
+        own = self.backend.ownByKey
         changes = {key: health for key, health in changes.items() if key in own}
         for key, health in changes.items():
-            self.membership.healthSince[key] = health.since
+            self.backend.healthSince[key] = health.since
         if changes:
-            self.membership.updateOwn([
+            self.backend.updateOwn([
                 evolve(r, down=not changes[r.key].up) if r.key in changes else r
-                for r in self.membership.own])
+                for r in self.backend.own])
 
     def _roleChanged(self, role: str, epoch: int) -> None:
         if role in ("standalone", "active", "passive") and not self._answering:
@@ -485,7 +510,7 @@ class NodeService(Service):
         if command is None:
             return
         environment = {"SRP_ROLE": role, "SRP_EPOCH": str(epoch),
-                       "SRP_NODE": f"{self.membership.nodeId:016x}",
+                       "SRP_NODE": f"{self.backend.nodeId:016x}",
                        "SRP_CLUSTER": cluster.name if cluster else "",
                        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
         done = getProcessValue("/bin/sh", ("-c", command), env=environment,

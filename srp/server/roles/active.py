@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -35,6 +36,7 @@ from srp.wire.cluster import (
     Unregister,
     registrationsDigest,
 )
+from srp.wire.mcsqlr import MAX_DATAGRAM
 
 if TYPE_CHECKING:
     from srp.server.membership import Membership
@@ -50,6 +52,29 @@ class ClusterPorts:
     offer: IListeningPort | None = None
     #: The active these sockets were taken from while it still held them.
     fenced: Member | None = field(default=None, kw_only=True)
+
+    @classmethod
+    def bind(cls, reactor: Any, listen: Sequence[str], port: int,
+             responder: Callable[[str], ResolutionResponder]) -> ClusterPorts:
+        """
+        Bind UDP C{port} on every address of C{listen}, each with a new
+        C{responder(address)}.
+
+        @raise CannotListenError: if one cannot be bound; none stays bound.
+        """
+        ports: list[IListeningPort] = []
+        responders = []
+        try:
+            for host in listen:
+                answering = responder(host)
+                ports.append(reactor.listenUDP(port, answering, interface=host,
+                                               maxPacketSize=MAX_DATAGRAM))
+                responders.append(answering)
+        except CannotListenError:
+            for bound in ports:
+                bound.stopListening()
+            raise
+        return cls(ports, responders)
 
     @property
     def sender(self) -> DatagramProtocol | None:

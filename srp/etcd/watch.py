@@ -1,0 +1,207 @@
+"""
+A local copy of every key under an etcd prefix, kept by a streaming watch.
+
+L{PrefixMirror} reads the prefix (a range), then watches it from the next
+revision.  When the watch's connection ends (a member died, etcd restarted)
+it watches again from the revision after the last one it saw, at the next
+endpoint that answers; when etcd has compacted that revision away, it reads
+the prefix again and watches from there.  Nothing is missed and nothing is
+applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from srp.etcd.client import EtcdClient, EtcdError, Event, KeyValue, encode, prefixEnd
+
+#: The largest watch answer line accepted (etcd's own request limit is 1.5 MiB;
+#: a watch answer may batch many events).
+MAX_LINE = 64 * 1024 * 1024
+
+
+#: Asks the member to end the watch when it loses its raft leader (it is
+#: cut off from the quorum): the watch then moves to another member instead
+#: of waiting silently for events that cannot come.
+REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
+
+
+class _Lines(Protocol):
+    """A streamed response body, one newline-terminated JSON answer at a time."""
+
+    def __init__(self, onLine: Callable[[bytes], None], done: Deferred[None]) -> None:
+        self.onLine = onLine
+        self.done = done
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            if line.strip():
+                self.onLine(line)
+        if len(self.buffer) > MAX_LINE:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop reading: the connection closes and L{done} fires."""
+        self.buffer = b""
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
+
+class PrefixMirror:
+    """
+    Every key under C{prefix}: C{onSnapshot} gets them all after each read
+    (at the start, and after a compaction), C{onEvents} each change after
+    that, C{onState} whether a watch is running.
+    """
+
+    log = Logger()
+
+    def __init__(self, client: EtcdClient, prefix: bytes,
+                 onSnapshot: Callable[[Sequence[KeyValue]], None],
+                 onEvents: Callable[[Sequence[Event]], None],
+                 onState: Callable[[bool], None] = lambda watching: None,
+                 retry: float = 0.25) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.onSnapshot = onSnapshot
+        self.onEvents = onEvents
+        self.onState = onState
+        self.retry = retry
+        #: The last revision applied: a new watch starts after it.
+        self.revision = 0
+        self.watching = False
+        #: How many times the prefix was read (1 + compactions and failed reads).
+        self.snapshots = 0
+        #: How many watches a member ended with an error (it lost its quorum).
+        self.errors = 0
+        self._running = False
+        self._needSnapshot = True
+        self._pending: IDelayedCall | None = None
+        self._body: _Lines | None = None
+        self._request: Deferred[Any] | None = None
+
+    def start(self) -> None:
+        """Read the prefix and start watching it."""
+        self._running = True
+        self._next()
+
+    def stop(self) -> None:
+        """Stop watching (the copy stays as it is)."""
+        self._running = False
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        if self._request is not None:
+            self._request.cancel()
+        if self._body is not None:
+            self._body.abort()
+
+    def _next(self, delay: float = 0.0) -> None:
+        if not self._running:
+            return
+        step = self._read if self._needSnapshot else self._watch
+        self._pending = self.client.reactor.callLater(delay, step)
+
+    def _read(self) -> None:
+        self._pending = None
+        self._request = self.client.range(self.prefix, prefix=True)
+
+        def read(result: tuple[int, list[KeyValue]]) -> None:
+            self._request = None
+            self.revision, kvs = result
+            self._needSnapshot = False
+            self.snapshots += 1
+            self.onSnapshot(kvs)
+            self._next()
+
+        self._request.addCallbacks(read, self._failed)
+
+    def _watch(self) -> None:
+        self._pending = None
+        self._request = self.client.post("/v3/watch", {"create_request": {
+            "key": encode(self.prefix), "range_end": encode(prefixEnd(self.prefix)),
+            "start_revision": self.revision + 1}}, stream=True, headers=REQUIRE_LEADER)
+
+        def connected(response: Any) -> Deferred[None]:
+            self._request = None
+            done: Deferred[None] = Deferred()
+            self._body = _Lines(self._line, done)
+            response.deliverBody(self._body)
+            return done
+
+        def ended(result: object) -> None:
+            self._body = None
+            self._state(False)
+            if self._running:
+                self._next(0 if self._needSnapshot else self.retry)
+
+        self._request.addCallback(connected)
+        self._request.addCallbacks(ended, self._failed)
+
+    def _failed(self, failure: Failure) -> None:
+        self._request = None
+        self._state(False)
+        if not self._running:
+            return
+        if not failure.check(EtcdError):
+            self.log.failure("etcd watch of {prefix!r} failed", failure, prefix=self.prefix)
+        self._next(self.retry)
+
+    def _line(self, line: bytes) -> None:
+        try:
+            answer = json.loads(line)
+            result = answer.get("result")
+        except (ValueError, AttributeError):
+            answer = result = None
+        if isinstance(answer, dict) and "error" in answer:
+            # This member cannot serve the watch (it has no leader): another may.
+            self.errors += 1
+            self.client.skipCurrent()
+            assert self._body is not None
+            self._body.abort()
+            return
+        if not isinstance(result, dict):
+            self.log.warn("etcd watch: an answer that is not a watch result: {line!r}",
+                          line=line[:200])
+            return
+        if int(result.get("compact_revision", 0)):
+            # The revision to resume from is gone: read everything again.
+            self._needSnapshot = True
+            assert self._body is not None
+            self._body.abort()
+            return
+        if result.get("canceled"):
+            if "Unauthenticated" in str(result.get("cancel_reason")):
+                self.client.token = None  # ask for a new one before watching again
+            assert self._body is not None
+            self._body.abort()
+            return
+        if result.get("created"):
+            self._state(True)
+        events = [Event(KeyValue.fromJSON(e.get("kv", {})), e.get("type") == "DELETE")
+                  for e in result.get("events", ())]
+        if events:
+            self.revision = max(self.revision, *(e.kv.modRevision for e in events))
+            self.onEvents(events)
+
+    def _state(self, watching: bool) -> None:
+        if not self._running:
+            self.watching = False  # stopped: nothing to report
+        elif watching != self.watching:
+            self.watching = watching
+            self.onState(watching)

@@ -1,0 +1,360 @@
+"""
+A node of a cluster whose registry and election live in etcd.
+
+Each node writes its registrations (with their health) on a lease of its
+own (L{NodeLease}) and keeps a copy of every node's, fed by a watch of the
+cluster's prefix (L{PrefixMirror}).  It answers [MC-SQLR] and srp's
+extended resolve from that copy alone, so answering never waits on etcd,
+and it goes on answering from the last state it saw while etcd is out of
+reach (C{stale} in its status).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from attrs import asdict, evolve, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
+from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue
+from srp.etcd.watch import PrefixMirror
+from srp.interfaces import IClusterBackend
+from srp.records import Registration
+from srp.server.access import AccessPolicy
+from srp.server.etcdlease import ClusterKeys, NodeLease
+from srp.server.limits import ReplyLimiter
+from srp.server.membership import ClusterSettings
+from srp.server.registry import Registry
+from srp.server.responder import ResolutionResponder, ResponderStats
+from srp.server.roles.active import ClusterPorts
+from srp.server.status import registrationStatus, statusPage
+from srp.wire.cluster import (
+    MAX_EPOCH,
+    ClusterMessage,
+    Resolve,
+    ResolveReply,
+    StatusQuery,
+    StatusReply,
+    clusterId,
+)
+from srp.wire.errors import WireError
+from srp.wire.fields import Reader, encodeRegistration, readRegistration
+
+#: The default lease TTL, in seconds: how long a dead node's registrations
+#: (and leadership) outlive it.
+DEFAULT_LEASE_TTL = 2
+
+
+@frozen
+class EtcdSettings:
+    """
+    Where a node finds etcd and how it uses it.
+
+    @ivar answer: C{"every"}: every node answers at its own addresses;
+        C{"leader"}: only the elected leader binds the port (nodes sharing
+        one address on one host).
+    """
+
+    endpoints: tuple[str, ...]
+    leaseTTL: int = DEFAULT_LEASE_TTL
+    answer: str = "every"
+    timeout: float = DEFAULT_TIMEOUT
+    #: etcd's authentication: the user (none: off) and its password.
+    user: str | None = None
+    password: str = field(default="", repr=False)
+
+
+@implementer(IClusterBackend)
+class EtcdMembership:
+    """
+    A node's part in an etcd-backed cluster: its lease and keys, the
+    watch-fed copy of every registration, and the ports it answers on.
+
+    L{registry} holds what plain [MC-SQLR] answers name: the registrations
+    of the nodes that listen at one of this node's addresses (their ports
+    listen where the client asked); L{fleet} holds every registration of
+    the cluster, which the extended resolve lists with each node's address.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, settings: ClusterSettings, etcd: EtcdSettings,
+                 registry: Registry, own: Sequence[Registration], stats: ResponderStats,
+                 nodeId: int | None = None,
+                 onRole: Callable[[str, int], None] | None = None,
+                 access: AccessPolicy | None = None, limiter: ReplyLimiter | None = None,
+                 client: EtcdClient | None = None) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.etcd = etcd
+        self.registry = registry
+        self.fleet = Registry()
+        self.stats = stats
+        self.nodeId = randomNodeId() if nodeId is None else nodeId
+        self.onRole = onRole
+        self.access = access if access is not None else AccessPolicy()
+        self.limiter = limiter
+        self.counters: Counter[str] = Counter()
+        self.healthSince: dict[str, float] = {}
+        self.auth = ClusterAuthenticator(reactor, clusterId(settings.name), self.nodeId,
+                                         settings.key)
+        self.keys = ClusterKeys(settings.name)
+        self.client = client if client is not None else EtcdClient(
+            reactor, etcd.endpoints, etcd.timeout, etcd.user, etcd.password)
+        self.lease = NodeLease(self.client, self.keys, self.nodeId, etcd.leaseTTL,
+                               self._leading, self._reachability)
+        self.mirror = PrefixMirror(self.client, self.keys.root, self._snapshot, self._events,
+                                   self._reachability)
+        #: Every other node's registrations by instance key, and its addresses.
+        self.remote: dict[int, dict[str, Registration]] = {}
+        self.addresses: dict[int, tuple[str, ...]] = {}
+        #: The leader as etcd last said: (node id, fencing token), or None.
+        self.leader: tuple[int, int] | None = None
+        #: Whether the copy may be behind etcd (etcd unreachable, or not watched yet).
+        self.stale = True
+        self.ports: ClusterPorts | None = None
+        self.own: tuple[Registration, ...] = ()
+        self.ownByKey: dict[str, Registration] = {}
+        self.setOwn(own)
+
+    @property
+    def role(self) -> str:
+        """C{active} while this node is the elected leader, else C{passive}."""
+        return "active" if self.lease.token is not None else "passive"
+
+    @property
+    def epoch(self) -> int:
+        """The fencing token while this node leads (0 otherwise), as envelopes carry it."""
+        return min(self.lease.token or 0, MAX_EPOCH)
+
+    def setOwn(self, own: Sequence[Registration]) -> None:
+        """The instances this node registers: into the local copy at once, and into etcd."""
+        self.own = tuple(evolve(r, nodeId=self.nodeId) for r in own)
+        self.ownByKey = {r.key: r for r in self.own}
+        for registry in (self.registry, self.fleet):
+            registry.removeNode(self.nodeId)
+            for registration in self.own:
+                registry.register(registration)
+        node = json.dumps({"addresses": list(self.settings.listen),
+                           "port": self.settings.port}).encode()
+        self.lease.set({self.keys.node(self.nodeId): node} | {
+            self.keys.registration(self.nodeId, r.key): encodeRegistration(r)
+            for r in self.own})
+
+    updateOwn = setOwn
+
+    def start(self) -> None:
+        """
+        Bind the port (unless only the leader answers), then join etcd.
+
+        @raise CannotListenError: if the port cannot be bound.
+        """
+        if self.etcd.answer == "every":
+            self.ports = self._listen()
+        self.lease.start()
+        self.mirror.start()
+        self.log.info("Cluster {cluster} on etcd {endpoints}, lease TTL {ttl} s",
+                      cluster=self.settings.name, endpoints=", ".join(self.etcd.endpoints),
+                      ttl=self.etcd.leaseTTL)
+
+    def stop(self) -> Deferred[None]:
+        """Stop answering and watching, and revoke the lease (the keys go with it)."""
+        self.mirror.stop()
+        self._release()
+        stopped = self.lease.stop()
+
+        def close(result: object) -> Deferred[None]:
+            return self.client.close()
+
+        stopped.addBoth(close)
+        return stopped
+
+    def _listen(self) -> ClusterPorts:
+        return ClusterPorts.bind(self.reactor, self.settings.listen, self.settings.port,
+                                 self._responder)
+
+    def _responder(self, host: str) -> ResolutionResponder:
+        """The responder on C{host}: every address answers from the same copy."""
+        return ResolutionResponder(
+            self.registry, self.reactor, self.stats,
+            cluster=self.received if self.settings.extensions else None,
+            access=self.access, limiter=self.limiter)
+
+    def _release(self) -> None:
+        if self.ports is not None:
+            self.ports.release()
+            self.ports = None
+
+    def _leading(self, token: int | None) -> None:
+        if self.etcd.answer == "leader":
+            if token is None:
+                self._release()
+            elif self.ports is None:
+                try:
+                    self.ports = self._listen()
+                except CannotListenError as e:
+                    self.counters["bind_failed"] += 1
+                    self.log.error("Leader, but cannot bind the port: {error}", error=e)
+        self.counters["leaderships" if token is not None else "step_downs"] += 1
+        if self.onRole is not None:
+            self.onRole(self.role, self.epoch)
+
+    # -- the watch-fed copy ------------------------------------------------
+
+    def _snapshot(self, kvs: Sequence[KeyValue]) -> None:
+        for node in list(self.remote):
+            self._forget(node)
+        self.addresses = {}
+        self.leader = None
+        self._events([Event(kv) for kv in kvs])
+        if self.leader is None:
+            self.lease.leaderGone()
+
+    def _events(self, events: Sequence[Event]) -> None:
+        for event in events:
+            parsed = self.keys.parse(event.kv.key)
+            if parsed is None:
+                continue
+            kind, node, instance = parsed
+            if kind == "leader":
+                self._leaderEvent(event)
+            elif node == self.nodeId:
+                continue
+            elif kind == "node":
+                self._nodeEvent(node, event)
+            elif event.deleted:
+                if self.remote.get(node, {}).pop(instance, None) is not None:
+                    self.registry.unregister(instance, node)
+                    self.fleet.unregister(instance, node)
+            else:
+                self._registrationEvent(node, instance, event.kv.value)
+
+    def _registrationEvent(self, node: int, instance: str, value: bytes) -> None:
+        try:
+            registration = evolve(readRegistration(Reader(value)), nodeId=node)
+        except (WireError, ValueError) as e:
+            self.counters["etcd_malformed"] += 1
+            self.log.warn("Ignoring a malformed registration in etcd for node {node:016x}: "
+                          "{error}", node=node, error=e)
+            return
+        self.remote.setdefault(node, {})[instance] = registration
+        self.fleet.register(registration)
+        if self._local(node):
+            self.registry.register(registration)
+
+    def _nodeEvent(self, node: int, event: Event) -> None:
+        if event.deleted:
+            self._forget(node)
+            self.addresses.pop(node, None)
+            return
+        try:
+            self.addresses[node] = tuple(json.loads(event.kv.value)["addresses"])
+        except (ValueError, KeyError, TypeError):
+            self.counters["etcd_malformed"] += 1
+            return
+        self.registry.removeNode(node)
+        if self._local(node):
+            for registration in self.remote.get(node, {}).values():
+                self.registry.register(registration)
+
+    def _forget(self, node: int) -> None:
+        self.remote.pop(node, None)
+        self.registry.removeNode(node)
+        self.fleet.removeNode(node)
+
+    def _local(self, node: int) -> bool:
+        """Whether node C{node} listens at one of this node's addresses."""
+        return bool(set(self.addresses.get(node, ())) & set(self.settings.listen))
+
+    def _leaderEvent(self, event: Event) -> None:
+        if event.deleted:
+            self.leader = None
+            self.lease.leaderGone()
+            return
+        try:
+            self.leader = (int(event.kv.value, 16), event.kv.createRevision)
+        except ValueError:
+            self.counters["etcd_malformed"] += 1
+            return
+        self.lease.leaderIs(self.leader[0])
+
+    def _reachability(self, ok: bool) -> None:
+        stale = not (self.lease.reachable and self.mirror.watching)
+        if stale == self.stale:
+            return
+        self.stale = stale
+        if stale:
+            self.counters["stale"] += 1
+            self.log.warn("etcd is out of reach: answering from the last state seen "
+                          "(revision {revision})", revision=self.mirror.revision)
+        else:
+            self.log.info("etcd reached: answering from revision {revision}",
+                          revision=self.mirror.revision)
+
+    # -- srp's extension messages --------------------------------------------
+
+    def received(self, datagram: bytes, source: tuple[str, int],
+                 replyFrom: DatagramProtocol) -> None:
+        """An extension message arrived on the port: answer status and resolve."""
+        if not self.access.cluster.open and not self.access.cluster.permits(source[0]):
+            self.counters["denied"] += 1
+            return
+        try:
+            message = self.auth.open(datagram, source[0]).message
+        except Rejected as e:
+            self.counters[f"rejected_{e.reason}"] += 1
+            return
+        if isinstance(message, StatusQuery):
+            self._send(StatusReply(statusPage(self._summary(), (), self.fleet.registrations(),
+                                              message, describe=self._describe)),
+                       source, replyFrom)
+        elif isinstance(message, Resolve):
+            visible = tuple(r for r in self.fleet.candidates(message.instanceName)
+                            if not r.hidden)
+            self._send(ResolveReply(message.instanceName, visible,
+                                    tuple(self._host(r.nodeId) for r in visible)),
+                       source, replyFrom)
+        else:
+            self.counters["ignored_messages"] += 1
+
+    def _host(self, node: int) -> str:
+        addresses = self.settings.listen if node == self.nodeId else self.addresses.get(node)
+        return addresses[0] if addresses else ""
+
+    def _send(self, message: ClusterMessage, to: tuple[str, int],
+              sender: DatagramProtocol) -> None:
+        if sender.transport is None:
+            return
+        try:
+            sender.transport.write(self.auth.seal(message, self.epoch), to)
+        except (OSError, WireError):
+            self.counters["unsent"] += 1
+
+    def _describe(self, registration: Registration) -> dict[str, Any]:
+        return registrationStatus(registration, self.healthSince.get(registration.key)
+                                  if registration.nodeId == self.nodeId else None)
+
+    def _summary(self) -> dict[str, Any]:
+        leader = self.leader
+        return {
+            "node": f"{self.nodeId:016x}", "cluster": self.settings.name,
+            "role": self.role, "epoch": self.epoch, "active": None,
+            "backend": "etcd", "stale": self.stale, "revision": self.mirror.revision,
+            "leader": None if leader is None else f"{leader[0]:016x}",
+            "fencing_token": None if leader is None else leader[1],
+            "passives": [], "registrations": [],
+            "counters": dict(self.counters) | asdict(self.stats),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """What this node knows, for C{srp status}."""
+        return self._summary() | {
+            "registrations": [self._describe(r) for r in self.fleet.registrations()]}

@@ -1,0 +1,194 @@
+"""
+Real `srp serve` nodes with `backend = "etcd"` on a real three-member etcd:
+registrations reach every node's answers, a killed node's go with its
+lease, one etcd member's death changes nothing, and answers go on with
+etcd entirely stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from srp.testing.etcd import EtcdCluster
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.wire.mcsqlr import BROWSER_PORT
+
+from .conftest import srp
+
+CLUSTER = "fleet"
+TTL = 1
+
+
+def waitFor(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Wait until C{predicate()} holds; the seconds it took."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def plain(address: str, instance: str, timeout: float = 0.3) -> bytes | None:
+    """A raw [MC-SQLR] CLNT_UCAST_INST for C{instance} at C{address}: the reply, if any."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(b"\x04" + instance.encode() + b"\0", (address, BROWSER_PORT))
+        try:
+            return sock.recv(65535)
+        except TimeoutError:
+            return None
+
+
+def resolved(address: str, instance: str) -> list[dict[str, Any]]:
+    """What the real `srp resolve` prints for C{instance} asked at C{address} ([] if nothing)."""
+    done = srp("resolve", "--json", "--cluster", CLUSTER, "--timeout", "0.5",
+               f"{address}/{instance}")
+    if done.returncode:
+        return []
+    answer: list[dict[str, Any]] = json.loads(done.stdout)
+    return answer
+
+
+def status(address: str) -> dict[str, Any]:
+    """The node's `srp status --json`."""
+    done = srp("status", "--json", "--cluster", CLUSTER, address)
+    assert done.returncode == 0, done.stderr
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+def startNode(directory: Path, name: str, etcd: EtcdCluster, instances: list[dict[str, Any]],
+              address: str | None = None, **cluster: Any) -> NodeProcess:
+    """A real `srp serve` of cluster L{CLUSTER} on etcd, at a free (or the given) address."""
+    config = writeNodeConfig(
+        directory / f"{name}.toml", [address or freeLoopbackAddress()],
+        [dict(i, check="none") for i in instances],
+        tables={"cluster": {"name": CLUSTER, "backend": "etcd", "etcd": etcd.endpoints,
+                            "lease_ttl": TTL} | cluster})
+    return NodeProcess(config, directory / f"{name}.log").start()
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdCluster]:
+    with EtcdCluster(size=3) as cluster:
+        yield cluster
+
+
+def test_registrationsEverywhere(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """
+    Each node's registration reaches the other's extended answers (srp resolve)
+    with the address of the node that registered it; plain [MC-SQLR] answers
+    name only the registrations whose ports listen at the address asked.
+    """
+    a = startNode(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}])
+    b = startNode(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}])
+    try:
+        waitFor(lambda: bool(resolved(b.address, "SALES")), 5, "SALES at node b")
+        [sales] = resolved(b.address, "SALES")
+        assert (sales["host"], sales["tcp"]) == (a.address, 50101)
+        [reports] = resolved(a.address, "REPORTS")
+        assert (reports["host"], reports["tcp"]) == (b.address, 50102)
+        answer = plain(a.address, "SALES")
+        assert answer is not None and b";tcp;50101;;" in answer
+        assert plain(b.address, "SALES") is None
+        document = status(b.address)
+        assert document["backend"] == "etcd" and document["stale"] is False
+        assert sorted(r["instance"] for r in document["registrations"]) == ["REPORTS", "SALES"]
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_killedNodeVanishes(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """kill -9 of a node: its registrations leave the others' answers once its lease expires."""
+    a = startNode(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}])
+    b = startNode(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}])
+    try:
+        waitFor(lambda: bool(resolved(b.address, "SALES")), 5, "SALES at node b")
+        os.kill(a.pid, signal.SIGKILL)
+        took = waitFor(lambda: not resolved(b.address, "SALES"), 10, "SALES to vanish")
+        # The lease's TTL, etcd's expiry sweep (0.5 s) and a resolve's own timeout.
+        assert took < TTL + 2.5
+        assert resolved(b.address, "REPORTS")
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_etcdFaults(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """
+    kill -9 of one etcd member changes nothing (a new registration still
+    arrives); of two (quorum lost), answers go on from the last state and the
+    nodes say they are stale, until the members return; with etcd entirely
+    stopped, the same.
+    """
+    a = startNode(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}])
+    b = startNode(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}])
+    c: NodeProcess | None = None
+    try:
+        waitFor(lambda: bool(resolved(b.address, "SALES")), 5, "SALES at node b")
+        etcd.members[0].kill()
+        time.sleep(TTL * 2)
+        assert resolved(b.address, "SALES") and resolved(a.address, "REPORTS")
+        c = startNode(tmp_path, "c", etcd, [{"name": "AUDIT", "tcp": 50103}])
+        waitFor(lambda: bool(resolved(b.address, "AUDIT")), 5, "AUDIT at node b")
+        assert status(b.address)["stale"] is False
+
+        etcd.members[1].kill()  # quorum lost
+        waitFor(lambda: status(b.address)["stale"] is True, 10, "node b to be stale")
+        time.sleep(TTL * 2)
+        assert plain(b.address, "REPORTS") is not None
+        assert [r["host"] for r in resolved(b.address, "SALES")] == [a.address]
+        etcd.members[0].restart()
+        etcd.members[1].restart()
+        waitFor(lambda: status(b.address)["stale"] is False, 10, "node b to recover")
+        assert {r["host"] for r in resolved(b.address, "AUDIT")} == {c.address}
+
+        for member in etcd.members:
+            member.kill()
+        waitFor(lambda: status(b.address)["stale"] is True, 10, "node b to be stale")
+        time.sleep(TTL * 2)
+        assert plain(b.address, "REPORTS") is not None
+        assert {r["host"] for r in resolved(b.address, "AUDIT")} == {c.address}
+        assert [r["host"] for r in resolved(b.address, "SALES")] == [a.address]
+        assert "etcd is out of reach" in b.log()
+    finally:
+        for node in (a, b, c):
+            if node is not None:
+                node.stop()
+
+
+def test_leaderHoldsSharedPort(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """
+    With answer = "leader", two nodes on one address: the elected one answers;
+    kill -9 of it, and the other binds the port after the lease expires.
+    """
+    address = freeLoopbackAddress()
+    first = startNode(tmp_path, "first", etcd, [{"name": "SALES", "tcp": 50101}],
+                      address=address, answer="leader")
+    waitFor(lambda: plain(address, "SALES") is not None, 5, "the first node to lead")
+    second = startNode(tmp_path, "second", etcd, [{"name": "SALES", "tcp": 50102,
+                                                   "priority": 1}],
+                       address=address, answer="leader")
+    try:
+        leader = status(address)
+        assert leader["role"] == "active" and leader["fencing_token"] > 0
+        os.kill(first.pid, signal.SIGKILL)
+        took = waitFor(lambda: b";tcp;50102;;" in (plain(address, "SALES") or b""), 10,
+                       "the second node to answer")
+        assert took < TTL + 2.5
+        successor = status(address)
+        assert successor["fencing_token"] > leader["fencing_token"]
+        assert successor["node"] != leader["node"]
+    finally:
+        first.stop()
+        second.stop()
