@@ -22,6 +22,7 @@ progress on stderr and prints one line C{RESULT <json>} on stdout.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -33,7 +34,8 @@ from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString
+from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import deferLater, react
 
 from srp.client.endpoint import sharedResolver
@@ -46,7 +48,9 @@ from srp.testing.load import LineRequester
 from srp.testing.netns import Host
 from srp.testing.processes import (
     NodeProcess,
+    ProxyProcess,
     freeLoopbackAddress,
+    freeTCPPort,
     writeKeyFile,
     writeNodeConfig,
 )
@@ -58,6 +62,8 @@ TOPOLOGIES = ("primary-active", "standby-active", "embedded/primary-active",
               "embedded/standby-active", "three-hosts")
 #: Whether the client names the cluster (C{:cluster=NAME}) or not.
 NAMINGS = ("named", "unnamed")
+#: How the application reaches ECHO: the C{srp:} endpoint, or C{srp proxy}.
+PATHS = ("srp:", "proxy")
 #: Each fault: whom it hits (A's server or A's node) and how.
 FAULTS = {
     "kill -9 server": ("server", signal.SIGKILL),
@@ -167,6 +173,21 @@ class Topology:
         host = self.lan["ABC".index(name)]
         return host.address, host.command()
 
+    def proxy(self, named: bool, timeout: float) -> ProxyProcess:
+        """
+        An C{srp proxy} for ECHO, as a driver's way in, verifying with hello
+        within C{timeout} seconds.
+        """
+        listen = f"127.0.0.1:{freeTCPPort('127.0.0.1')}"
+        options = ["--verify", "hello", "--timeout", str(timeout)]
+        if named:
+            options += ["--cluster", CLUSTER]
+        if self.lan:
+            options += ["--cluster-addresses", ",".join(self.addresses),
+                        "--key-file", str(self.keyFile)]
+        return ProxyProcess(listen, f"{self.address}/ECHO", self.directory / "proxy.log",
+                            *options)
+
     def endpoint(self, named: bool) -> str:
         """The application's C{srp:} endpoint string."""
         description = f"srp:{self.address}/ECHO:verify=hello:timeout=0.5"
@@ -260,17 +281,30 @@ class Topology:
         await self.settled(reactor)
 
 
-async def runCell(reactor: Any, topology: Topology, named: bool, fault: str) -> dict[str, Any]:
-    """One cell: the application on A, the fault, the move to B, the history checked."""
-    description = topology.endpoint(named)
-    # Each cell is a new application: nothing cached from the last one.
-    for name in (None, CLUSTER):
-        sharedResolver(reactor, clusterName=name).purge(topology.address, "ECHO")
-    endpoint = clientFromString(reactor, description)
-    requester = LineRequester(reactor, rate=RATE, retry=RETRY)
+async def runCell(reactor: Any, topology: Topology, named: bool, path: str,
+                  fault: str) -> dict[str, Any]:
+    """
+    One cell: the application on A, the fault, the move to B, the history
+    checked.  Through C{srp proxy}, the application is a plain TCP client
+    of a proxy of its own that reconnects when its connection closes or
+    goes silent, as a driver's pool does.
+    """
     _, _, setting = fault.partition("answerTimeout=")
+    answerTimeout = float(setting) if setting else DEFAULT_ANSWER_TIMEOUT
+    proxy: ProxyProcess | None = None
+    endpoint: IStreamClientEndpoint
+    if path == "proxy":
+        proxy = topology.proxy(named, 0.5)
+        start(proxy)
+        endpoint = TCP4ClientEndpoint(reactor, proxy.address, proxy.port)
+    else:
+        # Each cell is a new application: nothing cached from the last one.
+        for name in (None, CLUSTER):
+            sharedResolver(reactor, clusterName=name).purge(topology.address, "ECHO")
+        endpoint = clientFromString(reactor, topology.endpoint(named))
+    requester = LineRequester(reactor, rate=RATE, retry=RETRY)
     client = FailoverClient(reactor, endpoint, requester, deadline=10.0,
-                            answerTimeout=float(setting) if setting else DEFAULT_ANSWER_TIMEOUT)
+                            answerTimeout=answerTimeout)
     try:
         await client.connect()
         await until(reactor, lambda: len(requester.answers) >= 20, 5.0, "answers from A")
@@ -293,6 +327,8 @@ async def runCell(reactor: Any, topology: Topology, named: bool, fault: str) -> 
                 "ok": report.ok and requester.lost is None}
     finally:
         await client.close()
+        if proxy is not None:
+            proxy.stop()
 
 
 async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> dict[str, Any]:
@@ -302,17 +338,19 @@ async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> 
                                   options.lan)
         await topology.start(reactor)
         for trial in range(options.trials):
-            for naming in options.naming:
-                for fault in [f for f in options.fault if f in topology.faults]:
-                    cell = {"topology": topologyName, "naming": naming, "path": "srp:",
-                            "fault": fault, "trial": trial + 1}
-                    try:
-                        cell |= await runCell(reactor, topology, naming == "named", fault)
-                    except Exception as e:  # a broken cell is a result, not the end
-                        cell |= {"ok": False, "error": f"{type(e).__name__}: {e}"}
-                    progress(f"fault_matrix: {json.dumps(cell)}")
-                    rows.append(cell)
-                    await topology.undo(reactor)
+            for naming, path, fault in itertools.product(
+                    options.naming, options.path,
+                    [f for f in options.fault if f in topology.faults]):
+                cell = {"topology": topologyName, "naming": naming, "path": path,
+                        "fault": fault, "trial": trial + 1}
+                try:
+                    cell |= await runCell(reactor, topology, naming == "named", path,
+                                          fault)
+                except Exception as e:  # a broken cell is a result, not the end
+                    cell |= {"ok": False, "error": f"{type(e).__name__}: {e}"}
+                progress(f"fault_matrix: {json.dumps(cell)}")
+                rows.append(cell)
+                await topology.undo(reactor)
     return {"rows": rows}
 
 
@@ -321,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--topology", action="append", choices=TOPOLOGIES)
     parser.add_argument("--naming", action="append", choices=NAMINGS)
+    parser.add_argument("--path", action="append", choices=PATHS)
     parser.add_argument("--fault", action="append", choices=sorted(FAULTS))
     parser.add_argument("--lan", type=json.loads, default=[],
                         help="the hosts of three-hosts: JSON, a list of Host fields")
@@ -332,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     options.topology = options.topology or [
         t for t in TOPOLOGIES if options.lan or t != "three-hosts"]
     options.naming = options.naming or list(NAMINGS)
+    options.path = options.path or list(PATHS)
     options.fault = options.fault or list(FAULTS)
 
     async def run(reactor: Any) -> None:

@@ -79,6 +79,7 @@ class IClusterBackend(Interface):
         "(reactor seconds), by instance key; the node service keeps it up to date."
     )
     counters = Attribute("A C{collections.Counter} of what the node did, for status.")
+    startedAt = Attribute("When the node started (reactor seconds), or L{None} before.")
 
     def setOwn(own: Sequence[Registration]) -> None:
         """The instances this node registers (before it starts)."""

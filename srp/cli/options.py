@@ -376,7 +376,8 @@ class ProxyOptions(_AnyOrderOptions):
     optParameters = [
         ["cluster-addresses", "a", None,
          "Comma-separated addresses of the cluster, all asked at once."],
-        ["cluster", "c", "srp", "The cluster name (for srp's extended resolve)."],
+        ["cluster", "c", None, "The cluster name (for srp's extended resolve); not "
+         "needed: without it, whichever cluster the node is in answers."],
         ["key-file", "k", None, "File holding the cluster key (mode 600); default "
          "$SRP_CLUSTER_KEY."],
         ["port", "p", BROWSER_PORT, "UDP port of the cluster.", int],

@@ -102,13 +102,14 @@ class ProxyService(StreamServerEndpointService):
 
 
 def proxyServices(reactor: Any, routes: Sequence[ProxyRoute], port: int = BROWSER_PORT,
-                  clusterName: str = "srp", key: bytes = b"") -> MultiService:
+                  clusterName: str | None = None, key: bytes = b"") -> MultiService:
     """
     A service running a L{ProxyService} for each of C{routes}, all through
     the resolver (and cache) that C{srp:} endpoints share.
 
     @param port: the UDP port of the clusters.
-    @param clusterName: the cluster name, for srp's extended resolve.
+    @param clusterName: the cluster name, for srp's extended resolve (L{None}:
+        whichever cluster the node is in).
     @param key: the cluster key, if the cluster has one.
     @raise ValueError: if a route names a verifier there is none of.
     """

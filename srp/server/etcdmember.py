@@ -103,6 +103,7 @@ class EtcdMembership:
         self.access = access if access is not None else AccessPolicy()
         self.limiter = limiter
         self.counters: Counter[str] = Counter()
+        self.startedAt: float | None = None
         self.healthSince: dict[str, float] = {}
         self.auth = ClusterAuthenticator(reactor, clusterId(settings.name), self.nodeId,
                                          settings.key)

@@ -221,7 +221,7 @@ class NodeService(Service):
 
     def relayStats(self) -> dict[str, SpliceStats]:
         """The counters of each relayed instance's connections, by instance name."""
-        own = self.membership.ownByKey
+        own = self.backend.ownByKey
         return {own[key].name if key in own else key: factory.stats
                 for key, (factory, _) in self._served.items()
                 if isinstance(factory, SpliceFactory)}
@@ -273,7 +273,7 @@ class NodeService(Service):
         if not self.config.instances:
             self.log.warn("This node has no [[instances]]: it registers nothing" + (
                 "" if self.config.cluster else " and answers no request for an instance"))
-        for registration in self.membership.own:
+        for registration in self.backend.own:
             info = registration.info
             if info.tcp is None and info.np is None and info.via is None and not info.other:
                 self.log.warn("Instance {instance} has no tcp, np or via: clients are told "
@@ -282,7 +282,7 @@ class NodeService(Service):
     def startService(self) -> None:
         """Start playing the node's role."""
         super().startService()
-        self.membership.startedAt = self.reactor.seconds()
+        self.backend.startedAt = self.reactor.seconds()
         self._warnIfIdle()
         cluster = self.config.cluster
         if cluster is None:
