@@ -7,7 +7,7 @@ brings them back while their nodes live.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from attrs import define, field
@@ -258,3 +258,39 @@ def expiredAnswered(cluster: SimCluster) -> list[str]:
             for active in cluster.actives()
             for r in active.service.registry.registrations()
             if r.nodeId in cluster.leases and now > cluster.leases[r.nodeId] + INTERVAL]
+
+
+def unreachable(cluster: SimCluster) -> list[str]:
+    """
+    Every answer at an active's address that names a port not reachable
+    there: another host's registration must be answered with the port of a
+    relay listening at the active's address, aimed at the registration.
+    """
+    hostOf = {r.nodeId: n.host for n in cluster.live() for r in n.registrations}
+    problems = []
+    for active in cluster.actives():
+        problems += _unreachableAt(active, hostOf, cluster.network.listeners)
+    return problems
+
+
+def _unreachableAt(active: SimNode, hostOf: dict[int, str],
+                   listening: Collection[tuple[str, int]]) -> list[str]:
+    membership = active.service.membership
+    problems = []
+    for answered in membership.remote.view(active.host).visible():
+        registered = active.service.registry.lookup(answered.name)
+        if registered is None or registered.nodeId not in hostOf:
+            continue  # a registration by command: no node's host
+        where = hostOf[registered.nodeId]
+        if where == active.host:
+            if answered != registered:
+                problems.append(f"{answered.name}: own host's answered as {answered.info}")
+            continue
+        relay = membership.remote.relays.get(answered.key)
+        if relay is None or answered.info.tcp != relay.portAt(active.host):
+            problems.append(f"{answered.name} of {where}: answered without its relay")
+        elif (active.host, answered.info.tcp) not in listening:
+            problems.append(f"{answered.name}: relay port {answered.info.tcp} not listening")
+        elif relay.target != (where, registered.info.tcp):
+            problems.append(f"{answered.name}: relay goes to {relay.target}, not {where}")
+    return problems

@@ -31,7 +31,7 @@ from srp.wire import (
     decodeResponse,
 )
 from srp.wire.cluster import ANY_CLUSTER, Join, Member, Resolve, StatusQuery, clusterId
-from tests.cluster_sim import SimCluster, violations
+from tests.cluster_sim import SimCluster, unreachable, violations
 
 KEY = b"0123456789abcdef0123456789abcdef"
 INTERVAL = 0.25
@@ -302,30 +302,6 @@ def test_an_active_on_a_wildcard_relays_only_to_other_machines() -> None:
     relays = RemoteRelays(network.reactor("10.0.0.1"), Registry(), ("0.0.0.0",))
     relays.passivesAre([Member(2, "127.0.0.1", 5000), Member(3, "192.0.2.7", 5000)])
     assert relays.hosts == {3: "192.0.2.7"}
-
-
-def unreachable(cluster: SimCluster) -> list[str]:
-    """Every answer at the active's address that names a port not reachable there."""
-    [active] = cluster.actives()
-    membership = active.service.membership
-    hostOf = {r.nodeId: n.host for n in cluster.live() for r in n.registrations}
-    problems = []
-    for answered in membership.remote.view(active.host).visible():
-        registered = active.service.registry.lookup(answered.name)
-        assert registered is not None
-        where = hostOf.get(registered.nodeId)
-        if where == active.host:
-            if answered != registered:
-                problems.append(f"{answered.name}: own host's answered as {answered.info}")
-            continue
-        relay = membership.remote.relays.get(answered.key)
-        if relay is None or answered.info.tcp != relay.portAt(active.host):
-            problems.append(f"{answered.name} of {where}: answered without its relay")
-        elif (active.host, answered.info.tcp) not in cluster.network.listeners:
-            problems.append(f"{answered.name}: relay port {answered.info.tcp} not listening")
-        elif relay.target != (where, registered.info.tcp):
-            problems.append(f"{answered.name}: relay goes to {relay.target}, not {where}")
-    return problems
 
 
 def test_no_answer_names_a_port_unreachable_at_the_active_through_takeovers() -> None:

@@ -12,6 +12,8 @@ priority among those its node's checks find alive), nothing answered that no
 live node registers.  Throughout, no active may hold a registration of a
 node dead for longer than L{EXPIRY}, nor answer with a registration whose
 server has been down for longer than L{DOWN_BOUND} as if it were alive.
+Settled, no answer names a port not reachable at the address asked (across
+hosts, another host's instance is answered through a relay at the active).
 
 With registrations by command (L{test_seeded_scenarios_with_leases}), a
 registrant also registers, renews and unregisters instances with short
@@ -44,6 +46,7 @@ from tests.cluster_sim import (
     deadAnswered,
     downAnswered,
     expiredAnswered,
+    unreachable,
     violations,
 )
 
@@ -159,6 +162,7 @@ def runScenario(seed: int, leases: bool = False) -> tuple[list[str], float]:
         if settled is None and not violations(cluster):
             settled = network.clock.seconds() - healed
     problems.extend(violations(cluster))
+    problems.extend(unreachable(cluster))
     if settled is None or settled > SETTLE:
         problems.append(f"did not settle within {SETTLE} s of healing ({settled})")
     return problems, settled if settled is not None else float("inf")
