@@ -61,16 +61,19 @@ def runWorker(arguments: Sequence[str], timeout: float,
     return rows
 
 
-def runMatrix(trials: int, timeout: float) -> list[dict[str, Any]]:
+def runMatrix(trials: int, timeout: float,
+              proxyIn: Sequence[str] = ()) -> list[dict[str, Any]]:
     """
     Every cell, C{trials} faults each: the one-host topologies from here, and
     three-hosts from a fourth network-namespace host of a LAN made for it.
+    Through C{srp proxy} in the topologies C{proxyIn} only, if given.
     """
+    common = ["--trials", str(trials), *(f"--proxy-in={t}" for t in proxyIn)]
     oneHost = [f"--topology={t}" for t in TOPOLOGIES if t != "three-hosts"]
-    rows = runWorker(["--trials", str(trials), *oneHost], timeout)
+    rows = runWorker([*common, *oneHost], timeout)
     with lan(4) as hosts:
         servers, client = hosts[:3], hosts[3]
-        rows += runWorker(["--trials", str(trials), "--topology=three-hosts",
+        rows += runWorker([*common, "--topology=three-hosts",
                            "--lan", json.dumps([asdict(h) for h in servers])],
                           timeout, prefix=client.command())
     return rows

@@ -234,11 +234,18 @@ class Topology:
         first, *others = list(("AB" if self.activeFirst == "primary" else "BA")
                               + ("C" if self.lan else ""))
         self.node(first)
-        await until(reactor, lambda: "Active for cluster" in self.nodes[first].log(), 10.0,
+        await until(reactor, lambda: "Active for cluster" in self.nodes[first].log(), 30.0,
                     f"node {first} to become active", step=0.05)
         for name in others:
             self.node(name)
         await self.settled(reactor)
+
+    def stop(self) -> None:
+        """End every process of this topology, by its PID."""
+        for process in {*self.servers.values(), *self.nodes.values()}:
+            if running(process):
+                os.kill(process.pid, signal.SIGCONT)
+            process.stop()
 
     async def settled(self, reactor: Any) -> None:
         """Wait until the cluster answers with A first and alive, B next."""
@@ -338,9 +345,10 @@ async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> 
                                   options.lan)
         await topology.start(reactor)
         for trial in range(options.trials):
+            paths = [p for p in options.path
+                     if p != "proxy" or not options.proxy_in or topologyName in options.proxy_in]
             for naming, path, fault in itertools.product(
-                    options.naming, options.path,
-                    [f for f in options.fault if f in topology.faults]):
+                    options.naming, paths, [f for f in options.fault if f in topology.faults]):
                 cell = {"topology": topologyName, "naming": naming, "path": path,
                         "fault": fault, "trial": trial + 1}
                 try:
@@ -351,6 +359,7 @@ async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> 
                 progress(f"fault_matrix: {json.dumps(cell)}")
                 rows.append(cell)
                 await topology.undo(reactor)
+        topology.stop()
     return {"rows": rows}
 
 
@@ -360,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--topology", action="append", choices=TOPOLOGIES)
     parser.add_argument("--naming", action="append", choices=NAMINGS)
     parser.add_argument("--path", action="append", choices=PATHS)
+    parser.add_argument("--proxy-in", action="append", choices=TOPOLOGIES,
+                        help="the topologies whose cells also run through srp proxy "
+                             "(default: every one)")
     parser.add_argument("--fault", action="append", choices=sorted(FAULTS))
     parser.add_argument("--lan", type=json.loads, default=[],
                         help="the hosts of three-hosts: JSON, a list of Host fields")
