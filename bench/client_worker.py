@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,10 +28,10 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from bench.common import ROOT, pinTo
+from bench.common import ROOT, pinTo, runWorkerMain
 from srp.client.endpoint import SRPClientEndpoint
 from srp.client.failover import FailoverClient
 from srp.client.resolver import ClusterResolver, Resolution
@@ -387,18 +385,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     options.pin = options.pin and len(os.sched_getaffinity(0)) >= 2
     pinTo(os.getpid(), CLIENT_CPU if options.pin else None)
 
-    async def run(reactor: Any) -> None:
-        with tempfile.TemporaryDirectory(prefix="srp-bench-client-") as scratch:
-            try:
-                result = await MODES[options.mode](reactor, options, Path(scratch))
-            finally:
-                stopAll()
-        print("RESULT " + json.dumps(result), flush=True)
-
-    try:
-        react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
-    finally:
-        stopAll()
+    runWorkerMain(lambda reactor, scratch: MODES[options.mode](reactor, options, scratch),
+                  "srp-bench-client-", stopAll)
 
 
 if __name__ == "__main__":

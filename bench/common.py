@@ -5,15 +5,20 @@ their PID, and summary statistics.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
 
 from srp.testing.processes import stopProcess
 
@@ -117,3 +122,25 @@ def waitUntil(predicate: Callable[[], bool], timeout: float, what: str | Callabl
             raise RuntimeError(f"timed out after {timeout:g} s waiting for "
                                f"{what if isinstance(what, str) else what()}")
         time.sleep(step)
+
+
+def runWorkerMain(work: Callable[[Any, Path], Awaitable[dict[str, Any]]], prefix: str,
+                  cleanUp: Callable[[], None]) -> None:
+    """
+    The body of a benchmark worker process: run C{work(reactor, scratch)} on
+    a reactor (C{scratch} a temporary directory named C{prefix}...), print
+    its result as one line C{RESULT <json>} on stdout, and C{cleanUp()}
+    (end every process it started) whatever happens.
+    """
+    async def run(reactor: Any) -> None:
+        with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+            try:
+                result = await work(reactor, Path(scratch))
+            finally:
+                cleanUp()
+        print("RESULT " + json.dumps(result), flush=True)
+
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    finally:
+        cleanUp()

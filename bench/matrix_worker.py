@@ -27,17 +27,16 @@ import json
 import os
 import signal
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.task import deferLater, react
 
+from bench.client_worker import progress, sleep, until
+from bench.common import runWorkerMain
 from srp.client.endpoint import sharedResolver
 from srp.client.failover import DEFAULT_ANSWER_TIMEOUT, FailoverClient
 from srp.client.resolver import ClusterResolver
@@ -83,24 +82,6 @@ RATE, RETRY = 100.0, 0.2
 MOVE_TIMEOUT = 6.0
 #: Every process started, ended by PID at exit.
 STARTED: list[NodeProcess] = []
-
-
-def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-async def sleep(reactor: Any, seconds: float) -> None:
-    await deferLater(reactor, seconds, lambda: None)
-
-
-async def until(reactor: Any, predicate: Callable[[], bool], timeout: float, what: str,
-                step: float = 0.02) -> None:
-    """Poll C{predicate} on the reactor; raise after C{timeout} seconds."""
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() >= deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        await sleep(reactor, step)
 
 
 def running(process: NodeProcess) -> bool:
@@ -386,18 +367,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     options.path = options.path or list(PATHS)
     options.fault = options.fault or list(FAULTS)
 
-    async def run(reactor: Any) -> None:
-        with tempfile.TemporaryDirectory(prefix="srp-matrix-") as scratch:
-            try:
-                result = await matrix(reactor, options, Path(scratch))
-            finally:
-                stopAll()
-        print("RESULT " + json.dumps(result), flush=True)
-
-    try:
-        react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
-    finally:
-        stopAll()
+    runWorkerMain(lambda reactor, scratch: matrix(reactor, options, scratch), "srp-matrix-",
+                  stopAll)
 
 
 if __name__ == "__main__":
