@@ -31,6 +31,8 @@ KILL_MEDIAN, KILL_MAX = 0.050, 0.150
 #: Targets: SIGSTOP of the primary's server (a silent peer), with the default
 #: answer timeout and with the documented shorter one.
 STOP_MEDIAN, SHORT_STOP_MEDIAN = 1.1, 0.300
+#: Target: a partition of the primary's host.
+PARTITION_MEDIAN = 1.5
 #: Seconds each trial of each cell may take, at most, before the run is ended.
 CELL_TIMEOUT = 30.0
 
@@ -101,7 +103,8 @@ def fault_matrix(settings: Settings) -> dict[str, Any]:
         target = {"kill -9 server": (KILL_MEDIAN, KILL_MAX),
                   "server stops": (KILL_MEDIAN, KILL_MAX),
                   "SIGSTOP server": (STOP_MEDIAN, None),
-                  "SIGSTOP server, answerTimeout=0.25": (SHORT_STOP_MEDIAN, None)}.get(
+                  "SIGSTOP server, answerTimeout=0.25": (SHORT_STOP_MEDIAN, None),
+                  "partition of the primary's host": (PARTITION_MEDIAN, None)}.get(
                       fault, (None, None))
         met = (not failed and not lost and not stale
                and (target[0] is None or gaps["median"] < target[0])
@@ -120,6 +123,7 @@ def fault_matrix(settings: Settings) -> dict[str, Any]:
     print(f"\nTargets: kill -9 or a stop of the primary's server, median < "
           f"{KILL_MEDIAN * 1000:.0f} ms and max < {KILL_MAX * 1000:.0f} ms; SIGSTOP of it, "
           f"median < {STOP_MEDIAN * 1000:.0f} ms (< {SHORT_STOP_MEDIAN * 1000:.0f} ms with "
-          f"answerTimeout=0.25); every cell 0 lost and 0 stale. "
+          f"answerTimeout=0.25); a partition of its host, median < "
+          f"{PARTITION_MEDIAN * 1000:.0f} ms; every cell 0 lost and 0 stale. "
           f"Cells missed: {', '.join(misses) or 'none'}")
     return {"cells": results, "missed": misses, "rows": rows}

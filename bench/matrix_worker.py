@@ -286,9 +286,11 @@ async def runCell(reactor: Any, topology: Topology, named: bool, path: str,
         start(proxy)
         endpoint = TCP4ClientEndpoint(reactor, proxy.address, proxy.port)
     else:
-        # Each cell is a new application: nothing cached from the last one.
+        # Each cell is a new application: nothing cached from the last one
+        # (an endpoint string with a key file shares the resolver of that key).
+        key = b"" if topology.keyFile is None else loadKey(str(topology.keyFile))
         for name in (None, CLUSTER):
-            sharedResolver(reactor, clusterName=name).purge(topology.address, "ECHO")
+            sharedResolver(reactor, clusterName=name, key=key).purge(topology.address, "ECHO")
         endpoint = clientFromString(reactor, topology.endpoint(named))
     requester = LineRequester(reactor, rate=RATE, retry=RETRY)
     client = FailoverClient(reactor, endpoint, requester, deadline=10.0,
