@@ -13,6 +13,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
     IStreamClientEndpoint,
+    ITransport,
 )
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import Attribute, Interface
@@ -124,10 +125,11 @@ class IFailoverEndpoint(Interface):
 
     target = Attribute("What the endpoint connects to, for messages: C{cluster/instance}.")
 
-    def suspectCurrent() -> None:
+    def suspect(transport: ITransport) -> None:
         """
-        The place connected last failed (it went silent, or the connection
-        was lost): try it after the others, and not from the cache, for a while.
+        The place of the connection over C{transport} (one this endpoint
+        made) failed: it went silent, or the connection was lost.  Try it
+        after the others, and not from the cache, for a while.
         """
 
 

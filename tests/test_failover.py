@@ -17,6 +17,7 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
+    ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -107,9 +108,7 @@ class SuspectingEndpoint(FakeEndpoint):
         super().__init__()
         self.suspected: list[IAddress] = []
 
-    def suspectCurrent(self) -> None:
-        transport = self.attempts[-1].transport
-        assert transport is not None
+    def suspect(self, transport: ITransport) -> None:
         self.suspected.append(transport.getPeer())
 
 
@@ -475,9 +474,9 @@ class SRPEndpointFailoverTests(SynchronousTestCase):
     def test_suspect_ordering(self) -> None:
         """A suspected place is tried last, and not from the cache, for SUSPECT_FOR seconds."""
         endpoint = self.endpoint()
-        self.connect(endpoint)
+        connected = self.connect(endpoint)
         self.answer()
-        endpoint.suspectCurrent()
+        endpoint.suspect(self.successResultOf(connected).transport)  # type: ignore[attr-defined]
         self.connect(endpoint)
         self.answer(connected=False)  # the standby, first now, refuses
         self.answer()  # the suspect, last, answers
@@ -492,9 +491,9 @@ class SRPEndpointFailoverTests(SynchronousTestCase):
 
     def test_suspicion_expires(self) -> None:
         endpoint = self.endpoint()
-        self.connect(endpoint)
+        connected = self.connect(endpoint)
         self.answer()
-        endpoint.suspectCurrent()
+        endpoint.suspect(self.successResultOf(connected).transport)  # type: ignore[attr-defined]
         self.reactor.advance(SUSPECT_FOR - 0.001)
         self.connect(endpoint)
         self.assertEqual(self.tried()[1:], ["10.0.0.2"])
@@ -502,6 +501,25 @@ class SRPEndpointFailoverTests(SynchronousTestCase):
         self.reactor.advance(SUSPECT_FOR)
         self.connect(endpoint)
         self.assertEqual(self.tried()[2:], ["10.0.0.1"])
+
+    def test_suspect_names_the_connection(self) -> None:
+        """
+        A late report on an old connection suspects that connection's place,
+        not the place connected last.
+        """
+        endpoint = self.endpoint()
+        old = self.connect(endpoint)
+        self.answer()
+        oldTransport = self.successResultOf(old).transport  # type: ignore[attr-defined]
+        endpoint.suspect(oldTransport)
+        self.connect(endpoint)
+        self.answer()
+        self.assertEqual(self.tried(), ["10.0.0.1", "10.0.0.2"])
+        self.reactor.advance(SUSPECT_FOR)
+        endpoint.suspect(oldTransport)
+        self.connect(endpoint)
+        self.answer()
+        self.assertEqual(self.tried()[2:], ["10.0.0.2"])
 
     def test_stale_instance_is_purged(self) -> None:
         """Another instance at the cached place: purge, resolve again, go where it went."""

@@ -110,16 +110,33 @@ class ProxyFactoryTests(SynchronousTestCase):
         first.backend.connectionLost(Failure(ConnectionRefusedError()))
         self.assertTrue(first.transport.disconnecting)  # type: ignore[union-attr]
         first.connectionLost(None)
-        # ...and the next one, held bytes and all, reaches the standby.
+        # ...and the next one, held bytes and all, reaches the standby first:
+        # the place whose server closed is tried last, the cluster asked again.
         second, _ = self.accept()
         second.dataReceived(b"PRELOGIN")
-        self.assertEqual(self.refuse(), PRIMARY.host)  # the cached place, once
-        self.assertEqual(self.resolver.purges, 1)
-        host, backend = self.connect()  # the place that failed is tried last
+        host, backend = self.connect()
         self.assertEqual(host, STANDBY.host)
+        self.assertEqual((self.resolver.purges, self.factory.stats.dropped), (1, 1))
         self.assertEqual(backend.value(), b"PRELOGIN")
         # Without waiting for any timer: nothing was scheduled to get here.
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_a_client_leaving_unanswered_sends_the_next_one_to_the_standby(self) -> None:
+        """
+        A stopped server: the driver's request goes unanswered and it leaves
+        (its timeout); the next connection goes to the standby, not to the
+        silent place, without waiting for any verification to time out.
+        """
+        first, _ = self.accept()
+        self.assertEqual(self.connect()[0], PRIMARY.host)
+        first.dataReceived(b"SELECT 1")
+        first.connectionLost(None)
+        second, _ = self.accept()
+        second.dataReceived(b"PRELOGIN")
+        host, backend = self.connect()
+        self.assertEqual(host, STANDBY.host)
+        self.assertEqual(backend.value(), b"PRELOGIN")
+        self.assertEqual(self.factory.stats.abandoned, 1)
 
     def test_an_unreachable_instance_closes_the_client_with_one_log_line(self) -> None:
         client, clientTransport = self.accept()

@@ -1,6 +1,7 @@
 """
 L{srp.transports.splice}: client-first bytes are held until the backend is
-up, then both directions flow; failures close the other side with a log line.
+up, then both directions flow; failures close the other side with a log line;
+a client that leaves unanswered has its backend's place suspected.
 """
 
 from __future__ import annotations
@@ -8,14 +9,26 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    ITransport,
+)
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from srp.transports.splice import MAX_HELD, SplicedClient, SpliceFactory, relayFactory
+from srp.interfaces import IFailoverEndpoint
+from srp.transports.splice import (
+    MAX_HELD,
+    MAX_ORPHANS,
+    SplicedClient,
+    SpliceFactory,
+    relayFactory,
+)
 
 CLIENT = IPv4Address("TCP", "127.0.0.1", 50000)
 
@@ -50,6 +63,20 @@ class ControlledEndpoint:
         """Fail the oldest connection as a refused TCP connect does."""
         _, d = self.pending.pop(0)
         d.errback(Failure(ConnectionRefusedError("refused")))
+
+
+@implementer(IFailoverEndpoint)
+class SuspectingEndpoint(ControlledEndpoint):
+    """A L{ControlledEndpoint} that records the transports it is told failed."""
+
+    target = "db1/SALES"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suspected: list[ITransport] = []
+
+    def suspect(self, transport: ITransport) -> None:
+        self.suspected.append(transport)
 
 
 class SpliceTests(SynchronousTestCase):
@@ -104,13 +131,96 @@ class SpliceTests(SynchronousTestCase):
         self.assertEqual(self.factory.stats.overflowed, 1)
         self.assertEqual(len([e for e in events if e["log_level"] == LogLevel.warn]), 1)
 
-    def test_client_gone_before_the_backend_cancels_the_connect(self) -> None:
+    def test_client_gone_before_the_backend_leaves_the_attempt_to_end(self) -> None:
+        """
+        The attempt runs on, so that a place too slow for the client is still
+        found failed; when it connects after all, that connection is closed.
+        """
         self.client.dataReceived(b"PRELOGIN")
         with capturedLogs() as events:
             self.client.connectionLost(Failure(ConnectionRefusedError()))
-        self.assertEqual(self.endpoint.cancelled, 1)
-        self.assertEqual(self.factory.stats.failed, 0)
+            self.assertEqual((self.endpoint.cancelled, self.factory.stats.orphans), (0, 1))
+            backend = self.endpoint.succeed()
+        self.assertTrue(backend.disconnecting)
+        self.assertEqual(backend.value(), b"")
+        self.assertEqual((self.factory.stats.orphans, self.factory.stats.spliced), (0, 0))
         self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+
+    def test_an_orphan_attempt_that_fails_is_not_counted_as_a_failure(self) -> None:
+        self.client.connectionLost(Failure(ConnectionRefusedError()))
+        with capturedLogs() as events:
+            self.endpoint.fail()
+        self.assertEqual((self.factory.stats.orphans, self.factory.stats.failed), (0, 0))
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+
+    def test_orphans_beyond_the_bound_are_cancelled(self) -> None:
+        self.factory.stats.orphans = MAX_ORPHANS
+        self.client.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual((self.endpoint.cancelled, self.factory.stats.orphans),
+                         (1, MAX_ORPHANS))
+
+    def test_a_client_leaving_unanswered_suspects_its_place(self) -> None:
+        """Bytes up and nothing back, then the client leaves: the driver timed out."""
+        endpoint = SuspectingEndpoint()
+        factory = relayFactory(endpoint, "proxy")
+        client = factory.buildProtocol(CLIENT)
+        assert client is not None
+        client.makeConnection(StringTransport(peerAddress=CLIENT))
+        backend = endpoint.succeed()
+        client.dataReceived(b"SELECT 1")
+        client.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual(endpoint.suspected, [backend])
+        self.assertEqual(factory.stats.abandoned, 1)
+        self.assertTrue(backend.disconnecting)
+
+    def test_a_client_leaving_answered_suspects_nothing(self) -> None:
+        endpoint = SuspectingEndpoint()
+        factory = relayFactory(endpoint, "proxy")
+        client = factory.buildProtocol(CLIENT)
+        assert client is not None
+        client.makeConnection(StringTransport(peerAddress=CLIENT))
+        endpoint.succeed()
+        client.dataReceived(b"SELECT 1")
+        assert client.backend is not None
+        client.backend.dataReceived(b"1")
+        client.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual((endpoint.suspected, factory.stats.abandoned), ([], 0))
+
+    def test_a_server_closing_its_connection_suspects_its_place(self) -> None:
+        endpoint = SuspectingEndpoint()
+        factory = relayFactory(endpoint, "proxy")
+        client = factory.buildProtocol(CLIENT)
+        assert client is not None
+        clientTransport = StringTransport(peerAddress=CLIENT)
+        client.makeConnection(clientTransport)
+        backend = endpoint.succeed()
+        assert client.backend is not None
+        client.backend.connectionLost(None)
+        self.assertEqual((endpoint.suspected, factory.stats.dropped), ([backend], 1))
+        self.assertTrue(clientTransport.disconnecting)
+        # The client's side closing then closes nothing more and suspects nothing more.
+        client.connectionLost(None)
+        self.assertEqual(endpoint.suspected, [backend])
+
+    def test_closing_the_backend_for_a_client_that_left_suspects_nothing(self) -> None:
+        endpoint = SuspectingEndpoint()
+        factory = relayFactory(endpoint, "proxy")
+        client = factory.buildProtocol(CLIENT)
+        assert client is not None
+        client.makeConnection(StringTransport(peerAddress=CLIENT))
+        endpoint.succeed()
+        backendSide = client.backend
+        assert backendSide is not None
+        client.connectionLost(None)
+        backendSide.connectionLost(None)
+        self.assertEqual((endpoint.suspected, factory.stats.dropped), ([], 0))
+
+    def test_a_plain_endpoint_is_not_told_but_the_client_is_counted(self) -> None:
+        backend = self.endpoint.succeed()
+        self.client.dataReceived(b"SELECT 1")
+        self.client.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual(self.factory.stats.abandoned, 1)
+        self.assertTrue(backend.disconnecting)
 
     def test_client_gone_closes_the_backend(self) -> None:
         backend = self.endpoint.succeed()

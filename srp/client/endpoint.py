@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectingCancelledError
@@ -25,6 +26,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamClientEndpoint,
     IStreamClientEndpointStringParserWithReactor,
+    ITransport,
 )
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -92,6 +94,8 @@ class SRPClientEndpoint:
         self.suspects: dict[tuple[str, int | None], float] = {}
         #: Where the last connection went: (transport, candidate).
         self.connectedTo: tuple[str, Candidate] | None = None
+        #: Where each connection still open went, by its transport.
+        self._placeOf: WeakKeyDictionary[ITransport, Candidate] = WeakKeyDictionary()
 
     @property
     def target(self) -> str:
@@ -172,13 +176,14 @@ class SRPClientEndpoint:
                                   f"{e}") from None
         return resolution
 
-    def suspectCurrent(self) -> None:
+    def suspect(self, transport: ITransport) -> None:
         """
-        The place connected last failed (it went silent, or the connection
-        was lost): try it after the others, for a while.
+        The place of the connection over C{transport} failed (it went silent,
+        or the connection was lost): try it after the others, for a while.
         """
-        if self.connectedTo is not None:
-            self._suspect(self.connectedTo[1])
+        candidate = self._placeOf.get(transport)
+        if candidate is not None:
+            self._suspect(candidate)
 
     def _suspect(self, candidate: Candidate) -> None:
         self.suspects[placeOf(candidate)] = self.reactor.seconds() + SUSPECT_FOR
@@ -213,6 +218,7 @@ class SRPClientEndpoint:
                 transportOf = getattr(protocol, "transport", None)
                 if transportOf is not None:
                     detectDeadPeers(transportOf)
+                    self._placeOf[transportOf] = candidate
                 self.connectedTo = (transport, candidate)
                 self.suspects.pop(placeOf(candidate), None)
                 return protocol

@@ -260,8 +260,9 @@ class FailoverClient:
             self._end(reason)
             return
         self._downSince = self.reactor.seconds()
-        if self.failoverEndpoint is not None and not self._suspected:
-            self.failoverEndpoint.suspectCurrent()
+        if self.failoverEndpoint is not None and not self._suspected \
+                and link.transport is not None:
+            self.failoverEndpoint.suspect(link.transport)
         self.log.info("Connection to {peer} lost ({reason}); failing over",
                       peer=self.peer, reason=reason.getErrorMessage())
         self._startDeadline()
@@ -278,7 +279,7 @@ class FailoverClient:
             self.log.warn("{peer} sent nothing for {timeout} s after a write: presumed dead",
                           peer=self.peer, timeout=self.answerTimeout)
             if self.failoverEndpoint is not None:
-                self.failoverEndpoint.suspectCurrent()
+                self.failoverEndpoint.suspect(link.transport)
                 self._suspected = True
             link.transport.abortConnection()  # type: ignore[attr-defined]
 

@@ -8,8 +8,10 @@ resolver's cache, over the best transport the instance offers, verified.
 What the client sends before that connection is up (a driver's PRELOGIN)
 is held and delivered.  When the server of an open connection dies, the
 client's connection is closed, which is how drivers and pools expect a
-fail-over to look; the next connection finds the place that replaced it,
-as the endpoint purges and re-resolves on a failed connect.
+fail-over to look; the next connection finds the place that replaced it:
+the place whose server closed, or whose client left unanswered (a driver's
+timeout on a silent server), is tried last for a while
+(L{srp.transports.splice}).
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ class ProxyService(StreamServerEndpointService):
             return
         self._logged = counters
         self.log.info("{name}: {accepted} accepted, {spliced} spliced, {failed} failed, "
-                      "{refused} refused, {open} open, {bytesUp} bytes up, {bytesDown} down",
+                      "{refused} refused, {dropped} dropped, {abandoned} abandoned, {open} open, "
+                      "{bytesUp} bytes up, {bytesDown} down",
                       name=self.factory.name, **counters)
 
     def stopService(self) -> Any:

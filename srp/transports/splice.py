@@ -7,6 +7,16 @@ client sends before the backend connection is up (every TDS client speaks
 first: PRELOGIN) are held, up to L{MAX_HELD} bytes, and delivered in order
 once it is; a backend that cannot be reached closes the client's connection
 with a log line.
+
+A server that closes its connection is going or gone; a client that
+leaves while the backend owes it an answer (its last bytes went up and
+nothing came back) is taken at its word: its server went silent, which is
+how a driver's timeout looks from here.  In both cases, when the backend
+endpoint provides L{IFailoverEndpoint}, that connection's place is
+suspected, so the next connection goes elsewhere at once.  A client that leaves
+while its backend connection is still being made does not cancel it (up to
+L{MAX_ORPHANS} at once): the attempt ends by itself, so a place that
+verifies too slowly for the client is marked as failed all the same.
 """
 
 from __future__ import annotations
@@ -20,8 +30,12 @@ from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from srp.interfaces import IFailoverEndpoint
+
 #: Bytes a client may send before the backend connection is up.
 MAX_HELD = 256 * 1024
+#: Backend attempts left to finish after their client left; more are cancelled.
+MAX_ORPHANS = 64
 
 
 @define
@@ -38,6 +52,12 @@ class SpliceStats:
     overflowed: int = 0
     #: Client connections closed at once because C{maxConnections} were open.
     refused: int = 0
+    #: Client connections closed because their server closed the backend connection.
+    dropped: int = 0
+    #: Client connections that left while the backend owed them an answer.
+    abandoned: int = 0
+    #: Backend attempts whose client left, still running.
+    orphans: int = 0
     #: Client connections open now.
     open: int = 0
     #: Bytes carried from clients to backends, and back.
@@ -53,6 +73,7 @@ class _BackendSide(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.client.factory.stats.bytesDown += len(data)
+        self.client.owed = False
         self.client.transport.write(data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -72,18 +93,23 @@ class SplicedClient(Protocol):
         self._held: list[bytes] = []
         self._heldSize = 0
         self._connecting: Deferred[IProtocol] | None = None
+        self._endpoint: IStreamClientEndpoint | None = None
         self._closed = False
+        self._orphan = False
+        #: Whether the client's last bytes went to the backend and no answer came yet.
+        self.owed = False
 
     def connectionMade(self) -> None:
         self.factory.stats.accepted += 1
         peer = self.transport.getPeer()  # type: ignore[union-attr]
-        endpoint = self.factory.backendFor(peer)
+        self._endpoint = self.factory.backendFor(peer)
         backendFactory = Factory.forProtocol(lambda: _BackendSide(self))
         backendFactory.noisy = False  # a line per connection would drown the log
-        self._connecting = endpoint.connect(backendFactory)
+        self._connecting = self._endpoint.connect(backendFactory)
         self._connecting.addCallbacks(self._backendUp, self._backendFailed)
 
     def dataReceived(self, data: bytes) -> None:
+        self.owed = True
         if self.backend is not None:
             self.factory.stats.bytesUp += len(data)
             self.backend.transport.write(data)  # type: ignore[union-attr]
@@ -103,6 +129,7 @@ class SplicedClient(Protocol):
         self._connecting = None
         assert isinstance(backend, _BackendSide)
         if self._closed:
+            self._ended()
             backend.transport.loseConnection()  # type: ignore[union-attr]
             return
         self.backend = backend
@@ -118,6 +145,7 @@ class SplicedClient(Protocol):
     def _backendFailed(self, reason: Failure) -> None:
         self._connecting = None
         if self._closed:
+            self._ended()
             return
         self.factory.stats.failed += 1
         self.log.warn("{name}: cannot reach the backend for {client}: {error}; closed the "
@@ -127,19 +155,53 @@ class SplicedClient(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def backendLost(self) -> None:
-        """The backend closed: close the client's side once its writes are out."""
-        self.backend = None
+        """
+        The backend closed.  If its server closed it, the server is going or
+        gone: suspect its place, and close the client's side once its writes
+        are out.
+        """
+        backend, self.backend = self.backend, None
         if not self._closed:
+            self.factory.stats.dropped += 1
+            if backend is not None:
+                self._suspectPlaceOf(backend)
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closed = True
         self._held = []
-        self.factory.stats.open -= 1
+        stats = self.factory.stats
+        stats.open -= 1
         if self._connecting is not None:
-            self._connecting.cancel()
+            if stats.orphans < MAX_ORPHANS:
+                self._orphan = True
+                stats.orphans += 1
+            else:
+                self._connecting.cancel()
         elif self.backend is not None:
+            if self.owed:
+                self._abandoned(self.backend)
             self.backend.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _ended(self) -> None:
+        """The backend attempt of a client that left ended."""
+        if self._orphan:
+            self._orphan = False
+            self.factory.stats.orphans -= 1
+
+    def _suspectPlaceOf(self, backend: _BackendSide) -> None:
+        """Tell the endpoint, if it can use it, that C{backend}'s place failed."""
+        failover = IFailoverEndpoint(self._endpoint, None)
+        if failover is not None and backend.transport is not None:
+            failover.suspect(backend.transport)
+
+    def _abandoned(self, backend: _BackendSide) -> None:
+        """The client left unanswered: its backend's place is suspected."""
+        self.factory.stats.abandoned += 1
+        self._suspectPlaceOf(backend)
+        self.log.info("{name}: {client} left while the server owed it an answer; its place "
+                      "is tried after the others for a while", name=self.factory.name,
+                      client=str(self.transport.getPeer()))  # type: ignore[union-attr]
 
 
 class SpliceFactory(ServerFactory[SplicedClient]):
