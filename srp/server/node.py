@@ -10,7 +10,7 @@ from typing import Any
 
 from attrs import evolve
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProtocolFactory
@@ -202,11 +202,15 @@ class NodeService(Service):
             ports.append(port)
         return evolve(registration, info=info)
 
-    def _closeListeners(self, key: str | None = None) -> None:
-        """Close the listeners of the instance C{key}, or of every instance."""
-        for instance in [key] if key is not None else list(self._listeners):
-            for port in self._listeners.pop(instance, []):
-                port.stopListening()
+    def _closeListeners(self, key: str | None = None) -> Deferred[None]:
+        """
+        Close the listeners of the instance C{key}, or of every instance;
+        fires once their sockets are closed.
+        """
+        closing = [maybeDeferred(port.stopListening)
+                   for instance in ([key] if key is not None else list(self._listeners))
+                   for port in self._listeners.pop(instance, [])]
+        return gatherResults(closing).addCallback(lambda _: None)
 
     @property
     def membership(self) -> Membership:
@@ -320,13 +324,17 @@ class NodeService(Service):
         super().stopService()
         stopped = self.backend.stop()
 
-        def closeListeners(result: object) -> object:
-            self._closeListeners()
-            return result
+        def closeListeners(result: object) -> Deferred[object]:
+            # Wait for the sockets to close: a reactor that is shutting down
+            # runs no more timers after this, and a listener whose close was
+            # scheduled but not done would accept connections nobody serves
+            # until the process exits.
+            return self._closeListeners().addBoth(lambda _: result)
 
         stopped.addBoth(closeListeners)
         if self._metricsPort is not None:
-            self._metricsPort.stopListening()
+            metricsClosed = maybeDeferred(self._metricsPort.stopListening)
+            stopped.addBoth(lambda result: metricsClosed.addBoth(lambda _: result))
             self._metricsPort = None
         self._unwatchHealth()
         if self._previousHangup is not None:
