@@ -33,9 +33,16 @@ from zope.interface import implementer
 
 from srp.client.race import CandidateRace, Place, placeOf
 from srp.client.resolver import Candidate, ClusterResolver, Resolution, ResolveError
+from srp.client.subscription import NodeSubscription, SubscribeTo
 from srp.client.verifiers import NoVerifier, WrongInstance, verifierNamed
 from srp.clusterkey import BadKey, loadKey
-from srp.interfaces import IFailoverEndpoint, IInstanceResolver, IInstanceVerifier
+from srp.interfaces import (
+    IFailoverEndpoint,
+    IInstanceResolver,
+    IInstanceVerifier,
+    IMoveListener,
+    IMovingEndpoint,
+)
 from srp.transports import DEFAULT_PREFERENCE, endpointsFor
 from srp.transports.tcp import detectDeadPeers
 from srp.wire import InstanceRequest, WireError
@@ -62,7 +69,7 @@ def sharedResolver(reactor: Any, port: int = BROWSER_PORT, clusterName: str | No
     return _resolvers[index]
 
 
-@implementer(IStreamClientEndpoint, IFailoverEndpoint)
+@implementer(IStreamClientEndpoint, IFailoverEndpoint, IMovingEndpoint)
 class SRPClientEndpoint:
     """
     Connects to the instance C{instance} of cluster C{cluster}, wherever it is.
@@ -71,6 +78,9 @@ class SRPClientEndpoint:
     @param prefer: transports in order of preference (default via, tcp, np).
     @param verifier: how to confirm the instance reached (default: none).
     @param timeout: seconds for each connection attempt.
+    @param subscribe: how to subscribe to the instance's moves at the node
+        it was resolved at, while a move listener (a L{FailoverClient
+        <srp.client.failover.FailoverClient>}) listens; L{None}: not at all.
     """
 
     log = Logger()
@@ -78,7 +88,8 @@ class SRPClientEndpoint:
     def __init__(self, reactor: Any, cluster: str, instance: str,
                  resolver: IInstanceResolver | None = None, addresses: Sequence[str] = (),
                  prefer: Sequence[str] = DEFAULT_PREFERENCE,
-                 verifier: IInstanceVerifier | None = None, timeout: float = 2.0) -> None:
+                 verifier: IInstanceVerifier | None = None, timeout: float = 2.0,
+                 subscribe: SubscribeTo | None = None) -> None:
         InstanceRequest(instance)  # refuse a name that cannot travel, now
         self.reactor = reactor
         self.cluster = cluster
@@ -92,6 +103,15 @@ class SRPClientEndpoint:
         self.suspects: dict[tuple[str, int | None], float] = {}
         #: Where the last connection went: (transport, candidate).
         self.connectedTo: tuple[str, Candidate] | None = None
+        self.subscribeTo = subscribe
+        #: The subscription to the instance's moves, while listeners listen.
+        self.subscription: NodeSubscription | None = None
+        #: The instance's places as the cluster last pushed them: resolves
+        #: are answered from it while the subscription lasts.
+        self.pushed: Resolution | None = None
+        self._listeners: list[IMoveListener] = []
+        #: The address the instance was last resolved at, where to subscribe.
+        self._source: str | None = None
 
     @property
     def target(self) -> str:
@@ -118,7 +138,7 @@ class SRPClientEndpoint:
         protocol = await self._race(factory, resolution, tried, failures)
         if protocol is not None:
             return protocol
-        self.resolver.purge(self.cluster, self.instance)
+        self._purge()
         if not failures:
             raise ResolutionError(string=f"{self.cluster}/{self.instance} offers none of the "
                                   f"transports {', '.join(self.prefer)} that this client can use")
@@ -156,7 +176,7 @@ class SRPClientEndpoint:
                                                                    failures)), tried, idle)
         race.start(c for c in known if not self._isSuspect(c))
         if resolution.cached:
-            self.resolver.purge(self.cluster, self.instance)
+            self._purge()
             # Not cancelled when the race is won: its answer refreshes the cache.
             Deferred.fromCoroutine(self._resolve()).addBoth(fresh)
         elif not race.running:
@@ -164,13 +184,63 @@ class SRPClientEndpoint:
         return await race.done
 
     async def _resolve(self) -> Resolution:
+        if self.pushed is not None:
+            return self.pushed
         try:
             resolution: Resolution = await self.resolver.resolve(self.cluster, self.instance,
                                                                  self.addresses)
         except ResolveError as e:
             raise ResolutionError(string=f"cannot resolve {self.cluster}/{self.instance}: "
                                   f"{e}") from None
+        if resolution.extended:
+            self._source = resolution.source
+            self._subscribe()
         return resolution
+
+    def _purge(self) -> None:
+        """Forget what is known of the instance's places: the next resolve asks the cluster."""
+        self.pushed = None
+        self.resolver.purge(self.cluster, self.instance)
+
+    def addMoveListener(self, listener: IMoveListener) -> None:
+        """Tell C{listener} of every move from now on."""
+        self._listeners.append(listener)
+        self._subscribe()
+
+    def removeMoveListener(self, listener: IMoveListener) -> None:
+        """Stop telling C{listener}; with no listener left, unsubscribe."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+        if not self._listeners and self.subscription is not None:
+            self.subscription.stop()
+            self.subscription = None
+            self.pushed = None
+
+    def _subscribe(self) -> None:
+        """Subscribe (or move the subscription) to where the instance was resolved, if asked to."""
+        if self.subscribeTo is None or not self._listeners or self._source is None:
+            return
+        if self.subscription is None:
+            self.subscription = NodeSubscription(self.reactor, self.subscribeTo, self.instance,
+                                                 self._notified)
+            self.subscription.start(self._source)
+        else:
+            self.subscription.retarget(self._source)
+
+    def _notified(self, candidates: tuple[Candidate, ...], source: str) -> None:
+        """
+        The cluster pushed the instance's places: answer from them, and tell
+        the listeners if the best is not where the last connection went.
+        """
+        self.pushed = Resolution(self.cluster, self.instance, candidates, True, source,
+                                 cached=True)
+        best, connected = candidates[0], self.connectedTo
+        if connected is None or best.down or placeOf(best) == placeOf(connected[1]):
+            return
+        self.log.info("{target} moved to {host} (pushed by {source})", target=self.target,
+                      host=best.host, source=source)
+        for listener in list(self._listeners):
+            listener.instanceMoved()
 
     def suspectCurrent(self) -> None:
         """
@@ -205,7 +275,7 @@ class SRPClientEndpoint:
                 raise CancelledError() from None
             except WrongInstance as e:
                 # Another instance answers there now: the resolution is stale.
-                self.resolver.purge(self.cluster, self.instance)
+                self._purge()
                 failures.append(f"{transport} {candidate.host}: {e}")
             except (ConnectError, OSError) as e:
                 failures.append(f"{transport} {candidate.host}: {e}")
@@ -229,13 +299,17 @@ class SRPClientParser:
     attempt, 2), C{addresses} (comma-separated cluster addresses),
     C{prefer} (comma-separated transports, C{via,tcp,np}), C{verify}
     (C{none}, C{tds} or C{hello}), C{cluster} (the cluster name for the
-    extended resolve; not needed: without it, whichever cluster answers)
-    and C{key_file}.  Escape the colons of an
+    extended resolve; not needed: without it, whichever cluster answers),
+    C{key_file} and C{subscribe} (C{yes}: the node the instance was resolved
+    at pushes its moves to the L{FailoverClient
+    <srp.client.failover.FailoverClient>} connected through the endpoint;
+    C{no} by default).  Escape the colons of an
     IPv6 address: C{srp:\\:\\:1/SALES}.
     """
 
     prefix = "srp"
-    _OPTIONS = {"port", "timeout", "addresses", "prefer", "verify", "cluster", "key_file"}
+    _OPTIONS = {"port", "timeout", "addresses", "prefer", "verify", "cluster", "key_file",
+                "subscribe"}
 
     def parseStreamClient(self, reactor: Any, *args: object,
                           **kwargs: object) -> IStreamClientEndpoint:
@@ -254,6 +328,9 @@ class SRPClientParser:
                 key = loadKey(options["key_file"])
             except BadKey as e:
                 raise ValueError(f"srp endpoint: {e}") from None
+        subscribe = options.get("subscribe", "no")
+        if subscribe not in ("yes", "no"):
+            raise ValueError(f"srp endpoint: subscribe is yes or no, not {subscribe!r}")
         try:
             port = int(options.get("port", BROWSER_PORT))
             timeout = float(options.get("timeout", 2.0))
@@ -263,6 +340,8 @@ class SRPClientParser:
                 addresses=[a for a in options.get("addresses", "").split(",") if a],
                 prefer=options.get("prefer", ",".join(DEFAULT_PREFERENCE)).split(","),
                 verifier=verifierNamed(options.get("verify", "none"), reactor),
-                timeout=timeout)
+                timeout=timeout,
+                subscribe=SubscribeTo(port, options.get("cluster"), key)
+                if subscribe == "yes" else None)
         except WireError as e:
             raise ValueError(f"srp endpoint: {e}") from None
