@@ -229,6 +229,8 @@ class FailoverClient:
         #: The connection attempt to the new place, while it runs.
         self._moving: Deferred[IProtocol] | None = None
         self._retryPolicy = retryPolicy
+        #: Whether the endpoint tells this client of moves.
+        self._listening = False
         self._downSince: float | None = None
         self._deadlineTimer: IDelayedCall | None = None
         self._answerTimer: IDelayedCall | None = None
@@ -249,7 +251,8 @@ class FailoverClient:
     def connect(self) -> Deferred[IProtocol]:
         """Start; the L{Deferred} fires with the application's protocol once it is connected."""
         self.service.startService()
-        if self.movingEndpoint is not None:
+        if self.movingEndpoint is not None and not self._listening:
+            self._listening = True
             self.movingEndpoint.addMoveListener(self)
         self._startDeadline()
         # Fire once ClientService saw the endpoint's connect complete, so that
@@ -431,7 +434,8 @@ class FailoverClient:
 
     def _stopMoving(self) -> None:
         """No more moves: stop listening for them, and drop a move under way."""
-        if self.movingEndpoint is not None:
+        if self.movingEndpoint is not None and self._listening:
+            self._listening = False
             self.movingEndpoint.removeMoveListener(self)
         if self._moving is not None:
             self._moving.cancel()
