@@ -237,7 +237,7 @@ class NodeSubscriptionTests(SynchronousTestCase):
         self.subscription = NodeSubscription(self.clock, SubscribeTo(key=KEY, ttl=3.0), "SALES",
                                              lambda c, s: self.heard.append((c, s)))
         self.transport = connectDatagram(self.subscription)
-        self.subscription.retarget("10.0.0.9")
+        self.subscription.retarget(["10.0.0.9"])
         self.node = NodeAnswers(self.clock)
 
     def test_subscribe_is_repeated_until_answered_then_renewed(self) -> None:
@@ -301,7 +301,7 @@ class EndpointMoveTests(SynchronousTestCase):
         self.endpoint.addMoveListener(self.listener)
         subscription = self.endpoint.subscription
         assert subscription is not None
-        self.assertEqual((subscription.instance, subscription.host), ("SALES", "10.0.0.9"))
+        self.assertEqual((subscription.instance, subscription.hosts), ("SALES", ("10.0.0.9",)))
         self.endpoint.removeMoveListener(self.listener)
         self.assertIsNone(self.endpoint.subscription)
         self.clock.advance(1)  # the datagrams in flight arrive; no renewal is due

@@ -217,15 +217,18 @@ class SRPClientEndpoint:
             self.pushed = None
 
     def _subscribe(self) -> None:
-        """Subscribe (or move the subscription) to where the instance was resolved, if asked to."""
+        """Subscribe (or move the subscription) to the cluster's nodes, if asked to."""
         if self.subscribeTo is None or not self._listeners or self._source is None:
             return
+        # The cluster's addresses, as a resolve asks them all (the active
+        # answers), else the one the instance was resolved at.
+        hosts = self.addresses or (self._source,)
         if self.subscription is None:
             self.subscription = NodeSubscription(self.reactor, self.subscribeTo, self.instance,
                                                  self._notified)
-            self.subscription.start(self._source)
+            self.subscription.start(hosts)
         else:
-            self.subscription.retarget(self._source)
+            self.subscription.retarget(hosts)
 
     def _notified(self, candidates: tuple[Candidate, ...], source: str) -> None:
         """

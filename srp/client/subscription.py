@@ -1,18 +1,20 @@
 """
-A client's subscription to an instance's answer at an srp node: the node
-pushes each change of it (a registration moved, went down or up, the
-active changed) as it happens.
+A client's subscription to an instance's answer at an srp cluster: the
+node that answers pushes each change of it (a registration moved, went
+down or up, the active changed) as it happens.
 
-L{NodeSubscription} sends a Subscribe, repeats it until the node answers
+L{NodeSubscription} sends a Subscribe to every address of the cluster (as a
+resolve asks them all: the active answers), repeats it until a node answers
 with a Notify (the answer as it is now), renews it before its lifetime
 ends, acknowledges every Notify, and hands each new answer to its owner
 (the C{srp:} endpoint).  A Notify that says the subscription ended (its
-node stops, or is full) is acted on and the subscription sought again, soon.
+node stops, or is full) is acted on and the subscription sought again,
+soon: after a takeover the renewal reaches the new active.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import field, frozen
@@ -53,8 +55,8 @@ Notified = Callable[[tuple[Candidate, ...], str], None]
 
 class NodeSubscription(DatagramProtocol):
     """
-    A subscription to C{instance} at one node (L{retarget} moves it to
-    another), kept up until L{stop}.
+    A subscription to C{instance} at the nodes of a cluster (L{retarget}
+    changes their addresses), kept up until L{stop}.
 
     @param notified: called with each new answer's candidates (best first)
         and the address of the node that sent it.
@@ -71,7 +73,7 @@ class NodeSubscription(DatagramProtocol):
         self.notified = notified
         self.auth = ClusterAuthenticator(reactor, clusterId(settings.clusterName),
                                          randomNodeId(), settings.key)
-        self.host: str | None = None
+        self.hosts: tuple[str, ...] = ()
         #: Whether the node confirmed the subscription since the last Subscribe.
         self.confirmed = False
         #: The last answer taken: (sending node, change number).
@@ -79,17 +81,17 @@ class NodeSubscription(DatagramProtocol):
         self._retry = FIRST_RETRY
         self._timer: IDelayedCall | None = None
 
-    def start(self, host: str) -> None:
-        """Subscribe at the node at C{host}."""
-        self.reactor.listenUDP(0, self, interface="::" if ":" in host else "",
+    def start(self, hosts: Sequence[str]) -> None:
+        """Subscribe at the cluster addresses C{hosts}."""
+        self.reactor.listenUDP(0, self, interface="::" if any(":" in h for h in hosts) else "",
                                maxPacketSize=MAX_DATAGRAM)
-        self.retarget(host)
+        self.retarget(hosts)
 
-    def retarget(self, host: str) -> None:
-        """Subscribe at C{host} from now on (the address the instance was last resolved at)."""
-        if host == self.host:
+    def retarget(self, hosts: Sequence[str]) -> None:
+        """Subscribe at C{hosts} from now on."""
+        if tuple(hosts) == self.hosts:
             return
-        self.host = host
+        self.hosts = tuple(hosts)
         self._retry = FIRST_RETRY
         self._subscribe()
 
@@ -115,16 +117,17 @@ class NodeSubscription(DatagramProtocol):
         self._retry = min(self._retry * 2, self.settings.ttl / 3)
         self._subscribe()
 
-    def _send(self, message: Subscribe | NotifyAck) -> None:
-        if self.host is None or self.transport is None:
+    def _send(self, message: Subscribe | NotifyAck, to: Sequence[str] | None = None) -> None:
+        if self.transport is None:
             return
-        try:
-            self.transport.write(self.auth.seal(message, 0), (self.host, self.settings.port))
-        except (OSError, WireError) as e:
-            self.log.debug("Cannot send to {host}: {error}", host=self.host, error=e)
+        for host in self.hosts if to is None else to:
+            try:
+                self.transport.write(self.auth.seal(message, 0), (host, self.settings.port))
+            except (OSError, WireError) as e:
+                self.log.debug("Cannot send to {host}: {error}", host=host, error=e)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        if addr[0] != self.host:
+        if addr[0] not in self.hosts:
             return
         try:
             envelope = self.auth.open(datagram, addr[0])
@@ -135,7 +138,7 @@ class NodeSubscription(DatagramProtocol):
         if not isinstance(notify, Notify) or instanceKey(notify.instanceName) != instanceKey(
                 self.instance):
             return
-        self._send(NotifyAck(notify.instanceName, notify.change))
+        self._send(NotifyAck(notify.instanceName, notify.change), [addr[0]])
         if not notify.ttl:
             # Refused, or ended by a node that stops: subscribe again soon
             # (the next active takes it), backing off while refused.
