@@ -22,7 +22,7 @@ from zope.interface import implementer
 from srp.client.endpoint import SRPClientEndpoint
 from srp.client.failover import FailoverClient
 from srp.client.resolver import ClusterResolver
-from srp.client.subscription import SubscribeTo
+from srp.client.subscription import NodeSubscription, SubscribeTo
 from srp.interfaces import IFailoverAware
 from srp.testing.processes import (
     NodeProcess,
@@ -102,7 +102,7 @@ class PushedMoveTests(TestCase):
         await client.connect()
         self.assertEqual(await asker.ask(b"1"), b"primary:1")
         subscription = endpoint.subscription
-        assert subscription is not None
+        assert isinstance(subscription, NodeSubscription)
         await self.until(lambda: subscription.confirmed)
 
         # The primary's node (the active) stops gracefully; its server runs on.

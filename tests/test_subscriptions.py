@@ -6,6 +6,7 @@ reaction, and FailoverClient's idle and busy moves.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -18,15 +19,19 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from srp.authenticator import ClusterAuthenticator
-from srp.client.endpoint import SRPClientEndpoint
+from srp.client.endpoint import SRPClientEndpoint, SRPClientParser
+from srp.client.etcdwatch import EtcdPlaces, WatchEtcd
 from srp.client.failover import FailoverClient
 from srp.client.resolver import Candidate, Resolution
 from srp.client.subscription import FIRST_RETRY, NodeSubscription, SubscribeTo
+from srp.etcd.client import Event, KeyValue
+from srp.etcd.keys import ClusterKeys
 from srp.interfaces import IInstanceResolver, IMoveListener, IMovingEndpoint
 from srp.records import InstanceInfo, Registration
 from srp.server.subscriptions import RESEND_DELAYS, Subscriptions
 from srp.testing import FakeDatagramTransport, FakeHostReactor, FakeNetwork, connectDatagram
 from srp.wire.cluster import Envelope, ResolveReply, clusterId, decodeEnvelope
+from srp.wire.fields import encodeRegistration
 from srp.wire.subscriptions import Notify, NotifyAck, Subscribe
 from tests.test_failover import A, Application, B, SuspectingEndpoint
 
@@ -300,7 +305,7 @@ class EndpointMoveTests(SynchronousTestCase):
         self.endpoint.reactor = FakeHostReactor(network, "10.0.0.5")
         self.endpoint.addMoveListener(self.listener)
         subscription = self.endpoint.subscription
-        assert subscription is not None
+        assert isinstance(subscription, NodeSubscription)
         self.assertEqual((subscription.instance, subscription.hosts), ("SALES", ("10.0.0.9",)))
         self.endpoint.removeMoveListener(self.listener)
         self.assertIsNone(self.endpoint.subscription)
@@ -417,3 +422,68 @@ class FailoverMoveTests(SynchronousTestCase):
         self.write(b"ping")
         self.assertEqual(self.first.value(), b"ping")
         self.assertEqual((self.app.moves, self.client.moves), ([], 0))
+
+
+class EtcdPlacesTests(SynchronousTestCase):
+    """L{EtcdPlaces}: the places of an instance as the cluster's etcd keys say."""
+
+    def setUp(self) -> None:
+        self.keys = ClusterKeys("c")
+        self.heard: list[list[tuple[str, int | None]]] = []
+        self.places = EtcdPlaces(Clock(), WatchEtcd(("http://127.0.0.1:1",), "c"), "sales",
+                                 lambda c, s: self.heard.append(
+                                     [(x.host, x.info.tcp) for x in c]))
+
+    def node(self, node: int, address: str) -> KeyValue:
+        return KeyValue(self.keys.node(node), json.dumps({"addresses": [address]}).encode())
+
+    def registration(self, registration: Registration, revision: int) -> KeyValue:
+        return KeyValue(self.keys.registration(registration.nodeId, registration.key),
+                        encodeRegistration(registration), createRevision=revision)
+
+    def test_snapshot_and_changes(self) -> None:
+        other = Registration(InstanceInfo("h", "OTHER", tcp=9), nodeId=1)
+        self.places._snapshot([self.node(1, "10.0.0.1"), self.node(2, "10.0.0.2"),
+                               self.registration(STANDBY, 5), self.registration(PRIMARY, 6),
+                               self.registration(other, 7)])
+        self.assertEqual(self.heard, [[("10.0.0.1", 1433), ("10.0.0.2", 1434)]])
+        # The primary's node goes: its keys are deleted with its lease.
+        self.places._events([Event(KeyValue(self.keys.registration(1, "SALES")), True),
+                             Event(KeyValue(self.keys.node(1)), True)])
+        self.assertEqual(self.heard[-1], [("10.0.0.2", 1434)])
+        # An unrelated change tells nothing.
+        self.places._events([Event(self.registration(other, 9))])
+        self.assertEqual(len(self.heard), 2)
+
+    def test_a_registration_waits_for_its_node_address(self) -> None:
+        self.places._snapshot([self.registration(PRIMARY, 5)])
+        self.assertEqual(self.heard, [])
+        self.places._events([Event(self.node(1, "10.0.0.1"))])
+        self.assertEqual(self.heard, [[("10.0.0.1", 1433)]])
+
+
+class ParserTests(SynchronousTestCase):
+    """The srp: endpoint's subscribe= and etcd= options."""
+
+    def parse(self, **options: str) -> SRPClientEndpoint:
+        endpoint = SRPClientParser().parseStreamClient(Clock(), "db1/SALES", **options)
+        assert isinstance(endpoint, SRPClientEndpoint)
+        return endpoint
+
+    def test_off_by_default(self) -> None:
+        endpoint = self.parse()
+        self.assertEqual((endpoint.subscribeTo, endpoint.watchEtcd), (None, None))
+
+    def test_subscribe(self) -> None:
+        self.assertEqual(self.parse(subscribe="yes", cluster="c", port="1500").subscribeTo,
+                         SubscribeTo(1500, "c"))
+        with self.assertRaisesRegex(ValueError, "subscribe is yes or no, not 'maybe'"):
+            self.parse(subscribe="maybe")
+
+    def test_etcd(self) -> None:
+        self.assertEqual(self.parse(etcd="http://127.0.0.1:2379,http://h:2379").watchEtcd,
+                         WatchEtcd(("http://127.0.0.1:2379", "http://h:2379"), "db1"))
+        with self.assertRaisesRegex(ValueError, "etcd is a list of http:// or https:// URLs"):
+            self.parse(etcd="127.0.0.1:2379")
+        with self.assertRaisesRegex(ValueError, "subscribe=yes or etcd=, not both"):
+            self.parse(etcd="http://h:2379", subscribe="yes")

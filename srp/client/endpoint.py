@@ -16,6 +16,7 @@ in Twisted work with it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -31,6 +32,7 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from srp.client.etcdwatch import EtcdPlaces, WatchEtcd
 from srp.client.race import CandidateRace, Place, placeOf
 from srp.client.resolver import Candidate, ClusterResolver, Resolution, ResolveError
 from srp.client.subscription import NodeSubscription, SubscribeTo
@@ -78,9 +80,11 @@ class SRPClientEndpoint:
     @param prefer: transports in order of preference (default via, tcp, np).
     @param verifier: how to confirm the instance reached (default: none).
     @param timeout: seconds for each connection attempt.
-    @param subscribe: how to subscribe to the instance's moves at the node
-        it was resolved at, while a move listener (a L{FailoverClient
+    @param subscribe: how to subscribe to the instance's moves at the
+        cluster's nodes, while a move listener (a L{FailoverClient
         <srp.client.failover.FailoverClient>}) listens; L{None}: not at all.
+    @param etcd: how to watch the instance's moves in the cluster's etcd
+        instead, while a move listener listens.
     """
 
     log = Logger()
@@ -89,7 +93,7 @@ class SRPClientEndpoint:
                  resolver: IInstanceResolver | None = None, addresses: Sequence[str] = (),
                  prefer: Sequence[str] = DEFAULT_PREFERENCE,
                  verifier: IInstanceVerifier | None = None, timeout: float = 2.0,
-                 subscribe: SubscribeTo | None = None) -> None:
+                 subscribe: SubscribeTo | None = None, etcd: WatchEtcd | None = None) -> None:
         InstanceRequest(instance)  # refuse a name that cannot travel, now
         self.reactor = reactor
         self.cluster = cluster
@@ -104,8 +108,9 @@ class SRPClientEndpoint:
         #: Where the last connection went: (transport, candidate).
         self.connectedTo: tuple[str, Candidate] | None = None
         self.subscribeTo = subscribe
-        #: The subscription to the instance's moves, while listeners listen.
-        self.subscription: NodeSubscription | None = None
+        self.watchEtcd = etcd
+        #: The subscription to (or watch of) the instance's moves, while listeners listen.
+        self.subscription: NodeSubscription | EtcdPlaces | None = None
         #: The instance's places as the cluster last pushed them: resolves
         #: are answered from it while the subscription lasts.
         self.pushed: Resolution | None = None
@@ -217,8 +222,16 @@ class SRPClientEndpoint:
             self.pushed = None
 
     def _subscribe(self) -> None:
-        """Subscribe (or move the subscription) to the cluster's nodes, if asked to."""
-        if self.subscribeTo is None or not self._listeners or self._source is None:
+        """Subscribe (or move the subscription) to the cluster's nodes, or watch etcd, if asked."""
+        if not self._listeners:
+            return
+        if self.watchEtcd is not None:
+            if self.subscription is None:
+                self.subscription = EtcdPlaces(self.reactor, self.watchEtcd, self.instance,
+                                               self._notified)
+                self.subscription.start()
+            return
+        if self.subscribeTo is None or self._source is None:
             return
         # The cluster's addresses, as a resolve asks them all (the active
         # answers), else the one the instance was resolved at.
@@ -227,7 +240,7 @@ class SRPClientEndpoint:
             self.subscription = NodeSubscription(self.reactor, self.subscribeTo, self.instance,
                                                  self._notified)
             self.subscription.start(hosts)
-        else:
+        elif isinstance(self.subscription, NodeSubscription):
             self.subscription.retarget(hosts)
 
     def _notified(self, candidates: tuple[Candidate, ...], source: str) -> None:
@@ -303,16 +316,19 @@ class SRPClientParser:
     C{prefer} (comma-separated transports, C{via,tcp,np}), C{verify}
     (C{none}, C{tds} or C{hello}), C{cluster} (the cluster name for the
     extended resolve; not needed: without it, whichever cluster answers),
-    C{key_file} and C{subscribe} (C{yes}: the node the instance was resolved
-    at pushes its moves to the L{FailoverClient
+    C{key_file}, C{subscribe} (C{yes}: the cluster's active pushes the
+    instance's moves to the L{FailoverClient
     <srp.client.failover.FailoverClient>} connected through the endpoint;
-    C{no} by default).  Escape the colons of an
+    C{no} by default) and C{etcd} (comma-separated URLs of the etcd of a
+    cluster on etcd, whose prefix is watched for the moves instead; the
+    cluster's name is C{cluster}, else C{CLUSTER}; with C{etcd_user} and
+    C{etcd_password_file} if etcd's authentication is on).  Escape the colons of an
     IPv6 address: C{srp:\\:\\:1/SALES}.
     """
 
     prefix = "srp"
     _OPTIONS = {"port", "timeout", "addresses", "prefer", "verify", "cluster", "key_file",
-                "subscribe"}
+                "subscribe", "etcd", "etcd_user", "etcd_password_file"}
 
     def parseStreamClient(self, reactor: Any, *args: object,
                           **kwargs: object) -> IStreamClientEndpoint:
@@ -334,6 +350,9 @@ class SRPClientParser:
         subscribe = options.get("subscribe", "no")
         if subscribe not in ("yes", "no"):
             raise ValueError(f"srp endpoint: subscribe is yes or no, not {subscribe!r}")
+        etcd = self._watchEtcd(options, cluster.strip("[]"))
+        if etcd is not None and subscribe == "yes":
+            raise ValueError("srp endpoint: subscribe=yes or etcd=, not both")
         try:
             port = int(options.get("port", BROWSER_PORT))
             timeout = float(options.get("timeout", 2.0))
@@ -345,6 +364,24 @@ class SRPClientParser:
                 verifier=verifierNamed(options.get("verify", "none"), reactor),
                 timeout=timeout,
                 subscribe=SubscribeTo(port, options.get("cluster"), key)
-                if subscribe == "yes" else None)
+                if subscribe == "yes" else None, etcd=etcd)
         except WireError as e:
             raise ValueError(f"srp endpoint: {e}") from None
+
+    def _watchEtcd(self, options: dict[str, str], cluster: str) -> WatchEtcd | None:
+        """The C{etcd=} option's watch, if given."""
+        if "etcd" not in options:
+            return None
+        endpoints = tuple(e for e in options["etcd"].split(",") if e)
+        if not endpoints or not all(e.startswith(("http://", "https://")) for e in endpoints):
+            raise ValueError(f"srp endpoint: etcd is a list of http:// or https:// URLs, "
+                             f"not {options['etcd']!r}")
+        password = ""
+        if "etcd_password_file" in options:
+            try:
+                password = Path(options["etcd_password_file"]).read_text().strip()
+            except OSError as e:
+                raise ValueError(f"srp endpoint: cannot read etcd_password_file: "
+                                 f"{e.strerror}") from None
+        return WatchEtcd(endpoints, options.get("cluster") or cluster,
+                         options.get("etcd_user"), password)

@@ -25,11 +25,12 @@ from zope.interface import implementer
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue
+from srp.etcd.keys import ClusterKeys
 from srp.etcd.watch import PrefixMirror
 from srp.interfaces import IClusterBackend
 from srp.records import Registration
 from srp.server.access import AccessPolicy
-from srp.server.etcdlease import ClusterKeys, NodeLease
+from srp.server.etcdlease import NodeLease
 from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings
 from srp.server.registry import Registry
