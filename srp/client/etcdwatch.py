@@ -81,11 +81,7 @@ class EtcdPlaces:
         self._events([Event(kv) for kv in kvs])
 
     def _events(self, events: Sequence[Event]) -> None:
-        for event in events:
-            parsed = self.keys.parse(event.kv.key)
-            if parsed is None:
-                continue
-            kind, node, instance = parsed
+        for kind, node, instance, event in self.keys.parsed(events):
             if kind == "node":
                 self._node(node, event)
             elif kind == "registration" and instance == self.key:

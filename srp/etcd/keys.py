@@ -5,7 +5,11 @@ Where an srp cluster's keys live in etcd: the layout nodes write
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from attrs import frozen
+
+from srp.etcd.client import Event
 
 
 @frozen
@@ -50,3 +54,10 @@ class ClusterKeys:
         except ValueError:
             pass
         return None
+
+    def parsed(self, events: Iterable[Event]) -> Iterator[tuple[str, int, str, Event]]:
+        """Each of C{events} on a key of this cluster, after what L{parse} says of its key."""
+        for event in events:
+            parsed = self.parse(event.kv.key)
+            if parsed is not None:
+                yield (*parsed, event)

@@ -233,11 +233,7 @@ class EtcdMembership:
             self.lease.leaderGone()
 
     def _events(self, events: Sequence[Event]) -> None:
-        for event in events:
-            parsed = self.keys.parse(event.kv.key)
-            if parsed is None:
-                continue
-            kind, node, instance = parsed
+        for kind, node, instance, event in self.keys.parsed(events):
             if kind == "leader":
                 self._leaderEvent(event)
             elif node == self.nodeId:
