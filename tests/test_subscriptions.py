@@ -11,7 +11,6 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -347,8 +346,10 @@ class MovingEndpoint(SuspectingEndpoint):
     def removeMoveListener(self, listener: IMoveListener) -> None:
         self.listeners.remove(listener)
 
-    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        return super().connect(factory)
+    def suspectCurrent(self) -> None:
+        """Record the place of the last connection made (a move's may still be pending)."""
+        transport = [a.transport for a in self.attempts if a.transport is not None][-1]
+        self.suspected.append(transport.getPeer())
 
     def move(self) -> None:
         for listener in list(self.listeners):
@@ -422,6 +423,22 @@ class FailoverMoveTests(SynchronousTestCase):
         self.write(b"ping")
         self.assertEqual(self.first.value(), b"ping")
         self.assertEqual((self.app.moves, self.client.moves), ([], 0))
+
+
+    def test_a_failure_during_the_move_is_a_fail_over(self) -> None:
+        """The old place fails while the new one is being connected: one connection stays."""
+        self.endpoint.move()
+        spare = self.endpoint.pending
+        self.first.loseConnection()
+        self.clock.advance(0)
+        reconnected = self.endpoint.pending.succeed(B)
+        late = spare.succeed(B)
+        self.assertFalse(late.connected, "the move's connection is closed")
+        self.assertTrue(reconnected.connected)
+        self.write(b"ping")
+        self.assertEqual(reconnected.value(), b"ping")
+        self.assertEqual((self.app.moves, self.client.moves), ([(A, B)], 0))
+        self.assertEqual(self.endpoint.suspected, [A])
 
 
 class EtcdPlacesTests(SynchronousTestCase):

@@ -361,7 +361,10 @@ class FailoverClient:
     def _spareReady(self, spare: IProtocol) -> None:
         self._moving = None
         assert isinstance(spare, _Spare) and spare.transport is not None
-        if self._closing or spare.lost:
+        if self._closing or spare.lost or (
+                self.link is not None and self.peer == spare.transport.getPeer()):
+            # Not needed: a reconnection (the old place failed meanwhile)
+            # went to the new place already.
             spare.transport.loseConnection()
             return
         self._spare = spare
