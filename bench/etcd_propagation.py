@@ -28,8 +28,8 @@ from bench.takeover import WallClock, status
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.cli import formatTable
 from srp.etcd.client import encode
+from srp.etcd.keys import ClusterKeys
 from srp.records import InstanceInfo, Registration
-from srp.server.etcdlease import ClusterKeys
 from srp.testing.etcd import EtcdCluster, post
 from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 from srp.wire.cluster import Resolve, ResolveReply, clusterId

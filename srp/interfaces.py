@@ -133,6 +133,31 @@ class IFailoverEndpoint(Interface):
         """
 
 
+class IMoveListener(Interface):
+    """Told by an L{IMovingEndpoint} that the instance it connects to moved."""
+
+    def instanceMoved() -> None:
+        """
+        The cluster pushed a change: the instance's best place is no longer
+        the one the endpoint connected to last.  A connection there should
+        move before it is needed.
+        """
+
+
+class IMovingEndpoint(Interface):
+    """
+    Optional, for a client endpoint that learns of its instance's moves as
+    they happen (C{srp:...:subscribe=yes}): L{srp.client.failover.FailoverClient}
+    listens, and moves its connection before the application writes.
+    """
+
+    def addMoveListener(listener: IMoveListener) -> None:
+        """Tell C{listener} of every move from now on (the endpoint subscribes if it must)."""
+
+    def removeMoveListener(listener: IMoveListener) -> None:
+        """Stop telling C{listener} (with no listener left, the endpoint unsubscribes)."""
+
+
 class IFailoverAware(Interface):
     """Optional: a protocol that wants to know when its connection failed over."""
 

@@ -16,6 +16,8 @@ from srp.wire.cluster import (
     KeepAliveAck,
     Leave,
     Member,
+    Notify,
+    NotifyAck,
     Probe,
     Redirect,
     Register,
@@ -25,6 +27,7 @@ from srp.wire.cluster import (
     ResolveReply,
     StatusQuery,
     StatusReply,
+    Subscribe,
     Unregister,
 )
 from srp.wire.instances import Registration
@@ -106,6 +109,12 @@ clusterMessages = st.one_of(
     st.builds(Unregister, instanceNames, st.integers(0, 0xFFFF)),
     st.builds(RegisterAck, st.integers(0, 0xFF), st.integers(0, 2**32 - 1),
               st.text(max_size=40)),
+    st.builds(Subscribe, instanceNames, st.integers(0, 2**32 - 1)),
+    st.lists(st.tuples(registrations, st.sampled_from(["", "10.0.0.1", "::1"])),
+             max_size=4).flatmap(lambda pairs: st.builds(
+        Notify, instanceNames, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+        st.just(tuple(r for r, _ in pairs)), st.just(tuple(h for _, h in pairs)))),
+    st.builds(NotifyAck, instanceNames, st.integers(0, 2**32 - 1)),
 )
 
 envelopes = st.builds(

@@ -11,7 +11,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from srp.etcd.client import KeyValue, TxnResult, Unreachable, encode
-from srp.server.etcdlease import LEADER_FRACTION, TXN_OPS, ClusterKeys, NodeLease
+from srp.etcd.keys import ClusterKeys
+from srp.server.etcdlease import LEADER_FRACTION, TXN_OPS, NodeLease
 
 KEYS = ClusterKeys("c")
 TTL = 2

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
@@ -22,6 +23,7 @@ from srp.server.membership import ClusterSettings
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
 from srp.wire.fields import encodeRegistration
+from srp.wire.subscriptions import Notify, NotifyAck, Subscribe
 
 ME, NEIGHBOUR, FAR = 0x1, 0x2, 0x3
 
@@ -141,3 +143,39 @@ def test_badConfig(table: dict[str, object], complaint: str) -> None:
     """Each mistake in the etcd settings is one line naming it."""
     with pytest.raises(ConfigError, match=complaint):
         parseConfig({"cluster": table}, "n.toml")
+
+
+def test_watchFedChangesArePushedToSubscribers() -> None:
+    """
+    A subscription to an instance answered from the watch-fed copy: a node's
+    lease expiring (its keys deleted) pushes the new answer; a stop tells the
+    subscribers the answer without this node, and that their subscription ended.
+    """
+    m = member()
+    clock = m.reactor
+    m._snapshot([nodeKV(m, FAR, "10.0.0.9"),
+                 registrationKV(m, FAR, registration("MINE", 2000, priority=1))])
+    socket = DatagramProtocol()
+    sent: list[tuple[Notify, tuple[str, int]]] = []
+
+    def send(message: object, to: tuple[str, int], sender: DatagramProtocol) -> None:
+        assert isinstance(message, Notify) and sender is socket
+        sent.append((message, to))
+
+    m.subscriptions.send = send
+    client = ("10.0.0.50", 40000)
+    m.subscriptions.received(Subscribe("MINE", 10_000), client, socket)
+    [(first, to)] = sent
+    assert to == client and [r.nodeId for r in first.registrations] == [ME, FAR]
+    assert first.hosts == ("10.0.0.1", "10.0.0.9")
+    m.subscriptions.received(NotifyAck("MINE", first.change), client, socket)
+    m._events([Event(KeyValue(m.keys.node(FAR)), deleted=True)])
+    clock.advance(0)
+    assert [r.nodeId for r in sent[-1][0].registrations] == [ME]
+    m.subscriptions.received(NotifyAck("MINE", sent[-1][0].change), client, socket)
+    m._events([Event(registrationKV(m, FAR, registration("MINE", 2000, priority=1))),
+               Event(nodeKV(m, FAR, "10.0.0.9"))])
+    clock.advance(0)
+    m.stop()
+    last, _ = sent[-1]
+    assert (last.ttl, [r.nodeId for r in last.registrations]) == (0, [FAR])

@@ -23,7 +23,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # key comes from, which both nodes and clients need.
     ("records", "authenticator", "clusterkey"),
     ("interfaces", "plugins"),  # plugins: finding the implementations of an interface
-    # etcd: the etcd v3 client (JSON gateway) and its watch, which only the server uses.
+    # etcd: the etcd v3 client (JSON gateway), its watch and the key layout: nodes use
+    # them, and the client's etcd= watch.
     ("transports", "etcd"),
     # logs, notify: where a node's log goes; telling systemd it is ready.
     ("server", "client", "options", "logs", "notify"),

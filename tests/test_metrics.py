@@ -17,6 +17,7 @@ from prometheus_client.registry import CollectorRegistry
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.test.requesthelper import DummyRequest
 
+from srp.authenticator import ClusterAuthenticator
 from srp.server.config import ClusterConfig, ConfigError, parseConfig
 from srp.server.metrics import (
     MAX_INSTANCE_SERIES,
@@ -29,6 +30,7 @@ from srp.server.responder import ResolutionResponder, instanceReply
 from srp.testing import FakeNetwork
 from srp.testing.processes import writeNodeConfig
 from srp.wire import EnumerateRequest, InstanceRequest
+from srp.wire.cluster import ANY_CLUSTER, Subscribe
 from tests.conftest import srp
 
 
@@ -336,3 +338,18 @@ def test_serve_refuses_a_bad_metrics_address(tmp_path: Path) -> None:
     result = srp("serve", "--config", str(config), "--metrics", "localhost")
     assert result.returncode == 1
     assert result.stderr == "srp: --metrics: address 'localhost' is not \"HOST:PORT\"\n"
+
+
+def test_refused_subscriptions_are_a_bound() -> None:
+    """A standalone node takes subscriptions up to max_subscriptions, and counts the rest."""
+    standalone = Standalone(document({"name": "SALES", "tcp": 1433},
+                                     limits={"max_subscriptions": 1}))
+    [responder] = standalone.node.membership.current.ports.responders  # type: ignore[attr-defined]
+    client = ClusterAuthenticator(standalone.network.clock, ANY_CLUSTER, 7)
+    for port in (50000, 50001):
+        responder.datagramReceived(client.seal(Subscribe("SALES", 10_000), 0),
+                                   ("127.0.0.5", port))
+    counters = standalone.node.membership.counters
+    assert (counters["subscriptions"], counters["subscriptions_refused"]) == (1, 1)
+    assert sample(standalone.metrics, "srp_state_bounds_refused_total",
+                  bound="max_subscriptions") == 1

@@ -105,9 +105,12 @@ def signed(body: bytes) -> bytes:
     return body + hmac.digest(KEY, body, hashlib.sha256)
 
 
-def test_unknown_opcode_with_a_valid_tag_is_malformed() -> None:
-    datagram = signed(struct.pack("<BBHIQIQH", 0xAF, 1, 0, clusterId("c"), 1, 1, 1, 0))
-    with pytest.raises(ClusterWireError, match="unknown cluster opcode 0xAF") as caught:
+def test_unknown_message_kind_with_a_valid_tag_is_malformed() -> None:
+    # Every opcode of 0xA0-0xAF is taken (0xAF by the subscription
+    # messages): an unknown message is an unknown kind of 0xAF.
+    datagram = signed(struct.pack("<BBHIQIQH", 0xAF, 1, 0, clusterId("c"), 1, 1, 1, 1)
+                      + b"\x09")
+    with pytest.raises(ClusterWireError, match="unknown subscription message kind 9") as caught:
         decodeEnvelope(datagram, KEY, clusterId("c"))
     assert caught.value.reason == "malformed"
 

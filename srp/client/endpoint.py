@@ -16,6 +16,7 @@ in Twisted work with it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -33,11 +34,19 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from srp.client.etcdwatch import EtcdPlaces, WatchEtcd
 from srp.client.race import CandidateRace, Place, placeOf
 from srp.client.resolver import Candidate, ClusterResolver, Resolution, ResolveError
+from srp.client.subscription import NodeSubscription, SubscribeTo
 from srp.client.verifiers import NoVerifier, WrongInstance, verifierNamed
 from srp.clusterkey import BadKey, loadKey
-from srp.interfaces import IFailoverEndpoint, IInstanceResolver, IInstanceVerifier
+from srp.interfaces import (
+    IFailoverEndpoint,
+    IInstanceResolver,
+    IInstanceVerifier,
+    IMoveListener,
+    IMovingEndpoint,
+)
 from srp.transports import DEFAULT_PREFERENCE, endpointsFor
 from srp.transports.tcp import detectDeadPeers
 from srp.wire import InstanceRequest, WireError
@@ -64,7 +73,7 @@ def sharedResolver(reactor: Any, port: int = BROWSER_PORT, clusterName: str | No
     return _resolvers[index]
 
 
-@implementer(IStreamClientEndpoint, IFailoverEndpoint)
+@implementer(IStreamClientEndpoint, IFailoverEndpoint, IMovingEndpoint)
 class SRPClientEndpoint:
     """
     Connects to the instance C{instance} of cluster C{cluster}, wherever it is.
@@ -73,6 +82,11 @@ class SRPClientEndpoint:
     @param prefer: transports in order of preference (default via, tcp, np).
     @param verifier: how to confirm the instance reached (default: none).
     @param timeout: seconds for each connection attempt.
+    @param subscribe: how to subscribe to the instance's moves at the
+        cluster's nodes, while a move listener (a L{FailoverClient
+        <srp.client.failover.FailoverClient>}) listens; L{None}: not at all.
+    @param etcd: how to watch the instance's moves in the cluster's etcd
+        instead, while a move listener listens.
     """
 
     log = Logger()
@@ -80,7 +94,8 @@ class SRPClientEndpoint:
     def __init__(self, reactor: Any, cluster: str, instance: str,
                  resolver: IInstanceResolver | None = None, addresses: Sequence[str] = (),
                  prefer: Sequence[str] = DEFAULT_PREFERENCE,
-                 verifier: IInstanceVerifier | None = None, timeout: float = 2.0) -> None:
+                 verifier: IInstanceVerifier | None = None, timeout: float = 2.0,
+                 subscribe: SubscribeTo | None = None, etcd: WatchEtcd | None = None) -> None:
         InstanceRequest(instance)  # refuse a name that cannot travel, now
         self.reactor = reactor
         self.cluster = cluster
@@ -96,6 +111,16 @@ class SRPClientEndpoint:
         self.connectedTo: tuple[str, Candidate] | None = None
         #: Where each connection still open went, by its transport.
         self._placeOf: WeakKeyDictionary[ITransport, Candidate] = WeakKeyDictionary()
+        self.subscribeTo = subscribe
+        self.watchEtcd = etcd
+        #: The subscription to (or watch of) the instance's moves, while listeners listen.
+        self.subscription: NodeSubscription | EtcdPlaces | None = None
+        #: The instance's places as the cluster last pushed them: resolves
+        #: are answered from it while the subscription lasts.
+        self.pushed: Resolution | None = None
+        self._listeners: list[IMoveListener] = []
+        #: The address the instance was last resolved at, where to subscribe.
+        self._source: str | None = None
 
     @property
     def target(self) -> str:
@@ -122,7 +147,7 @@ class SRPClientEndpoint:
         protocol = await self._race(factory, resolution, tried, failures)
         if protocol is not None:
             return protocol
-        self.resolver.purge(self.cluster, self.instance)
+        self._purge()
         if not failures:
             raise ResolutionError(string=f"{self.cluster}/{self.instance} offers none of the "
                                   f"transports {', '.join(self.prefer)} that this client can use")
@@ -160,7 +185,7 @@ class SRPClientEndpoint:
                                                                    failures)), tried, idle)
         race.start(c for c in known if not self._isSuspect(c))
         if resolution.cached:
-            self.resolver.purge(self.cluster, self.instance)
+            self._purge()
             # Not cancelled when the race is won: its answer refreshes the cache.
             Deferred.fromCoroutine(self._resolve()).addBoth(fresh)
         elif not race.running:
@@ -168,13 +193,74 @@ class SRPClientEndpoint:
         return await race.done
 
     async def _resolve(self) -> Resolution:
+        if self.pushed is not None:
+            return self.pushed
         try:
             resolution: Resolution = await self.resolver.resolve(self.cluster, self.instance,
                                                                  self.addresses)
         except ResolveError as e:
             raise ResolutionError(string=f"cannot resolve {self.cluster}/{self.instance}: "
                                   f"{e}") from None
+        if resolution.extended:
+            self._source = resolution.source
+            self._subscribe()
         return resolution
+
+    def _purge(self) -> None:
+        """Forget what is known of the instance's places: the next resolve asks the cluster."""
+        self.pushed = None
+        self.resolver.purge(self.cluster, self.instance)
+
+    def addMoveListener(self, listener: IMoveListener) -> None:
+        """Tell C{listener} of every move from now on."""
+        self._listeners.append(listener)
+        self._subscribe()
+
+    def removeMoveListener(self, listener: IMoveListener) -> None:
+        """Stop telling C{listener}; with no listener left, unsubscribe."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+        if not self._listeners and self.subscription is not None:
+            self.subscription.stop()
+            self.subscription = None
+            self.pushed = None
+
+    def _subscribe(self) -> None:
+        """Subscribe (or move the subscription) to the cluster's nodes, or watch etcd, if asked."""
+        if not self._listeners:
+            return
+        if self.watchEtcd is not None:
+            if self.subscription is None:
+                self.subscription = EtcdPlaces(self.reactor, self.watchEtcd, self.instance,
+                                               self._notified)
+                self.subscription.start()
+            return
+        if self.subscribeTo is None or self._source is None:
+            return
+        # The cluster's addresses, as a resolve asks them all (the active
+        # answers), else the one the instance was resolved at.
+        hosts = self.addresses or (self._source,)
+        if self.subscription is None:
+            self.subscription = NodeSubscription(self.reactor, self.subscribeTo, self.instance,
+                                                 self._notified)
+            self.subscription.start(hosts)
+        elif isinstance(self.subscription, NodeSubscription):
+            self.subscription.retarget(hosts)
+
+    def _notified(self, candidates: tuple[Candidate, ...], source: str) -> None:
+        """
+        The cluster pushed the instance's places: answer from them, and tell
+        the listeners if the best is not where the last connection went.
+        """
+        self.pushed = Resolution(self.cluster, self.instance, candidates, True, source,
+                                 cached=True)
+        best, connected = candidates[0], self.connectedTo
+        if connected is None or best.down or placeOf(best) == placeOf(connected[1]):
+            return
+        self.log.info("{target} moved to {host} (pushed by {source})", target=self.target,
+                      host=best.host, source=source)
+        for listener in list(self._listeners):
+            listener.instanceMoved()
 
     def suspect(self, transport: ITransport) -> None:
         """
@@ -210,7 +296,7 @@ class SRPClientEndpoint:
                 raise CancelledError() from None
             except WrongInstance as e:
                 # Another instance answers there now: the resolution is stale.
-                self.resolver.purge(self.cluster, self.instance)
+                self._purge()
                 failures.append(f"{transport} {candidate.host}: {e}")
             except (ConnectError, OSError) as e:
                 failures.append(f"{transport} {candidate.host}: {e}")
@@ -235,13 +321,20 @@ class SRPClientParser:
     attempt, 2), C{addresses} (comma-separated cluster addresses),
     C{prefer} (comma-separated transports, C{via,tcp,np}), C{verify}
     (C{none}, C{tds} or C{hello}), C{cluster} (the cluster name for the
-    extended resolve; not needed: without it, whichever cluster answers)
-    and C{key_file}.  Escape the colons of an
+    extended resolve; not needed: without it, whichever cluster answers),
+    C{key_file}, C{subscribe} (C{yes}: the cluster's active pushes the
+    instance's moves to the L{FailoverClient
+    <srp.client.failover.FailoverClient>} connected through the endpoint;
+    C{no} by default) and C{etcd} (comma-separated URLs of the etcd of a
+    cluster on etcd, whose prefix is watched for the moves instead; the
+    cluster's name is C{cluster}, else C{CLUSTER}; with C{etcd_user} and
+    C{etcd_password_file} if etcd's authentication is on).  Escape the colons of an
     IPv6 address: C{srp:\\:\\:1/SALES}.
     """
 
     prefix = "srp"
-    _OPTIONS = {"port", "timeout", "addresses", "prefer", "verify", "cluster", "key_file"}
+    _OPTIONS = {"port", "timeout", "addresses", "prefer", "verify", "cluster", "key_file",
+                "subscribe", "etcd", "etcd_user", "etcd_password_file"}
 
     def parseStreamClient(self, reactor: Any, *args: object,
                           **kwargs: object) -> IStreamClientEndpoint:
@@ -260,6 +353,12 @@ class SRPClientParser:
                 key = loadKey(options["key_file"])
             except BadKey as e:
                 raise ValueError(f"srp endpoint: {e}") from None
+        subscribe = options.get("subscribe", "no")
+        if subscribe not in ("yes", "no"):
+            raise ValueError(f"srp endpoint: subscribe is yes or no, not {subscribe!r}")
+        etcd = self._watchEtcd(options, cluster.strip("[]"))
+        if etcd is not None and subscribe == "yes":
+            raise ValueError("srp endpoint: subscribe=yes or etcd=, not both")
         try:
             port = int(options.get("port", BROWSER_PORT))
             timeout = float(options.get("timeout", 2.0))
@@ -269,6 +368,26 @@ class SRPClientParser:
                 addresses=[a for a in options.get("addresses", "").split(",") if a],
                 prefer=options.get("prefer", ",".join(DEFAULT_PREFERENCE)).split(","),
                 verifier=verifierNamed(options.get("verify", "none"), reactor),
-                timeout=timeout)
+                timeout=timeout,
+                subscribe=SubscribeTo(port, options.get("cluster"), key)
+                if subscribe == "yes" else None, etcd=etcd)
         except WireError as e:
             raise ValueError(f"srp endpoint: {e}") from None
+
+    def _watchEtcd(self, options: dict[str, str], cluster: str) -> WatchEtcd | None:
+        """The C{etcd=} option's watch, if given."""
+        if "etcd" not in options:
+            return None
+        endpoints = tuple(e for e in options["etcd"].split(",") if e)
+        if not endpoints or not all(e.startswith(("http://", "https://")) for e in endpoints):
+            raise ValueError(f"srp endpoint: etcd is a list of http:// or https:// URLs, "
+                             f"not {options['etcd']!r}")
+        password = ""
+        if "etcd_password_file" in options:
+            try:
+                password = Path(options["etcd_password_file"]).read_text().strip()
+            except OSError as e:
+                raise ValueError(f"srp endpoint: cannot read etcd_password_file: "
+                                 f"{e.strerror}") from None
+        return WatchEtcd(endpoints, options.get("cluster") or cluster,
+                         options.get("etcd_user"), password)

@@ -12,6 +12,12 @@ C{bufferLimit} bytes) and delivered once one is; a protocol that provides
 L{IFailoverAware} is told when the connection moved to another place;
 C{connectionLost} reaches it only when fail-over gives up, after
 C{deadline} seconds without a server, with a reason that says so.
+
+Over an endpoint that learns of moves as they happen (L{IMovingEndpoint}:
+C{srp:...:subscribe=yes}), the client moves before the application needs
+the connection: an idle one (no answer outstanding) is connected to the new
+place first and then swapped in, a busy one is dropped and reconnected there
+at once.  Either way the application is told once, as of a fail-over.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import ClientService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IProtocol,
+    IProtocolFactory,
     IStreamClientEndpoint,
     ITransport,
 )
@@ -34,7 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from srp.interfaces import IFailoverAware, IFailoverEndpoint
+from srp.interfaces import IFailoverAware, IFailoverEndpoint, IMoveListener, IMovingEndpoint
 
 __all__ = [
     "BufferFull",
@@ -118,6 +125,62 @@ class _Link(Protocol):
         self.client.linkDown(self, reason)
 
 
+class _Spare(Protocol):
+    """
+    A connection made to the instance's new place before a move: it holds
+    what arrives until the logical connection adopts it.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[bytes] = []
+        self.adopter: IProtocol | None = None
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.adopter is not None:
+            self.adopter.dataReceived(data)
+        else:
+            self.held.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.lost = True
+        if self.adopter is not None:
+            self.adopter.connectionLost(reason)
+
+    def handTo(self, protocol: IProtocol) -> None:
+        """From now on C{protocol} is this connection's protocol."""
+        assert self.transport is not None
+        self.adopter = protocol
+        protocol.makeConnection(self.transport)
+        held, self.held = self.held, []
+        for data in held:
+            protocol.dataReceived(data)
+
+
+@implementer(IStreamClientEndpoint)
+class _AdoptingEndpoint:
+    """
+    What a L{FailoverClient}'s C{ClientService} connects through: the spare
+    connection a move made, when one is ready, else the endpoint.
+    """
+
+    def __init__(self, client: FailoverClient, endpoint: IStreamClientEndpoint) -> None:
+        self.client = client
+        self.endpoint = endpoint
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        spare = self.client.takeSpare()
+        if spare is None:
+            connecting: Deferred[IProtocol] = self.endpoint.connect(protocolFactory)
+            return connecting
+        assert spare.transport is not None
+        protocol = protocolFactory.buildProtocol(spare.transport.getPeer())
+        assert protocol is not None
+        spare.handTo(protocol)
+        return succeed(protocol)
+
+
+@implementer(IMoveListener)
 class FailoverClient:
     """
     Keeps the application's protocol connected to an instance across fail-overs.
@@ -127,7 +190,8 @@ class FailoverClient:
     @param protocol: the application's protocol; it is connected once, to a
         L{LogicalTransport}.
     @param answerTimeout: seconds the server may stay silent after a write
-        before the connection is presumed dead; L{None} to wait for TCP.
+        before the connection is presumed dead; L{None} to wait for TCP
+        (and then every connection counts as idle for a pushed move).
     """
 
     log = Logger()
@@ -140,6 +204,7 @@ class FailoverClient:
         self.reactor = reactor
         self.endpoint = endpoint
         self.failoverEndpoint = IFailoverEndpoint(endpoint, None)
+        self.movingEndpoint = IMovingEndpoint(endpoint, None)
         #: What the endpoint connects to, for messages.
         self.target = (self.failoverEndpoint.target if self.failoverEndpoint is not None
                        else repr(endpoint))
@@ -157,6 +222,15 @@ class FailoverClient:
         self.failovers = 0
         #: When each fail-over happened and how long the instance was unreachable.
         self.gaps: list[tuple[float, float]] = []
+        #: Moves the cluster pushed that this client carried out.
+        self.moves = 0
+        #: A connection to the instance's new place, ready for the move.
+        self._spare: _Spare | None = None
+        #: The connection attempt to the new place, while it runs.
+        self._moving: Deferred[IProtocol] | None = None
+        self._retryPolicy = retryPolicy
+        #: Whether the endpoint tells this client of moves.
+        self._listening = False
         self._downSince: float | None = None
         self._deadlineTimer: IDelayedCall | None = None
         self._answerTimer: IDelayedCall | None = None
@@ -166,12 +240,20 @@ class FailoverClient:
         self._connected: Deferred[IProtocol] = Deferred()
         self._everConnected = False
         self._ended = False
-        self.service = ClientService(endpoint, Factory.forProtocol(lambda: _Link(self)),
-                                     retryPolicy=retryPolicy, clock=reactor)
+        self.service = ClientService(_AdoptingEndpoint(self, endpoint),
+                                     Factory.forProtocol(lambda: _Link(self)),
+                                     retryPolicy=self._retryDelay, clock=reactor)
+
+    def _retryDelay(self, attempt: int) -> float:
+        """The retry policy's delay, or none when a move's connection waits to be adopted."""
+        return 0.0 if self._spare is not None else self._retryPolicy(attempt)
 
     def connect(self) -> Deferred[IProtocol]:
         """Start; the L{Deferred} fires with the application's protocol once it is connected."""
         self.service.startService()
+        if self.movingEndpoint is not None and not self._listening:
+            self._listening = True
+            self.movingEndpoint.addMoveListener(self)
         self._startDeadline()
         # Fire once ClientService saw the endpoint's connect complete, so that
         # the endpoint's bookkeeping (connectedTo) is done by then.
@@ -185,6 +267,7 @@ class FailoverClient:
     def close(self) -> Deferred[None]:
         """End the logical connection: the application gets C{connectionLost} (done)."""
         self._closing = True
+        self._stopMoving()
         stopped: Deferred[None] = self.service.stopService()
         if self.link is None:
             self._end(Failure(ConnectionDone("closed by the application")))
@@ -248,6 +331,72 @@ class FailoverClient:
         if self._answerTimer is not None and self._answerTimer.active():
             self._answerTimer.cancel()
         self.app.dataReceived(data)
+        self._swapIfIdle()
+
+    @property
+    def busy(self) -> bool:
+        """Whether the application wrote and the server has not answered yet."""
+        return self._answerTimer is not None and self._answerTimer.active()
+
+    def instanceMoved(self) -> None:
+        """
+        The cluster pushed a move: an idle connection moves to the new place
+        (connected there first, then swapped), a busy one is dropped and
+        reconnected there at once.
+        """
+        link = self.link
+        if (self._closing or link is None or link.transport is None
+                or self._moving is not None or self._spare is not None):
+            return
+        if self.busy:
+            self.log.info("{target} moved: dropping the busy connection to {peer}",
+                          target=self.target, peer=self.peer)
+            self.moves += 1
+            self._suspected = True  # the place did not fail: do not try it last
+            link.transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        moving = self._moving = self.endpoint.connect(Factory.forProtocol(_Spare))
+        moving.addCallbacks(self._spareReady, self._spareFailed)
+
+    def _spareReady(self, spare: IProtocol) -> None:
+        self._moving = None
+        assert isinstance(spare, _Spare) and spare.transport is not None
+        if self._closing or spare.lost or (
+                self.link is not None and self.peer == spare.transport.getPeer()):
+            # Not needed: a reconnection (the old place failed meanwhile)
+            # went to the new place already.
+            spare.transport.loseConnection()
+            return
+        self._spare = spare
+        self._swapIfIdle()
+
+    def _spareFailed(self, reason: Failure) -> None:
+        self._moving = None
+        if self._closing:
+            return
+        self.log.warn("{target} moved, but its new place could not be reached ({reason}): "
+                      "staying at {peer}", target=self.target, peer=self.peer,
+                      reason=reason.getErrorMessage())
+
+    def _swapIfIdle(self) -> None:
+        """Move to the spare connection, once the current one is idle."""
+        link = self.link
+        if self._spare is None or link is None or link.transport is None or self.busy:
+            return
+        self.log.info("{target} moved: connected to its new place, leaving {peer}",
+                      target=self.target, peer=self.peer)
+        self.moves += 1
+        # Writes from now on wait for the adopted connection (in this turn or
+        # the next): ClientService reconnects through _AdoptingEndpoint at once.
+        self.link = None
+        self._downSince = self.reactor.seconds()
+        self._startDeadline()
+        link.transport.loseConnection()
+
+    def takeSpare(self) -> _Spare | None:
+        """The connection a move made, for the reconnection to adopt (once)."""
+        spare, self._spare = self._spare, None
+        return None if spare is None or spare.lost else spare
 
     def linkDown(self, link: _Link, reason: Failure) -> None:
         """The physical connection is gone: fail over, unless the application closed."""
@@ -287,6 +436,17 @@ class FailoverClient:
         if self._deadlineTimer is None or not self._deadlineTimer.active():
             self._deadlineTimer = self.reactor.callLater(self.deadline, self._giveUp)
 
+    def _stopMoving(self) -> None:
+        """No more moves: stop listening for them, and drop a move under way."""
+        if self.movingEndpoint is not None and self._listening:
+            self._listening = False
+            self.movingEndpoint.removeMoveListener(self)
+        if self._moving is not None:
+            self._moving.cancel()
+        spare = self.takeSpare()
+        if spare is not None and spare.transport is not None:
+            spare.transport.loseConnection()
+
     def _giveUp(self) -> None:
         if self.link is not None:
             return
@@ -303,6 +463,7 @@ class FailoverClient:
     def _end(self, reason: Failure) -> None:
         if self._deadlineTimer is not None and self._deadlineTimer.active():
             self._deadlineTimer.cancel()
+        self._stopMoving()
         if self._everConnected and not self._ended:
             self._ended = True
             self.app.connectionLost(reason)

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.client.browser import canonicalAddress
 from srp.interfaces import IInstanceResolver
-from srp.records import InstanceInfo, instanceKey
+from srp.records import InstanceInfo, Registration, instanceKey
 from srp.wire import InstanceRequest, InstancesResponse, WireError, decodeResponse
 from srp.wire.cluster import Resolve, ResolveReply, clusterId, isClusterMessage
 from srp.wire.mcsqlr import BROWSER_PORT, MAX_DATAGRAM
@@ -79,6 +79,19 @@ class Resolution:
     extended: bool
     source: str
     cached: bool = False
+
+
+def candidatesOf(registrations: Sequence[Registration], hosts: Sequence[str],
+                 source: str) -> tuple[Candidate, ...]:
+    """
+    The candidates an extended answer (a ResolveReply or a Notify from
+    C{source}) lists: live places first, each group best first.
+    """
+    # sorted() is stable: the registrations come best first.
+    return tuple(sorted(
+        (Candidate(host or source, r.info, r.priority, r.nodeId, r.down)
+         for r, host in zip(registrations, hosts, strict=True)),
+        key=lambda candidate: candidate.down))
 
 
 @implementer(IResolutionReceiver)
@@ -164,11 +177,7 @@ class _Query(DatagramProtocol):
         if not isinstance(message, ResolveReply) or instanceKey(
                 message.instanceName) != instanceKey(self.instance):
             return
-        # Live places first, each group best first (sorted() is stable).
-        candidates = tuple(sorted(
-            (Candidate(host or source, r.info, r.priority, r.nodeId, r.down)
-             for r, host in zip(message.registrations, message.hosts, strict=True)),
-            key=lambda candidate: candidate.down))
+        candidates = candidatesOf(message.registrations, message.hosts, source)
         self.resolver.dialects[self.cluster] = "extended"
         if not candidates:
             self._finish(UnknownInstance(

@@ -51,7 +51,8 @@ _METRICS_KEYS = {"listen"}
 _PROXY_KEYS = {"listen", "target", "prefer", "verify", "timeout", "max_connections"}
 _LIMIT_KEYS = {"reply_rate_per_source", "reply_burst_per_source", "reply_rate", "reply_burst",
                "reserved_rate", "reserved_burst",
-               "max_registrations_per_node", "max_instances", "max_passives"}
+               "max_registrations_per_node", "max_instances", "max_passives",
+               "max_subscriptions"}
 _ACCESS_KEYS = {"clients_allow", "clients_deny", "enumeration", "enumeration_allow",
                 "cluster_allow", "cluster_deny"}
 _CLUSTER_KEYS = {"name", "addresses", "interval", "misses", "key_file", "on_active",
@@ -415,7 +416,8 @@ def _limits(where: str,
     bounds = StateBounds(
         int(number("max_registrations_per_node", defaults.maxRegistrationsPerNode, 1)),
         int(number("max_instances", defaults.maxInstances, 1)),
-        int(number("max_passives", defaults.maxPassives, 1)))
+        int(number("max_passives", defaults.maxPassives, 1)),
+        int(number("max_subscriptions", defaults.maxSubscriptions, 0)))
     return perSource, overall, reserve, bounds
 
 

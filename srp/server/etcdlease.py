@@ -1,7 +1,7 @@
 """
 A node's presence in etcd: its lease, the keys on it, and the election.
 
-Key layout under C{/srp/CLUSTER/} (L{ClusterKeys}):
+Key layout under C{/srp/CLUSTER/} (L{ClusterKeys <srp.etcd.keys.ClusterKeys>}):
 
   - C{nodes/NODE}: the node's addresses (JSON), on its lease;
   - C{registrations/NODE/INSTANCE}: one registration, encoded as a Join
@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from srp.etcd.client import Compare, EtcdClient, EtcdError, deleteOp, putOp, rangeOp
+from srp.etcd.keys import ClusterKeys
 
 #: The leader acts for at most this fraction of the lease TTL after the
 #: keep-alive that last renewed its lease was sent: etcd can expire the lease
@@ -34,50 +34,6 @@ from srp.etcd.client import Compare, EtcdClient, EtcdError, deleteOp, putOp, ran
 LEADER_FRACTION = 0.75
 #: The most operations one txn carries (etcd refuses more than 128 by default).
 TXN_OPS = 100
-
-
-@frozen
-class ClusterKeys:
-    """Where a cluster's keys live in etcd (see the module's docstring)."""
-
-    cluster: str
-
-    @property
-    def root(self) -> bytes:
-        """The prefix of every key of the cluster."""
-        return f"/srp/{self.cluster}/".encode()
-
-    @property
-    def leader(self) -> bytes:
-        """The leader's key."""
-        return self.root + b"leader"
-
-    def node(self, nodeId: int) -> bytes:
-        """The key of a node's addresses."""
-        return self.root + f"nodes/{nodeId:016x}".encode()
-
-    def registration(self, nodeId: int, instance: str) -> bytes:
-        """The key of node C{nodeId}'s registration of C{instance} (an instance key)."""
-        return self.root + f"registrations/{nodeId:016x}/{instance}".encode()
-
-    def parse(self, key: bytes) -> tuple[str, int, str] | None:
-        """
-        C{("leader", 0, "")}, C{("node", NODE, "")} or C{("registration",
-        NODE, INSTANCE)} for a key of this cluster; L{None} for any other.
-        """
-        if not key.startswith(self.root):
-            return None
-        parts = key[len(self.root):].decode("utf-8", "replace").split("/")
-        try:
-            if parts == ["leader"]:
-                return "leader", 0, ""
-            if len(parts) == 2 and parts[0] == "nodes":
-                return "node", int(parts[1], 16), ""
-            if len(parts) == 3 and parts[0] == "registrations" and parts[2]:
-                return "registration", int(parts[1], 16), parts[2]
-        except ValueError:
-            pass
-        return None
 
 
 class NodeLease:

@@ -25,17 +25,19 @@ from zope.interface import implementer
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue
+from srp.etcd.keys import ClusterKeys
 from srp.etcd.watch import PrefixMirror
 from srp.interfaces import IClusterBackend
 from srp.records import Registration
 from srp.server.access import AccessPolicy
-from srp.server.etcdlease import ClusterKeys, NodeLease
+from srp.server.etcdlease import NodeLease
 from srp.server.limits import ReplyLimiter
 from srp.server.membership import ClusterSettings
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
 from srp.server.roles.active import ClusterPorts
 from srp.server.status import registrationStatus, statusPage
+from srp.server.subscriptions import Subscriptions
 from srp.wire.cluster import (
     MAX_EPOCH,
     ClusterMessage,
@@ -47,6 +49,7 @@ from srp.wire.cluster import (
 )
 from srp.wire.errors import WireError
 from srp.wire.fields import Reader, encodeRegistration, readRegistration
+from srp.wire.subscriptions import NotifyAck, Subscribe
 
 #: The default lease TTL, in seconds: how long a dead node's registrations
 #: (and leadership) outlive it.
@@ -122,6 +125,10 @@ class EtcdMembership:
         #: Whether the copy may be behind etcd (etcd unreachable, or not watched yet).
         self.stale = True
         self.ports: ClusterPorts | None = None
+        #: The clients subscribed to the changes of the answers, which the
+        #: watch-fed copy drives.
+        self.subscriptions = Subscriptions(reactor, self.answer, self._send, self.counters)
+        self.fleet.watch(self.subscriptions.changed)
         self.own: tuple[Registration, ...] = ()
         self.ownByKey: dict[str, Registration] = {}
         self.setOwn(own)
@@ -167,7 +174,12 @@ class EtcdMembership:
                       ttl=self.etcd.leaseTTL)
 
     def stop(self) -> Deferred[None]:
-        """Stop answering and watching, and revoke the lease (the keys go with it)."""
+        """
+        Tell the subscribers that this node's registrations go and that they
+        must subscribe again; stop answering and watching, and revoke the
+        lease (the keys go with it).
+        """
+        self.subscriptions.end(self.nodeId)
         self.mirror.stop()
         self._release()
         stopped = self.lease.stop()
@@ -190,6 +202,7 @@ class EtcdMembership:
             access=self.access, limiter=self.limiter)
 
     def _release(self) -> None:
+        self.subscriptions.close()
         if self.ports is not None:
             self.ports.release()
             self.ports = None
@@ -220,11 +233,7 @@ class EtcdMembership:
             self.lease.leaderGone()
 
     def _events(self, events: Sequence[Event]) -> None:
-        for event in events:
-            parsed = self.keys.parse(event.kv.key)
-            if parsed is None:
-                continue
-            kind, node, instance = parsed
+        for kind, node, instance, event in self.keys.parsed(events):
             if kind == "leader":
                 self._leaderEvent(event)
             elif node == self.nodeId:
@@ -318,13 +327,16 @@ class EtcdMembership:
                                               message, describe=self._describe)),
                        source, replyFrom)
         elif isinstance(message, Resolve):
-            visible = tuple(r for r in self.fleet.candidates(message.instanceName)
-                            if not r.hidden)
-            self._send(ResolveReply(message.instanceName, visible,
-                                    tuple(self._host(r.nodeId) for r in visible)),
-                       source, replyFrom)
+            self._send(self.answer(message.instanceName), source, replyFrom)
+        elif isinstance(message, (Subscribe, NotifyAck)):
+            self.subscriptions.received(message, source, replyFrom)
         else:
             self.counters["ignored_messages"] += 1
+
+    def answer(self, name: str) -> ResolveReply:
+        """What an extended resolve of C{name} is answered (and its subscribers told)."""
+        visible = tuple(r for r in self.fleet.candidates(name) if not r.hidden)
+        return ResolveReply(name, visible, tuple(self._host(r.nodeId) for r in visible))
 
     def _host(self, node: int) -> str:
         addresses = self.settings.listen if node == self.nodeId else self.addresses.get(node)

@@ -141,3 +141,5 @@ class StateBounds:
     maxInstances: int = 65536
     #: A KeepAliveAck lists every passive in one datagram: about 3,000 fit.
     maxPassives: int = 2048
+    #: Clients subscribed to pushed moves (each a few hundred bytes).
+    maxSubscriptions: int = 4096

@@ -39,14 +39,22 @@ from srp.server.mismatch import MismatchReport
 from srp.server.registry import Registry
 from srp.server.remote import RemoteRelays
 from srp.server.responder import ResolutionResponder, ResponderStats
-from srp.server.roles.active import ClusterPorts
+from srp.server.roles.active import ActiveRole, ClusterPorts
 from srp.server.roles.base import (
     Address,
     IdleRole,
 )
 from srp.server.roles.machine import RoleInputs, buildMachine
 from srp.server.status import passiveStatus, registrationStatus, statusPage
-from srp.wire.cluster import ClusterMessage, Probe, StatusQuery, StatusReply, clusterId
+from srp.server.subscriptions import Subscriptions
+from srp.wire.cluster import (
+    ClusterMessage,
+    Probe,
+    ResolveReply,
+    StatusQuery,
+    StatusReply,
+    clusterId,
+)
 from srp.wire.errors import WireError
 from srp.wire.mcsqlr import MAX_DATAGRAM
 
@@ -147,6 +155,10 @@ class Membership:
         self.leases = LeaseTable(self)
         #: The relays for the instances answered from other hosts' nodes.
         self.remote = RemoteRelays(reactor, registry, settings.listen)
+        #: The clients subscribed to the changes of the answers (while active).
+        self.subscriptions = Subscriptions(reactor, self._answer, self.send, self.counters,
+                                           lambda: self.bounds.maxSubscriptions)
+        registry.watch(self.subscriptions.changed)
         self.machine: RoleInputs = _machineFactory(self)
 
     def setOwn(self, own: Sequence[Registration]) -> None:
@@ -289,6 +301,11 @@ class Membership:
             cluster=self.received if self.settings.extensions else None,
             access=self.access, limiter=self.limiter, answers=self.remote.view(host))
 
+    def _answer(self, name: str) -> ResolveReply | None:
+        """What a subscriber of C{name} is told: the active's answer (none in other roles)."""
+        role = self.current
+        return role.answer(name) if isinstance(role, ActiveRole) else None
+
     def clearRegistry(self) -> None:
         """Forget every registration: the node no longer answers for the cluster."""
         self.leases.unserve()
@@ -303,6 +320,7 @@ class Membership:
     def finish(self) -> None:
         """Everything is released: fire the Deferred that L{RoleInputs.stop} returned."""
         self.clearRegistry()
+        self.subscriptions.close()
         self.closeSocket()
         if self._stopped is not None and not self._stopped.called:
             self._stopped.callback(None)

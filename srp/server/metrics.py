@@ -76,7 +76,8 @@ _CLUSTER_COUNTERS: tuple[tuple[str, str, tuple[tuple[str, dict[str, str]], ...]]
     ("srp_state_bounds_refused_total", "Cluster state refused because a [limits] bound "
      "was reached.", (("passives_refused", {"bound": "max_passives"}),
                       ("registrations_refused", {"bound": "max_registrations_per_node"}),
-                      ("instances_refused", {"bound": "max_instances"}))),
+                      ("instances_refused", {"bound": "max_instances"}),
+                      ("subscriptions_refused", {"bound": "max_subscriptions"}))),
     ("srp_cluster_messages_denied_total", "Cluster messages from networks [access] refuses.",
      (("denied", {}),)),
     ("srp_reloads_total", "Configuration reloads (SIGHUP), applied or failed.",

@@ -27,6 +27,7 @@ from srp.wire.fields import readRegistration as _readRegistration
 from srp.wire.fields import readRegistrations as _readRegistrations
 from srp.wire.fields import short as _short
 from srp.wire.instances import Registration, checkInstanceName
+from srp.wire.subscriptions import Notify, NotifyAck, Subscribe, readSubscription
 
 #: The highest version of the message layouts this node speaks.  Every
 #: message is sent at the lowest version whose layout carries it: a Join in
@@ -383,16 +384,18 @@ class RegisterAck:
 
 ClusterMessage = (Probe | Join | Leave | KeepAlive | KeepAliveAck | ReJoin | Activate
                   | ActivateAck | Resolve | ResolveReply | Redirect | StatusQuery
-                  | StatusReply | Register | Unregister | RegisterAck)
+                  | StatusReply | Register | Unregister | RegisterAck | Subscribe | Notify
+                  | NotifyAck)
 
 #: The messages that have a version 2 layout.
 _VERSIONED = (Join, KeepAlive, ReJoin, StatusQuery)
 
 
 #: The messages a node takes when they name no cluster (L{ANY_CLUSTER}): the
-#: queries, and registrations by command (whose sender holds the key, or
-#: asks over loopback, and need not know the name).
-_ANY_CLUSTER_OPCODES = frozenset({Resolve.opcode, StatusQuery.opcode, Register.opcode})
+#: queries, registrations by command and subscriptions (whose sender holds
+#: the key, or asks over loopback, and need not know the name).
+_ANY_CLUSTER_OPCODES = frozenset({Resolve.opcode, StatusQuery.opcode, Register.opcode,
+                                  Subscribe.opcode})
 
 
 def layoutVersion(message: ClusterMessage) -> int:
@@ -480,6 +483,8 @@ def _decodePayload(opcode: int, version: int, payload: bytes) -> ClusterMessage:
         message = _readStatusQuery(reader) if version == 2 else StatusQuery()
     elif opcode == Register.opcode:
         message = _readLease(reader)
+    elif opcode == Subscribe.opcode:
+        message = readSubscription(reader)
     elif opcode == RegisterAck.opcode:
         result, ttl = reader.unpack("<BI")
         try:
@@ -572,7 +577,8 @@ def decodeEnvelope(datagram: bytes, key: bytes, cluster: int) -> Envelope:
 __all__ = [
     "ANY_CLUSTER", "FULL", "REFUSED", "REGISTERED", "UNKNOWN", "Activate", "ActivateAck",
     "ClusterMessage", "ClusterWireError", "Envelope", "Join", "KeepAlive", "KeepAliveAck",
-    "Leave", "Member", "Probe", "ReJoin", "Redirect", "Register", "RegisterAck", "Resolve",
-    "ResolveReply", "StatusQuery", "StatusReply", "Unregister", "clusterId", "decodeEnvelope",
-    "isClusterMessage", "layoutVersion", "registrationSize", "registrationsDigest",
+    "Leave", "Member", "Notify", "NotifyAck", "Probe", "ReJoin", "Redirect", "Register",
+    "RegisterAck", "Resolve", "ResolveReply", "StatusQuery", "StatusReply", "Subscribe",
+    "Unregister", "clusterId", "decodeEnvelope", "isClusterMessage", "layoutVersion",
+    "registrationSize", "registrationsDigest",
 ]

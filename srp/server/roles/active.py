@@ -27,12 +27,14 @@ from srp.wire.cluster import (
     KeepAliveAck,
     Leave,
     Member,
+    NotifyAck,
     Probe,
     Redirect,
     Register,
     ReJoin,
     Resolve,
     ResolveReply,
+    Subscribe,
     Unregister,
     registrationsDigest,
 )
@@ -184,6 +186,8 @@ class ActiveRole(Role):
                 self._forget(envelope.sender)
             case Resolve() as resolve:
                 self._resolve(resolve, source, replyFrom)
+            case Subscribe() | NotifyAck() as subscription:
+                self.core.subscriptions.received(subscription, source, replyFrom)
             case Register() | Unregister() as lease:
                 self.core.leases.request(lease, source, replyFrom,
                                          [(p.host, p.port) for p in self._passives])
@@ -358,13 +362,14 @@ class ActiveRole(Role):
         self.lastSeen[nodeId] = now
         self._ack(source, replyFrom, full=keepAlive.listVersion != self.listVersion)
 
-    def _resolve(self, resolve: Resolve, source: Address, replyFrom: DatagramProtocol) -> None:
-        visible = tuple(r for r in self.core.registry.candidates(resolve.instanceName)
-                        if not r.hidden)
+    def answer(self, name: str) -> ResolveReply:
+        """What an extended resolve of C{name} is answered (and its subscribers told)."""
+        visible = tuple(r for r in self.core.registry.candidates(name) if not r.hidden)
         hosts = self.core.leases.hosts() | {p.nodeId: p.host for p in self._passives}
-        self.core.send(ResolveReply(resolve.instanceName, visible,
-                                    tuple(hosts.get(r.nodeId, "") for r in visible)),
-                       source, replyFrom)
+        return ResolveReply(name, visible, tuple(hosts.get(r.nodeId, "") for r in visible))
+
+    def _resolve(self, resolve: Resolve, source: Address, replyFrom: DatagramProtocol) -> None:
+        self.core.send(self.answer(resolve.instanceName), source, replyFrom)
 
     def _challenged(self, envelope: Envelope, source: Address) -> None:
         """Another active answered: step down if it outranks this one, else tell it."""

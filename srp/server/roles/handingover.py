@@ -50,8 +50,13 @@ class HandingOverRole(Role):
         return self.previous.passives
 
     def begin(self) -> None:
-        """Offer the cluster sockets (where the reactor can), and Activate the first target."""
+        """
+        Tell the subscribers that this node's registrations go and that they
+        must subscribe again; offer the cluster sockets (where the reactor
+        can), and Activate the first target.
+        """
         core = self.core
+        core.subscriptions.end(core.nodeId)
         if self.previous.ports.ports and self.targets and core.sharing is not None:
             name = f"srp-handover-{core.auth.cluster:08x}-{core.nodeId:016x}"
             try:

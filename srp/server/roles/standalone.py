@@ -6,15 +6,15 @@ from twisted.internet.protocol import DatagramProtocol
 
 from srp.server.roles.active import ActiveRole
 from srp.server.roles.base import Address
-from srp.wire.cluster import Envelope, Resolve
+from srp.wire.cluster import Envelope, NotifyAck, Resolve, Subscribe
 
 
 class StandaloneRole(ActiveRole):
     """
     Answer for the node's own instances, with no passives, no socket of its
     own and no offer of its port to other processes: of srp's extension
-    messages only extended resolves (and status, which the core answers)
-    get a reply.  Probes, Joins and KeepAlives from nodes that think it is
+    messages only extended resolves, subscriptions (and status, which the
+    core answers) get a reply.  Probes, Joins and KeepAlives from nodes that think it is
     their active are ignored, so none of them registers here.
     """
 
@@ -32,6 +32,8 @@ class StandaloneRole(ActiveRole):
         """Answer extended resolves; ignore what only a cluster's active would take."""
         if isinstance(envelope.message, Resolve):
             self._resolve(envelope.message, source, replyFrom)
+        elif isinstance(envelope.message, (Subscribe, NotifyAck)):
+            self.core.subscriptions.received(envelope.message, source, replyFrom)
         else:
             self.core.counters["ignored_cluster"] += 1
 
