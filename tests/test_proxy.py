@@ -66,11 +66,17 @@ class ProxyFactoryTests(SynchronousTestCase):
                                 maxConnections=2)
         self.factory: SpliceFactory = proxyFactory(self.reactor, self.route, self.resolver)
 
-    def accept(self) -> tuple[SplicedClient, StringTransport]:
+    def accept(self, turn: bool = True) -> tuple[SplicedClient, StringTransport]:
+        """
+        Accept a connection; with C{turn}, let the reactor's turn end, when
+        its backend connection starts.
+        """
         client = self.factory.buildProtocol(CLIENT)
         assert client is not None
         transport = StringTransport(peerAddress=CLIENT)
         client.makeConnection(transport)
+        if turn:
+            self.reactor.advance(0)
         return client, transport
 
     def attempt(self) -> tuple[str, Any]:
@@ -137,6 +143,28 @@ class ProxyFactoryTests(SynchronousTestCase):
         self.assertEqual(host, STANDBY.host)
         self.assertEqual(backend.value(), b"PRELOGIN")
         self.assertEqual(self.factory.stats.abandoned, 1)
+
+    def test_a_reconnection_in_the_same_turn_as_the_loss_goes_to_the_standby(self) -> None:
+        """
+        A driver that times out and reconnects at once: its new connection
+        may be accepted before its old one is seen lost, in one reactor turn.
+        The new connection's backend starts after the turn, so the silent
+        place is already suspected.
+        """
+        first, _ = self.accept()
+        self.assertEqual(self.connect()[0], PRIMARY.host)
+        first.dataReceived(b"SELECT 1")
+        self.accept(turn=False)
+        first.connectionLost(None)
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.reactor.advance(0)
+        self.assertEqual(self.connect()[0], STANDBY.host)
+
+    def test_a_client_gone_before_its_turn_ends_starts_no_connection(self) -> None:
+        client, _ = self.accept(turn=False)
+        client.connectionLost(None)
+        self.reactor.advance(0)
+        self.assertEqual((self.reactor.tcpClients, self.factory.stats.orphans), ([], 0))
 
     def test_an_unreachable_instance_closes_the_client_with_one_log_line(self) -> None:
         client, clientTransport = self.accept()

@@ -50,7 +50,7 @@ def proxyFactory(reactor: Any, route: ProxyRoute, resolver: IInstanceResolver) -
         prefer=route.prefer or DEFAULT_PREFERENCE,
         verifier=verifierNamed(route.verify, reactor), timeout=route.timeout)
     return relayFactory(endpoint, f"proxy {route.listen} -> {route.target}",
-                        route.maxConnections)
+                        route.maxConnections, reactor)
 
 
 class ProxyService(StreamServerEndpointService):

@@ -25,7 +25,13 @@ from collections.abc import Callable
 
 from attrs import define
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IProtocol, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocol,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -94,6 +100,7 @@ class SplicedClient(Protocol):
         self._heldSize = 0
         self._connecting: Deferred[IProtocol] | None = None
         self._endpoint: IStreamClientEndpoint | None = None
+        self._starting: IDelayedCall | None = None
         self._closed = False
         self._orphan = False
         #: Whether the client's last bytes went to the backend and no answer came yet.
@@ -101,6 +108,14 @@ class SplicedClient(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.stats.accepted += 1
+        clock = self.factory.clock
+        if clock is None:
+            self._connect()
+        else:
+            self._starting = clock.callLater(0, self._connect)
+
+    def _connect(self) -> None:
+        self._starting = None
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self._endpoint = self.factory.backendFor(peer)
         backendFactory = Factory.forProtocol(lambda: _BackendSide(self))
@@ -172,7 +187,10 @@ class SplicedClient(Protocol):
         self._held = []
         stats = self.factory.stats
         stats.open -= 1
-        if self._connecting is not None:
+        if self._starting is not None:
+            self._starting.cancel()
+            self._starting = None
+        elif self._connecting is not None:
             if stats.orphans < MAX_ORPHANS:
                 self._orphan = True
                 stats.orphans += 1
@@ -211,14 +229,21 @@ class SpliceFactory(ServerFactory[SplicedClient]):
 
     @param maxConnections: client connections open at once; more are closed
         as they are accepted (L{None}: no bound).
+    @param clock: if given, each backend connection starts on the clock's
+        next turn rather than at once, so that what the same turn reported
+        first counts: a client that reconnects at once after leaving
+        unanswered has its new connection accepted in the turn that also
+        reports the old one lost, in either order.
     """
 
     noisy = False
     log = Logger()
 
     def __init__(self, backendFor: Callable[[IAddress], IStreamClientEndpoint],
-                 name: str = "relay", maxConnections: int | None = None) -> None:
+                 name: str = "relay", maxConnections: int | None = None,
+                 clock: IReactorTime | None = None) -> None:
         self.backendFor = backendFor
+        self.clock = clock
         self.name = name
         self.maxConnections = maxConnections
         self.stats = SpliceStats()
@@ -241,6 +266,7 @@ class SpliceFactory(ServerFactory[SplicedClient]):
 
 
 def relayFactory(endpoint: IStreamClientEndpoint, name: str = "relay",
-                 maxConnections: int | None = None) -> SpliceFactory:
+                 maxConnections: int | None = None,
+                 clock: IReactorTime | None = None) -> SpliceFactory:
     """A L{SpliceFactory} that splices every connection to the one C{endpoint}."""
-    return SpliceFactory(lambda peer: endpoint, name, maxConnections)
+    return SpliceFactory(lambda peer: endpoint, name, maxConnections, clock)
