@@ -159,13 +159,20 @@ class SpliceTests(SynchronousTestCase):
         self.assertEqual((self.endpoint.cancelled, self.factory.stats.orphans),
                          (1, MAX_ORPHANS))
 
-    def test_a_client_leaving_unanswered_suspects_its_place(self) -> None:
-        """Bytes up and nothing back, then the client leaves: the driver timed out."""
+    def suspecting(self) -> tuple[SuspectingEndpoint, SpliceFactory, SplicedClient,
+                                  StringTransport]:
+        """A client accepted by a proxy whose endpoint records what it is told failed."""
         endpoint = SuspectingEndpoint()
         factory = relayFactory(endpoint, "proxy")
         client = factory.buildProtocol(CLIENT)
         assert client is not None
-        client.makeConnection(StringTransport(peerAddress=CLIENT))
+        transport = StringTransport(peerAddress=CLIENT)
+        client.makeConnection(transport)
+        return endpoint, factory, client, transport
+
+    def test_a_client_leaving_unanswered_suspects_its_place(self) -> None:
+        """Bytes up and nothing back, then the client leaves: the driver timed out."""
+        endpoint, factory, client, _ = self.suspecting()
         backend = endpoint.succeed()
         client.dataReceived(b"SELECT 1")
         client.connectionLost(Failure(ConnectionRefusedError()))
@@ -174,11 +181,7 @@ class SpliceTests(SynchronousTestCase):
         self.assertTrue(backend.disconnecting)
 
     def test_a_client_leaving_answered_suspects_nothing(self) -> None:
-        endpoint = SuspectingEndpoint()
-        factory = relayFactory(endpoint, "proxy")
-        client = factory.buildProtocol(CLIENT)
-        assert client is not None
-        client.makeConnection(StringTransport(peerAddress=CLIENT))
+        endpoint, factory, client, _ = self.suspecting()
         endpoint.succeed()
         client.dataReceived(b"SELECT 1")
         assert client.backend is not None
@@ -187,12 +190,7 @@ class SpliceTests(SynchronousTestCase):
         self.assertEqual((endpoint.suspected, factory.stats.abandoned), ([], 0))
 
     def test_a_server_closing_its_connection_suspects_its_place(self) -> None:
-        endpoint = SuspectingEndpoint()
-        factory = relayFactory(endpoint, "proxy")
-        client = factory.buildProtocol(CLIENT)
-        assert client is not None
-        clientTransport = StringTransport(peerAddress=CLIENT)
-        client.makeConnection(clientTransport)
+        endpoint, factory, client, clientTransport = self.suspecting()
         backend = endpoint.succeed()
         assert client.backend is not None
         client.backend.connectionLost(None)
@@ -203,11 +201,7 @@ class SpliceTests(SynchronousTestCase):
         self.assertEqual(endpoint.suspected, [backend])
 
     def test_closing_the_backend_for_a_client_that_left_suspects_nothing(self) -> None:
-        endpoint = SuspectingEndpoint()
-        factory = relayFactory(endpoint, "proxy")
-        client = factory.buildProtocol(CLIENT)
-        assert client is not None
-        client.makeConnection(StringTransport(peerAddress=CLIENT))
+        endpoint, factory, client, _ = self.suspecting()
         endpoint.succeed()
         backendSide = client.backend
         assert backendSide is not None
