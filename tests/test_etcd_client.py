@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -212,6 +214,45 @@ class MirrorTests(RealEtcdTestCase):
         yield waitFor(lambda: self.mirror.snapshots == 2 and self.mirror.watching)
         self.assertEqual(self.copy, {self.prefix + b"b": b"2"})
         self.assertEqual(len(self.applied), 1)
+
+
+class SilentMemberTests(TestCase):
+    """A watch whose member falls silent without ending it (stopped, cut off)."""
+
+    @inlineCallbacks
+    def test_silentWatchMoves(self) -> Any:
+        """
+        SIGSTOP of the watched member: the quiet watch is checked, the member
+        does not answer, and the watch moves on; a change made meanwhile arrives.
+        """
+        etcd = EtcdCluster(size=3).start()
+        self.addCleanup(etcd.stop)
+        client = EtcdClient(reactor, etcd.endpoints, timeout=0.5)
+        self.addCleanup(client.close)
+        applied: list[Event] = []
+        mirror = PrefixMirror(client, b"/silent/", lambda kvs: None, applied.extend,
+                              retry=0.1, check=0.2)
+        self.addCleanup(mirror.stop)
+        mirror.start()
+        yield waitFor(lambda: mirror.watching)
+        watched = mirror.endpoint
+        assert watched is not None
+        process = etcd.members[watched].process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, process.pid, signal.SIGCONT)
+        writer = EtcdClient(reactor, [e for n, e in enumerate(etcd.endpoints) if n != watched])
+        self.addCleanup(writer.close)
+        while True:  # the stopped member may have been the raft leader: one election
+            try:
+                yield writer.put(b"/silent/a", b"1")
+                break
+            except EtcdError:
+                yield deferLater(reactor, 0.1)
+        yield waitFor(lambda: bool(applied), 5)
+        self.assertEqual([e.kv.value for e in applied], [b"1"])
+        self.assertEqual(mirror.silent, 1)
+        self.assertNotEqual(mirror.endpoint, watched)
 
 
 def test_keyValueFromJSON() -> None:
