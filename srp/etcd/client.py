@@ -23,6 +23,8 @@ from twisted.web.http_headers import Headers
 
 #: Seconds a request may take before its endpoint counts as unreachable.
 DEFAULT_TIMEOUT = 1.0
+#: How many keys one page of L{EtcdClient.rangeAll} holds.
+PAGE = 1000
 #: The gRPC status etcd answers with when a member cannot serve (no leader).
 UNAVAILABLE = 14
 #: The gRPC status of a request whose auth token etcd does not take.
@@ -269,6 +271,25 @@ class EtcdClient:
         """C{(revision, [KeyValue])}: C{key}, or every key under it with C{prefix}."""
         answer = yield self.post("/v3/kv/range", _keys(key, prefix))
         return revisionOf(answer), [KeyValue.fromJSON(kv) for kv in answer.get("kvs", ())]
+
+    @inlineCallbacks
+    def rangeAll(self, prefix: bytes, page: int = PAGE) -> Any:
+        """
+        C{(revision, [KeyValue])}: every key under C{prefix}, as of one
+        revision, read C{page} keys at a time (so no answer grows with the
+        cluster beyond what etcd and the gateway take).
+        """
+        body = _keys(prefix, True) | {"limit": page}
+        kvs: list[KeyValue] = []
+        revision = 0
+        while True:
+            answer = yield self.post("/v3/kv/range", body | ({"revision": revision}
+                                                            if revision else {}))
+            revision = revision or revisionOf(answer)
+            kvs += [KeyValue.fromJSON(kv) for kv in answer.get("kvs", ())]
+            if not answer.get("more") or not answer.get("kvs"):
+                return revision, kvs
+            body["key"] = encode(kvs[-1].key + b"\0")
 
     @inlineCallbacks
     def put(self, key: bytes, value: bytes, lease: int = 0) -> Any:

@@ -46,20 +46,28 @@ class _Lines(Protocol):
     def __init__(self, onLine: Callable[[bytes], None], done: Deferred[None]) -> None:
         self.onLine = onLine
         self.done = done
-        self.buffer = b""
+        #: The start of a line not yet ended, in the pieces it came in (a
+        #: large answer comes in many: joined once, not at every piece).
+        self.pieces: list[bytes] = []
+        self.size = 0
 
     def dataReceived(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\n", 1)
+        end = data.find(b"\n")
+        while end >= 0:
+            line = b"".join([*self.pieces, data[:end]])
+            self.pieces, self.size, data = [], 0, data[end + 1:]
             if line.strip():
                 self.onLine(line)
-        if len(self.buffer) > MAX_LINE:
+            end = data.find(b"\n")
+        if data:
+            self.pieces.append(data)
+            self.size += len(data)
+        if self.size > MAX_LINE:
             self.abort()
 
     def abort(self) -> None:
         """Stop reading: the connection closes and L{done} fires."""
-        self.buffer = b""
+        self.pieces, self.size = [], 0
         if self.transport is not None:
             self.transport.stopProducing()  # type: ignore[attr-defined]
 
@@ -108,6 +116,8 @@ class PrefixMirror:
         self._body: _Lines | None = None
         self._request: Deferred[Any] | None = None
         self._probe: IDelayedCall | None = None
+        #: The events of an answer etcd split in fragments, until its last.
+        self._fragments: list[Event] = []
 
     def start(self) -> None:
         """Read the prefix and start watching it."""
@@ -134,7 +144,7 @@ class PrefixMirror:
 
     def _read(self) -> None:
         self._pending = None
-        self._request = self.client.range(self.prefix, prefix=True)
+        self._request = self.client.rangeAll(self.prefix)
 
         def read(result: tuple[int, list[KeyValue]]) -> None:
             self._request = None
@@ -150,10 +160,12 @@ class PrefixMirror:
         self._pending = None
         self._request = self.client.post("/v3/watch", {"create_request": {
             "key": encode(self.prefix), "range_end": encode(prefixEnd(self.prefix)),
-            "start_revision": self.revision + 1}}, stream=True, headers=REQUIRE_LEADER)
+            "start_revision": self.revision + 1, "fragment": True}}, stream=True,
+            headers=REQUIRE_LEADER)
 
         def connected(response: Any) -> Deferred[None]:
             self._request = None
+            self._fragments = []
             done: Deferred[None] = Deferred()
             self._body = _Lines(self._line, done)
             self.endpoint = self.client.current
@@ -255,8 +267,11 @@ class PrefixMirror:
             return
         if result.get("created"):
             self._state(True)
-        events = [Event(KeyValue.fromJSON(e.get("kv", {})), e.get("type") == "DELETE")
-                  for e in result.get("events", ())]
+        self._fragments += [Event(KeyValue.fromJSON(e.get("kv", {})), e.get("type") == "DELETE")
+                            for e in result.get("events", ())]
+        if result.get("fragment"):
+            return  # the rest of this revision's events follow
+        events, self._fragments = self._fragments, []
         if events:
             self.revision = max(self.revision, *(e.kv.modRevision for e in events))
             self.onEvents(events)
