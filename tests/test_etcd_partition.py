@@ -20,13 +20,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from attrs import frozen
 
+from bench.common import waitUntil
 from bench.takeover import WallClock
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
 from srp.clusterkey import loadKey
@@ -125,15 +126,6 @@ class Recorder:
                     self._latest[source[0]] = seen
 
 
-def waitFor(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Wait until C{predicate()} holds; the seconds it took."""
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
 def reigns(recorder: Recorder, since: float = 0.0) -> tuple[Reign, ...]:
     """Every active the answers asked for since C{since} show."""
     return checkFencing([s.claim for s in recorder.snapshot(since)]).reigns
@@ -191,7 +183,7 @@ def test_partition_and_quorum(hosts: Sequence[Host], tmp_path: Path) -> None:
         def everywhere() -> bool:
             return all((s := watch.latest(n)) is not None and s.listed == 3 for n in range(3))
 
-        waitFor(lambda: everywhere() and activeHost(watch) is not None, 10,
+        waitUntil(lambda: everywhere() and activeHost(watch) is not None, 10,
                 "every node to list all three, and one active")
 
         # kill -9 of one etcd member (not on the active's host): nothing changes.
@@ -211,8 +203,8 @@ def test_partition_and_quorum(hosts: Sequence[Host], tmp_path: Path) -> None:
         # kill -9 of a second (quorum lost): answers go on, nobody leads, all stale.
         since = time.monotonic()
         etcd.members[others[1]].kill()
-        waitFor(lambda: all(stale(host, keyFile) for host in hosts), 10, "every node stale")
-        waitFor(lambda: activeHost(watch) is None and all(
+        waitUntil(lambda: all(stale(host, keyFile) for host in hosts), 10, "every node stale")
+        waitUntil(lambda: activeHost(watch) is None and all(
             (s := watch.latest(n)) is not None and not s.claim.token for n in range(3)),
             2 * TTL, "the active to step down")
         time.sleep(2 * TTL)
@@ -228,8 +220,8 @@ def test_partition_and_quorum(hosts: Sequence[Host], tmp_path: Path) -> None:
         since = time.monotonic()
         for n in others:
             etcd.members[n].restart()
-        waitFor(lambda: activeHost(watch) is not None, 10, "a new active")
-        waitFor(lambda: not any(stale(host, keyFile) for host in hosts), 10, "fresh again")
+        waitUntil(lambda: activeHost(watch) is not None, 10, "a new active")
+        waitUntil(lambda: not any(stale(host, keyFile) for host in hosts), 10, "fresh again")
         [second] = reigns(watch, since)
         assert second.token > first.token or (second.token, second.node) == (
             first.token, first.node)
@@ -240,7 +232,7 @@ def test_partition_and_quorum(hosts: Sequence[Host], tmp_path: Path) -> None:
         since = time.monotonic()
         hosts[isolated].cut()
         try:
-            waitFor(lambda: (a := activeHost(watch)) is not None and a != isolated,
+            waitUntil(lambda: (a := activeHost(watch)) is not None and a != isolated,
                     10, "an active on the majority side")
             after = reigns(watch, since)
             assert [r.node for r in after][-1] != second.node
