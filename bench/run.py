@@ -17,7 +17,8 @@ in L{bench.client_worker} processes), L{bench.health} (C{instance_down},
 C{sighup_reload}, C{health_cost}), L{bench.metrics} (C{metrics_scrape}),
 L{bench.proxy} (C{proxy_throughput}, C{proxy_failover}), L{bench.matrix}
 (C{fault_matrix}, run in a L{bench.matrix_worker} process), L{bench.etcd_propagation}
-(C{etcd_propagation}, C{etcd_takeover}).
+(C{etcd_propagation}, C{etcd_takeover}), L{bench.etcd_scale} (C{etcd_scale},
+C{etcd_throughput}).
 docs/benchmarks.md says what they measure and holds the figures measured.
 """
 
@@ -34,8 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ from bench.client import cached_resolve, cold_resolves, failover_gap
 from bench.cluster_cost import cluster_cost
 from bench.common import QUICK, RESULTS, ROOT, Benchmark, Settings, pinTo, stopPid
 from bench.etcd_propagation import etcd_propagation, etcd_takeover
+from bench.etcd_scale import etcd_scale, etcd_throughput
 from bench.health import health_cost, instance_down, sighup_reload
 from bench.loadgen import instanceName, instanceRequest
 from bench.matrix import fault_matrix
@@ -165,6 +167,34 @@ def runLoad(host: str, serverPid: int, settings: Settings, seed: int) -> dict[st
     return result
 
 
+def loadRounds(settings: Settings, servers: Mapping[str, tuple[str, int]],
+               during: Callable[[str], AbstractContextManager[Any]] = lambda name: nullcontext()
+               ) -> list[dict[str, Any]]:
+    """
+    Run the load generator against each of C{servers} (name: address and
+    PID) in turn, for C{settings.rounds} rounds, each round starting one
+    server later, within C{during(name)}; repeat a run that other load on
+    the machine slowed (up to C{settings.retries} in all).  One row a run.
+    """
+    names = list(servers)
+    rows: list[dict[str, Any]] = []
+    retries = settings.retries
+    for number in range(1, settings.rounds + 1):
+        turn = number % len(names)
+        for name in names[turn:] + names[:turn]:
+            while True:
+                print(f"round {number}/{settings.rounds}: {name} ...", file=sys.stderr,
+                      flush=True)
+                host, pid = servers[name]
+                with during(name):
+                    result = runLoad(host, pid, settings, seed=number)
+                rows.append({"round": number, "server": name} | result | derived(result))
+                if saturated(rows[-1]) != "none" or retries <= 0:
+                    break
+                retries -= 1
+    return rows
+
+
 def derived(result: dict[str, Any]) -> dict[str, float | None]:
     """Shares of a CPU used by the server and the load generator, and server µs per reply."""
     seconds, replies, cpu = result["seconds"], result["replies"], result["server_cpu_s"]
@@ -241,22 +271,9 @@ def resolve_throughput(settings: Settings) -> dict[str, Any]:
             if probe(hosts["metrics"], BROWSER_PORT, first, timeout=10.0) != srpReply:
                 raise RuntimeError("srp serve with metrics on answers otherwise")
 
-            rows: list[dict[str, Any]] = []
-            retries = settings.retries
-            for number in range(1, settings.rounds + 1):
-                turn = number % len(NAMES)
-                for name in NAMES[turn:] + NAMES[:turn]:
-                    while True:
-                        print(f"round {number}/{settings.rounds}: {name} ...",
-                              file=sys.stderr, flush=True)
-                        with Scraper(scrapeURL) if name == "metrics" else nullcontext():
-                            result = runLoad(hosts[name], servers[name].pid, settings,
-                                             seed=number)
-                        rows.append({"round": number, "server": name} | result
-                                    | derived(result))
-                        if saturated(rows[-1]) != "none" or retries <= 0:
-                            break
-                        retries -= 1
+            rows = loadRounds(settings, {n: (hosts[n], servers[n].pid) for n in NAMES},
+                              lambda name: Scraper(scrapeURL) if name == "metrics"
+                              else nullcontext())
         finally:
             for server in servers.values():
                 server.stop()
@@ -352,7 +369,7 @@ BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, sigstop, handover, 
                                cached_resolve, failover_gap, cold_resolves, transports,
                                instance_down, sighup_reload, health_cost, metrics_scrape,
                                proxy_throughput, proxy_failover, fault_matrix,
-                               etcd_propagation, etcd_takeover]
+                               etcd_propagation, etcd_takeover, etcd_scale, etcd_throughput]
 
 
 def machine() -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
 from srp.etcd.client import (
@@ -17,11 +20,12 @@ from srp.etcd.client import (
     Event,
     KeyValue,
     Unreachable,
+    encode,
     prefixEnd,
     putOp,
     rangeOp,
 )
-from srp.etcd.watch import PrefixMirror
+from srp.etcd.watch import PrefixMirror, _Lines
 from srp.testing.etcd import EtcdCluster, freePort, post
 
 
@@ -84,6 +88,26 @@ class ClientTests(RealEtcdTestCase):
         self.assertEqual(deleted, 2)
         _, kvs = yield self.client.range(self.prefix, prefix=True)
         self.assertEqual(kvs, [])
+
+    @inlineCallbacks
+    def test_rangeAllInPages(self) -> Any:
+        """rangeAll reads every key of a prefix page by page, each page at the first's revision."""
+        for n in range(5):
+            revision = yield self.client.put(self.prefix + b"%d" % n, b"v%d" % n)
+        asked: list[dict[str, Any]] = []
+        post = self.client.post
+
+        def recorded(path: str, body: Any, *args: Any, **kwargs: Any) -> Any:
+            asked.append(dict(body))
+            return post(path, body, *args, **kwargs)
+
+        self.client.post = recorded  # type: ignore[method-assign]
+        read, kvs = yield self.client.rangeAll(self.prefix, page=2)
+        self.assertEqual(read, revision)
+        self.assertEqual([kv.value for kv in kvs], [b"v%d" % n for n in range(5)])
+        self.assertEqual([(body["limit"], body.get("revision")) for body in asked],
+                         [(2, None), (2, revision), (2, revision)])
+        self.assertEqual(asked[1]["key"], encode(self.prefix + b"1\0"))
 
     @inlineCallbacks
     def test_txnCreateOnce(self) -> Any:
@@ -212,6 +236,72 @@ class MirrorTests(RealEtcdTestCase):
         yield waitFor(lambda: self.mirror.snapshots == 2 and self.mirror.watching)
         self.assertEqual(self.copy, {self.prefix + b"b": b"2"})
         self.assertEqual(len(self.applied), 1)
+
+
+def test_fragmentsAppliedWhole() -> None:
+    """A watch answer etcd split in fragments reaches the copy at once, when its last part came."""
+    applied: list[list[Event]] = []
+    mirror = PrefixMirror(EtcdClient(Clock(), ["http://127.0.0.1:1"]), b"/p/",
+                          lambda kvs: None, lambda events: applied.append(list(events)))
+
+    def line(key: bytes, fragment: bool) -> bytes:
+        return json.dumps({"result": {"fragment": fragment, "events": [
+            {"kv": {"key": encode(key), "mod_revision": "7"}}]}}).encode()
+
+    mirror._line(line(b"/p/a", True))
+    assert applied == [] and mirror.revision == 0
+    mirror._line(line(b"/p/b", False))
+    assert [[e.kv.key for e in events] for events in applied] == [[b"/p/a", b"/p/b"]]
+    assert mirror.revision == 7
+
+
+def test_linesJoinedOnce() -> None:
+    """A watch answer that comes in many pieces is one line; several in one piece are several."""
+    lines: list[bytes] = []
+    body = _Lines(lines.append, Deferred())
+    for piece in (b'{"a":', b' 1', b'}\n{"b": 2}\n{"c"', b": 3}\n"):
+        body.dataReceived(piece)
+    assert lines == [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}']
+    assert body.size == 0
+
+
+class SilentMemberTests(TestCase):
+    """A watch whose member falls silent without ending it (stopped, cut off)."""
+
+    @inlineCallbacks
+    def test_silentWatchMoves(self) -> Any:
+        """
+        SIGSTOP of the watched member: the quiet watch is checked, the member
+        does not answer, and the watch moves on; a change made meanwhile arrives.
+        """
+        etcd = EtcdCluster(size=3).start()
+        self.addCleanup(etcd.stop)
+        client = EtcdClient(reactor, etcd.endpoints, timeout=0.5)
+        self.addCleanup(client.close)
+        applied: list[Event] = []
+        mirror = PrefixMirror(client, b"/silent/", lambda kvs: None, applied.extend,
+                              retry=0.1, check=0.2)
+        self.addCleanup(mirror.stop)
+        mirror.start()
+        yield waitFor(lambda: mirror.watching)
+        watched = mirror.endpoint
+        assert watched is not None
+        process = etcd.members[watched].process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, process.pid, signal.SIGCONT)
+        writer = EtcdClient(reactor, [e for n, e in enumerate(etcd.endpoints) if n != watched])
+        self.addCleanup(writer.close)
+        while True:  # the stopped member may have been the raft leader: one election
+            try:
+                yield writer.put(b"/silent/a", b"1")
+                break
+            except EtcdError:
+                yield deferLater(reactor, 0.1)
+        yield waitFor(lambda: bool(applied), 5)
+        self.assertEqual([e.kv.value for e in applied], [b"1"])
+        self.assertEqual(mirror.silent, 1)
+        self.assertNotEqual(mirror.endpoint, watched)
 
 
 def test_keyValueFromJSON() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from srp.testing.history import Answer, checkHistory
+from srp.testing.history import Answer, Claim, Reign, checkFencing, checkHistory
 
 
 def run(*answers: tuple[float, int, str]) -> list[Answer]:
@@ -49,3 +49,36 @@ def test_no_answer_after_the_fault_is_a_gap_to_the_end() -> None:
     report = checkHistory({0: 0.0}, run((0.1, 0, "A")), faultAt=0.5, end=3.0)
     assert report.longestGap == pytest.approx(2.5)
     assert report.places == ()
+
+
+def claims(*answers: tuple[float, float, int, int]) -> list[Claim]:
+    return [Claim(sent, received, node, token) for sent, received, node, token in answers]
+
+
+def test_a_clean_succession_of_actives_is_ok() -> None:
+    """An active, a gap with none, its successor with a larger token: one at a time."""
+    report = checkFencing(claims((0.0, 0.01, 1, 7), (0.1, 0.11, 2, 0), (0.5, 0.51, 1, 7),
+                                 (0.6, 0.61, 1, 0), (1.6, 1.61, 2, 9), (1.7, 1.71, 1, 0)))
+    assert report.ok
+    assert report.reigns == (Reign(7, 1, 0.01, 0.5), Reign(9, 2, 1.61, 1.6))
+    assert report.longestWithout == pytest.approx(1.1)
+    assert report.answers == 6
+
+
+def test_an_older_active_answering_after_the_newer_overlaps() -> None:
+    """The older active (token 7) still answers as active after token 9 did: two at once."""
+    report = checkFencing(claims((0.0, 0.01, 1, 7), (1.0, 1.01, 2, 9), (1.1, 1.11, 1, 7)))
+    assert not report.ok
+    [(older, newer)] = report.overlaps
+    assert (older.token, newer.token) == (7, 9)
+
+
+def test_answers_in_flight_together_do_not_overlap() -> None:
+    """The older's last answer was asked for before the newer's first arrived: no proof."""
+    assert checkFencing(claims((0.0, 0.5, 1, 7), (0.2, 0.3, 2, 9))).ok
+
+
+def test_one_token_from_two_nodes_is_shared() -> None:
+    """A token is one election: two nodes answering with it is a failure."""
+    report = checkFencing(claims((0.0, 0.01, 1, 7), (0.1, 0.11, 2, 7)))
+    assert report.shared == (7,) and not report.ok

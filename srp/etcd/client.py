@@ -23,6 +23,8 @@ from twisted.web.http_headers import Headers
 
 #: Seconds a request may take before its endpoint counts as unreachable.
 DEFAULT_TIMEOUT = 1.0
+#: How many keys one page of L{EtcdClient.rangeAll} holds.
+PAGE = 1000
 #: The gRPC status etcd answers with when a member cannot serve (no leader).
 UNAVAILABLE = 14
 #: The gRPC status of a request whose auth token etcd does not take.
@@ -193,12 +195,13 @@ class EtcdClient:
 
     @inlineCallbacks
     def post(self, path: str, body: Mapping[str, Any], stream: bool = False,
-             headers: Mapping[str, str] | None = None) -> Any:
+             headers: Mapping[str, str] | None = None, only: int | None = None) -> Any:
         """
         POST C{body} to C{path} at the current endpoint, then at each other in
-        turn: the parsed JSON answer, or (with C{stream}) the response itself
-        once its headers came.  With a C{user}, the request carries a token,
-        asked for first and again when etcd no longer takes it.
+        turn (or at endpoint number C{only} alone): the parsed JSON answer, or
+        (with C{stream}) the response itself once its headers came.  With a
+        C{user}, the request carries a token, asked for first and again when
+        etcd no longer takes it.
 
         @raise Unreachable: if no endpoint could be reached.
         @raise EtcdError: if etcd answered with an error.
@@ -206,32 +209,35 @@ class EtcdClient:
         if self.user is not None and self.token is None:
             yield self.authenticate()
         try:
-            return (yield self._post(path, body, stream, headers))
+            return (yield self._post(path, body, stream, headers, only))
         except EtcdError as e:
             if self.user is None or e.code != UNAUTHENTICATED:
                 raise
         # The token expired, or the member now asked did not issue it.
         yield self.authenticate()
-        return (yield self._post(path, body, stream, headers))
+        return (yield self._post(path, body, stream, headers, only))
 
     @inlineCallbacks
     def authenticate(self) -> Any:
         """Ask etcd for a token for C{user}: the requests that follow carry it."""
         self.token = None
         answer = yield self._post("/v3/auth/authenticate",
-                                  {"name": self.user, "password": self.password}, False, None)
+                                  {"name": self.user, "password": self.password}, False, None,
+                                  None)
         self.token = str(answer["token"])
         return None
 
     @inlineCallbacks
     def _post(self, path: str, body: Mapping[str, Any], stream: bool,
-              headers: Mapping[str, str] | None) -> Any:
+              headers: Mapping[str, str] | None, only: int | None) -> Any:
         headers = dict(headers or {})
         if self.token is not None:
             headers["Authorization"] = self.token
         reasons = []
-        for attempt in range(len(self.endpoints)):
-            n = (self.current + attempt) % len(self.endpoints)
+        order = [only] if only is not None else [
+            (self.current + attempt) % len(self.endpoints)
+            for attempt in range(len(self.endpoints))]
+        for n in order:
             try:
                 response = yield self.http.post(
                     self.endpoints[n] + path, json=dict(body), timeout=self.timeout,
@@ -265,6 +271,25 @@ class EtcdClient:
         """C{(revision, [KeyValue])}: C{key}, or every key under it with C{prefix}."""
         answer = yield self.post("/v3/kv/range", _keys(key, prefix))
         return revisionOf(answer), [KeyValue.fromJSON(kv) for kv in answer.get("kvs", ())]
+
+    @inlineCallbacks
+    def rangeAll(self, prefix: bytes, page: int = PAGE) -> Any:
+        """
+        C{(revision, [KeyValue])}: every key under C{prefix}, as of one
+        revision, read C{page} keys at a time (so no answer grows with the
+        cluster beyond what etcd and the gateway take).
+        """
+        body = _keys(prefix, True) | {"limit": page}
+        kvs: list[KeyValue] = []
+        revision = 0
+        while True:
+            answer = yield self.post("/v3/kv/range", body | ({"revision": revision}
+                                                            if revision else {}))
+            revision = revision or revisionOf(answer)
+            kvs += [KeyValue.fromJSON(kv) for kv in answer.get("kvs", ())]
+            if not answer.get("more") or not answer.get("kvs"):
+                return revision, kvs
+            body["key"] = encode(kvs[-1].key + b"\0")
 
     @inlineCallbacks
     def put(self, key: bytes, value: bytes, lease: int = 0) -> Any:

@@ -7,6 +7,12 @@ it watches again from the revision after the last one it saw, at the next
 endpoint that answers; when etcd has compacted that revision away, it reads
 the prefix again and watches from there.  Nothing is missed and nothing is
 applied twice.
+
+A watch stream can also fall silent without ending: its member cut off
+by a partition sends nothing, not even the error that tells a watcher it
+lost its quorum.  So a watch that has been quiet for C{check} seconds is
+checked: its member must answer a read within the client's timeout, as
+a member with a leader does, or the watch moves to another member.
 """
 
 from __future__ import annotations
@@ -40,20 +46,28 @@ class _Lines(Protocol):
     def __init__(self, onLine: Callable[[bytes], None], done: Deferred[None]) -> None:
         self.onLine = onLine
         self.done = done
-        self.buffer = b""
+        #: The start of a line not yet ended, in the pieces it came in (a
+        #: large answer comes in many: joined once, not at every piece).
+        self.pieces: list[bytes] = []
+        self.size = 0
 
     def dataReceived(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\n", 1)
+        end = data.find(b"\n")
+        while end >= 0:
+            line = b"".join([*self.pieces, data[:end]])
+            self.pieces, self.size, data = [], 0, data[end + 1:]
             if line.strip():
                 self.onLine(line)
-        if len(self.buffer) > MAX_LINE:
+            end = data.find(b"\n")
+        if data:
+            self.pieces.append(data)
+            self.size += len(data)
+        if self.size > MAX_LINE:
             self.abort()
 
     def abort(self) -> None:
         """Stop reading: the connection closes and L{done} fires."""
-        self.buffer = b""
+        self.pieces, self.size = [], 0
         if self.transport is not None:
             self.transport.stopProducing()  # type: ignore[attr-defined]
 
@@ -75,13 +89,14 @@ class PrefixMirror:
                  onSnapshot: Callable[[Sequence[KeyValue]], None],
                  onEvents: Callable[[Sequence[Event]], None],
                  onState: Callable[[bool], None] = lambda watching: None,
-                 retry: float = 0.25) -> None:
+                 retry: float = 0.25, check: float = 1.0) -> None:
         self.client = client
         self.prefix = prefix
         self.onSnapshot = onSnapshot
         self.onEvents = onEvents
         self.onState = onState
         self.retry = retry
+        self.check = check
         #: The last revision applied: a new watch starts after it.
         self.revision = 0
         self.watching = False
@@ -89,11 +104,20 @@ class PrefixMirror:
         self.snapshots = 0
         #: How many watches a member ended with an error (it lost its quorum).
         self.errors = 0
+        #: How many quiet watches were moved because their member did not answer.
+        self.silent = 0
+        #: The endpoint (its index) the running watch streams from, and when
+        #: it last sent anything (reactor seconds).
+        self.endpoint: int | None = None
+        self.heard = 0.0
         self._running = False
         self._needSnapshot = True
         self._pending: IDelayedCall | None = None
         self._body: _Lines | None = None
         self._request: Deferred[Any] | None = None
+        self._probe: IDelayedCall | None = None
+        #: The events of an answer etcd split in fragments, until its last.
+        self._fragments: list[Event] = []
 
     def start(self) -> None:
         """Read the prefix and start watching it."""
@@ -106,6 +130,7 @@ class PrefixMirror:
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
+        self._quiet()
         if self._request is not None:
             self._request.cancel()
         if self._body is not None:
@@ -119,7 +144,7 @@ class PrefixMirror:
 
     def _read(self) -> None:
         self._pending = None
-        self._request = self.client.range(self.prefix, prefix=True)
+        self._request = self.client.rangeAll(self.prefix)
 
         def read(result: tuple[int, list[KeyValue]]) -> None:
             self._request = None
@@ -135,23 +160,71 @@ class PrefixMirror:
         self._pending = None
         self._request = self.client.post("/v3/watch", {"create_request": {
             "key": encode(self.prefix), "range_end": encode(prefixEnd(self.prefix)),
-            "start_revision": self.revision + 1}}, stream=True, headers=REQUIRE_LEADER)
+            "start_revision": self.revision + 1, "fragment": True}}, stream=True,
+            headers=REQUIRE_LEADER)
 
         def connected(response: Any) -> Deferred[None]:
             self._request = None
+            self._fragments = []
             done: Deferred[None] = Deferred()
             self._body = _Lines(self._line, done)
+            self.endpoint = self.client.current
+            self.heard = self.client.reactor.seconds()
+            self._listen()
             response.deliverBody(self._body)
             return done
 
         def ended(result: object) -> None:
             self._body = None
+            self._quiet()
             self._state(False)
             if self._running:
                 self._next(0 if self._needSnapshot else self.retry)
 
         self._request.addCallback(connected)
         self._request.addCallbacks(ended, self._failed)
+
+    def _listen(self) -> None:
+        """Check the watch when it has been quiet for C{check} seconds."""
+        self._quiet()
+        quiet = self.client.reactor.seconds() - self.heard
+        self._probe = self.client.reactor.callLater(max(0.0, self.check - quiet), self._ask)
+
+    def _quiet(self) -> None:
+        if self._probe is not None and self._probe.active():
+            self._probe.cancel()
+        self._probe = None
+
+    def _ask(self) -> None:
+        self._probe = None
+        if self._body is None or self.endpoint is None:
+            return
+        if self.client.reactor.seconds() - self.heard < self.check:
+            self._listen()
+            return
+        body, endpoint = self._body, self.endpoint
+        asked = self.client.post("/v3/kv/range", {"key": encode(self.prefix), "limit": 1,
+                                                   "keys_only": True},
+                                 headers=REQUIRE_LEADER, only=endpoint)
+
+        def answered(result: object) -> None:
+            if body is self._body:
+                self.heard = self.client.reactor.seconds()
+                self._listen()
+
+        def unanswered(failure: Failure) -> None:
+            if body is not self._body:
+                return
+            self.silent += 1
+            self.log.warn("etcd watch at {endpoint} is silent and its member does not "
+                          "answer ({error}): watching elsewhere",
+                          endpoint=self.client.endpoints[endpoint],
+                          error=failure.getErrorMessage())
+            if self.client.current == endpoint:
+                self.client.skipCurrent()
+            body.abort()
+
+        asked.addCallbacks(answered, unanswered)
 
     def _failed(self, failure: Failure) -> None:
         self._request = None
@@ -163,6 +236,7 @@ class PrefixMirror:
         self._next(self.retry)
 
     def _line(self, line: bytes) -> None:
+        self.heard = self.client.reactor.seconds()
         try:
             answer = json.loads(line)
             result = answer.get("result")
@@ -193,8 +267,11 @@ class PrefixMirror:
             return
         if result.get("created"):
             self._state(True)
-        events = [Event(KeyValue.fromJSON(e.get("kv", {})), e.get("type") == "DELETE")
-                  for e in result.get("events", ())]
+        self._fragments += [Event(KeyValue.fromJSON(e.get("kv", {})), e.get("type") == "DELETE")
+                            for e in result.get("events", ())]
+        if result.get("fragment"):
+            return  # the rest of this revision's events follow
+        events, self._fragments = self._fragments, []
         if events:
             self.revision = max(self.revision, *(e.kv.modRevision for e in events))
             self.onEvents(events)

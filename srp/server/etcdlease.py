@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,6 +34,9 @@ from srp.etcd.keys import ClusterKeys
 LEADER_FRACTION = 0.75
 #: The most operations one txn carries (etcd refuses more than 128 by default).
 TXN_OPS = 100
+#: How many of a write's txns are in flight at once: a node with thousands
+#: of registrations is written in parallel batches, not one round trip each.
+TXN_WINDOW = 8
 
 
 class NodeLease:
@@ -76,6 +79,11 @@ class NodeLease:
         self._running = False
         self._timer: IDelayedCall | None = None
         self._leading: IDelayedCall | None = None
+
+    @property
+    def synced(self) -> bool:
+        """Whether every key this node should have is in etcd, as it should be."""
+        return bool(self.lease) and self._written == self._values
 
     def set(self, values: Mapping[bytes, bytes]) -> None:
         """The keys this node should have on its lease now (the others go)."""
@@ -201,14 +209,18 @@ class NodeLease:
         if not ops:
             return
         self._writing = True
-        batches = [ops[n:n + TXN_OPS] for n in range(0, len(ops), TXN_OPS)]
-        written: Deferred[Any] = succeed(None)
-        for batch in batches:
-            written.addCallback(self._txn, batch)
+        window = DeferredSemaphore(TXN_WINDOW)
+        # Every batch ends before the next write starts, even when one fails.
+        written: Deferred[Any] = DeferredList(
+            [window.run(self.client.txn, [], ops[n:n + TXN_OPS])
+             for n in range(0, len(ops), TXN_OPS)], consumeErrors=True)
 
-        def done(result: object) -> None:
+        def done(results: list[tuple[bool, Any]]) -> None:
             self._writing = False
-            if lease == self.lease:
+            failures = [result for ok, result in results if not ok]
+            if failures:
+                failed(failures[0])
+            elif lease == self.lease:
                 self._written = values
                 self._write()  # anything set in the meantime
 
@@ -218,10 +230,6 @@ class NodeLease:
             self._later(self.ttl / 4, self._keepAlive)
 
         written.addCallbacks(done, failed)
-
-    def _txn(self, ignored: object, ops: list[dict[str, Any]]) -> Deferred[Any]:
-        done: Deferred[Any] = self.client.txn([], ops)
-        return done
 
     def _campaign(self) -> None:
         if not (self.elect and self.lease and self._running) or self.token is not None:

@@ -1,7 +1,9 @@
 """
 A real etcd for tests, demos and benchmarks: L{EtcdCluster} runs Debian's
 C{etcd} (package C{etcd-server}) as one or three members on loopback, each
-on ports of its own, with data in a temporary directory, stopped by PID.
+on ports of its own, or one member on each of several network-namespace
+hosts (L{srp.testing.netns}), with data in a temporary directory, stopped
+by PID.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from srp.testing.netns import Host
 from srp.testing.processes import stopProcess
 
 #: Raft timing short enough for leases of 1 s (etcd's shortest lease is
 #: 1.5 election timeouts).
 HEARTBEAT_MS = 25
 ELECTION_MS = 250
+
+T = TypeVar("T")
 
 
 def freePort(host: str = "127.0.0.1") -> int:
@@ -34,12 +40,17 @@ def freePort(host: str = "127.0.0.1") -> int:
 
 
 class EtcdMember:
-    """One member of an L{EtcdCluster}: its name, URLs, data and process."""
+    """
+    One member of an L{EtcdCluster}: its name, URLs, data and process; on
+    C{host}, an address of this machine, or of the namespace host C{place}.
+    """
 
-    def __init__(self, name: str, host: str, directory: Path) -> None:
+    def __init__(self, name: str, host: str, directory: Path,
+                 place: Host | None = None) -> None:
         self.name = name
-        self.clientURL = f"http://{host}:{freePort(host)}"
-        self.peerURL = f"http://{host}:{freePort(host)}"
+        self.place = place
+        self.clientURL = f"http://{host}:{self._here(lambda: freePort(host))}"
+        self.peerURL = f"http://{host}:{self._here(lambda: freePort(host))}"
         self.directory = directory
         self.logPath = directory / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -58,6 +69,8 @@ class EtcdMember:
             "--heartbeat-interval", str(HEARTBEAT_MS),
             "--election-timeout", str(ELECTION_MS),
         ]
+        if self.place is not None:
+            command = self.place.command(*command)
         with open(self.logPath, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
@@ -91,10 +104,14 @@ class EtcdMember:
     def healthy(self) -> bool:
         """Whether this member answers a range request (it has a quorum)."""
         try:
-            post(self.clientURL, "/v3/kv/range", {"key": "AA=="}, timeout=1.0)
+            self._here(lambda: post(self.clientURL, "/v3/kv/range", {"key": "AA=="},
+                                    timeout=1.0))
         except (OSError, urllib.error.URLError, ValueError):
             return False
         return True
+
+    def _here(self, function: Callable[[], T]) -> T:
+        return function() if self.place is None else self.place.inside(function)
 
 
 def post(url: str, path: str, body: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:
@@ -108,18 +125,21 @@ def post(url: str, path: str, body: dict[str, Any], timeout: float = 2.0) -> dic
 
 class EtcdCluster:
     """
-    A real etcd cluster of C{size} members on C{host}, for tests: each member
-    on free ports, data under a temporary directory removed by L{stop}.
+    A real etcd cluster of C{size} members on C{host}, or one member on each
+    of C{hosts} (namespace hosts, at their LAN address), for tests: each
+    member on free ports, data under a temporary directory removed by L{stop}.
 
     Use it as a context manager, or call L{start} and L{stop}.
     """
 
     def __init__(self, size: int = 3, host: str = "127.0.0.1",
-                 directory: Path | None = None) -> None:
+                 directory: Path | None = None, hosts: Sequence[Host] = ()) -> None:
         self._temporary = directory is None
         self.directory = Path(tempfile.mkdtemp(prefix="srp-etcd-")) if directory is None \
             else directory
-        self.members = [EtcdMember(f"m{n}", host, self.directory) for n in range(size)]
+        self.members = [EtcdMember(f"m{n}", place.address, self.directory, place)
+                        for n, place in enumerate(hosts)] or [
+            EtcdMember(f"m{n}", host, self.directory) for n in range(size)]
 
     @property
     def endpoints(self) -> list[str]:

@@ -10,15 +10,22 @@ Needs root (CI runs as root).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TypeVar
 
 from attrs import frozen
 
 SUBNET = "10.231.0"
+#: setns(2)'s flag for a network namespace.
+CLONE_NEWNET = 0x40000000
+
+T = TypeVar("T")
 
 
 @frozen
@@ -33,6 +40,22 @@ class Host:
     def command(self, *argv: str) -> list[str]:
         """C{argv} run inside this host."""
         return ["ip", "netns", "exec", self.namespace, *argv]
+
+    def inside(self, function: Callable[[], T]) -> T:
+        """
+        C{function()}, called in this host's network: in a thread of its own
+        that entered the host's namespace.  Sockets it opens stay there, so
+        the test can use them from any thread.
+        """
+        def entered() -> T:
+            with open(f"/var/run/netns/{self.namespace}") as handle:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"cannot enter {self.namespace}")
+            return function()
+
+        with ThreadPoolExecutor(1) as thread:
+            return thread.submit(entered).result()
 
     def cut(self) -> None:
         """Cut this host off the LAN (a partition): its switch port goes down."""
