@@ -324,9 +324,7 @@ async def runCell(reactor: Any, topology: Topology, named: bool, path: str,
 async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> dict[str, Any]:
     rows = []
     for topologyName in options.topology:
-        topology = Topology.named(directory / topologyName.replace("/", "-"), topologyName,
-                                  options.lan)
-        await topology.start(reactor)
+        topology = await fresh(reactor, directory, topologyName, options.lan)
         for trial in range(options.trials):
             paths = [p for p in options.path
                      if p != "proxy" or not options.proxy_in or topologyName in options.proxy_in]
@@ -341,9 +339,28 @@ async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> 
                     cell |= {"ok": False, "error": f"{type(e).__name__}: {e}"}
                 progress(f"fault_matrix: {json.dumps(cell)}")
                 rows.append(cell)
-                await topology.undo(reactor)
+                try:
+                    await topology.undo(reactor)
+                except RuntimeError as e:
+                    # Not the cell's result: its figures are in.  The next
+                    # cells need a topology that answers, so start it anew.
+                    progress(f"fault_matrix: {topologyName} started anew after "
+                             f"{cell['fault']!r}: {e}")
+                    topology.stop()
+                    topology = await fresh(reactor, directory, topologyName, options.lan)
         topology.stop()
     return {"rows": rows}
+
+
+async def fresh(reactor: Any, directory: Path, name: str, lan: Sequence[Host]) -> Topology:
+    """The topology C{name}, started in a directory of its own (a fresh address too)."""
+    base = directory / name.replace("/", "-")
+    place, n = base, 1
+    while place.exists():
+        place, n = base.with_name(f"{base.name}-{n}"), n + 1
+    topology = Topology.named(place, name, lan)
+    await topology.start(reactor)
+    return topology
 
 
 def main(argv: Sequence[str] | None = None) -> None:
