@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
-from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue
+from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue, TLSSettings
 from srp.etcd.watch import PrefixMirror
 from srp.interfaces import IClusterBackend
 from srp.records import Registration
@@ -70,6 +70,8 @@ class EtcdSettings:
     #: etcd's authentication: the user (none: off) and its password.
     user: str | None = None
     password: str = field(default="", repr=False)
+    #: How to reach C{https://} endpoints (None: the platform's CAs, no client certificate).
+    tls: TLSSettings | None = None
 
 
 @implementer(IClusterBackend)
@@ -109,7 +111,7 @@ class EtcdMembership:
                                          settings.key)
         self.keys = ClusterKeys(settings.name)
         self.client = client if client is not None else EtcdClient(
-            reactor, etcd.endpoints, etcd.timeout, etcd.user, etcd.password)
+            reactor, etcd.endpoints, etcd.timeout, etcd.user, etcd.password, etcd.tls)
         self.lease = NodeLease(self.client, self.keys, self.nodeId, etcd.leaseTTL,
                                self._leading, self._reachability)
         self.mirror = PrefixMirror(self.client, self.keys.root, self._snapshot, self._events,
@@ -349,6 +351,8 @@ class EtcdMembership:
             "node": f"{self.nodeId:016x}", "cluster": self.settings.name,
             "role": self.role, "epoch": self.epoch, "active": None,
             "backend": "etcd", "stale": self.stale, "revision": self.mirror.revision,
+            "etcd": "unreachable" if not self.lease.reachable else "reachable",
+            "etcd_error": None if self.lease.reachable else self.lease.error,
             "leader": None if leader is None else f"{leader[0]:016x}",
             "fencing_token": None if leader is None else leader[1],
             "passives": [], "registrations": [],
