@@ -9,7 +9,7 @@ few times a second, never meets them.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from attrs import define, field, frozen
 from twisted.internet.interfaces import IReactorTime
@@ -141,3 +141,10 @@ class StateBounds:
     maxInstances: int = 65536
     #: A KeepAliveAck lists every passive in one datagram: about 3,000 fit.
     maxPassives: int = 2048
+
+
+def tallied(counters: Counter[str], counter: str) -> bool:
+    """Count one more C{counter}; whether this one is worth a log line (1, 10, 100, ...)."""
+    counters[counter] += 1
+    count = counters[counter]
+    return count in (1, 10, 100) or count % 1000 == 0

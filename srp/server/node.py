@@ -131,7 +131,7 @@ class NodeService(Service):
             self.backend = EtcdMembership(reactor, settings, cluster.etcd, self.registry,
                                           config.instances, self.stats, nodeId,
                                           onRole=self._roleChanged, access=config.access,
-                                          limiter=self.limiter)
+                                          limiter=self.limiter, bounds=config.bounds)
         else:
             self.backend = Membership(reactor, settings, self.registry, config.instances,
                                       self.stats, nodeId, onRole=self._roleChanged,
@@ -383,8 +383,7 @@ class NodeService(Service):
         self.limiter.perSource = config.perSource
         self.limiter.overall = config.overall
         self.limiter.reserve = config.reserve
-        if isinstance(self.backend, Membership):
-            self.backend.bounds = config.bounds
+        self.backend.bounds = config.bounds
         before = {r.key: r for r in running.instances}
         after = {r.key: r for r in config.instances}
         own = dict(self.backend.ownByKey)
