@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -116,6 +117,43 @@ def test_leaseEndsWithItsRegistrant(etcd: EtcdCluster, tmp_path: Path) -> None:
     finally:
         stopProcess(keeper)
         a.stop()
+
+
+def leasedDown(address: str) -> bool | None:
+    """Whether LEASED is down in the status of the node at C{address} (None: not there)."""
+    states = [r["down"] for r in status(address)["registrations"] if r["instance"] == "LEASED"]
+    return states[0] if states else None
+
+
+def test_leaderChecksRegistrationsByCommand(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """
+    The elected leader checks a registration by command: its server closes,
+    and every node says it is down; a renewal of the same place keeps it
+    down; its server listens again, and it is up.
+    """
+    a = node(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}])
+    b = node(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}])
+    server = socket.create_server((a.address, 0))
+    port = server.getsockname()[1]
+    try:
+        assert register(a.address, "--tcp", str(port), "--ttl", "60").returncode == 0
+        waitFor(lambda: leasedDown(b.address) is False, 5, "LEASED up at node b")
+        time.sleep(1.0)  # checks pass meanwhile
+        assert leasedDown(a.address) is False and leasedDown(b.address) is False
+        server.close()
+        waitFor(lambda: leasedDown(b.address) is True, 5, "LEASED down at node b")
+        assert leasedDown(a.address) is True
+        assert register(a.address, "--tcp", str(port), "--ttl", "60").returncode == 0
+        time.sleep(0.5)
+        assert leasedDown(a.address) is True and leasedDown(b.address) is True
+        server = socket.create_server((a.address, port))
+        waitFor(lambda: leasedDown(b.address) is False, 10, "LEASED up again at node b")
+    finally:
+        # etcd outlives the test: leave nothing behind for the next one.
+        srp("unregister", "--cluster", CLUSTER, a.address, "LEASED")
+        server.close()
+        a.stop()
+        b.stop()
 
 
 def test_limitsBoundTheCopy(etcd: EtcdCluster, tmp_path: Path) -> None:

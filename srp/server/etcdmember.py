@@ -180,6 +180,7 @@ class EtcdMembership:
     def stop(self) -> Deferred[None]:
         """Stop answering and watching, and revoke the lease (the keys go with it)."""
         self.mirror.stop()
+        self.commands.stop()
         self._release()
         stopped = self.lease.stop()
 
@@ -215,6 +216,7 @@ class EtcdMembership:
                 except CannotListenError as e:
                     self.counters["bind_failed"] += 1
                     self.log.error("Leader, but cannot bind the port: {error}", error=e)
+        self.commands.sync()
         self.counters["leaderships" if token is not None else "step_downs"] += 1
         if self.onRole is not None:
             self.onRole(self.role, self.epoch)
@@ -247,7 +249,9 @@ class EtcdMembership:
                     self.registry.unregister(instance, node)
                     self.fleet.unregister(instance, node)
             else:
+                self.commands.seen(node, event.kv.lease)
                 self._registrationEvent(node, instance, event.kv.value)
+        self.commands.sync()
 
     def _registrationEvent(self, node: int, instance: str, value: bytes) -> None:
         try:

@@ -137,9 +137,12 @@ class NodeService(Service):
                                       self.stats, nodeId, onRole=self._roleChanged,
                                       access=config.access, limiter=self.limiter,
                                       bounds=config.bounds)
-            # The active checks the registrations by command as it checks its own.
-            self.backend.leases.check = checkNamed(HealthSettings().check)
-            self.backend.leases.schedule = self._checkSchedule
+        # The active (on etcd: the leader) checks the registrations by command
+        # as it checks its own.
+        byCommand = self.backend.commands if isinstance(self.backend, EtcdMembership) \
+            else self.backend.leases
+        byCommand.check = checkNamed(HealthSettings().check)
+        byCommand.schedule = self._checkSchedule
 
     def serve(self, instance: str, factory: IProtocolFactory,
               transports: Sequence[str] = DEFAULT_PREFERENCE) -> None:
