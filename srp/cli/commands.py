@@ -129,6 +129,14 @@ async def statusCommand(reactor: Any, options: StatusOptions, out: TextIO) -> No
             status["version"], "-" if started is None else time.strftime(
                 "%Y-%m-%d %H:%M:%S", time.localtime(started)),
             "-" if status["uptime"] is None else duration(status["uptime"]))]) + "\n")
+    if status.get("backend") == "etcd":
+        stale = f"yes, {duration(status['stale_seconds'])}" if status["stale"] else "no"
+        out.write("\n" + formatTable(
+            ("ETCD", "REVISION", "LEADER", "FENCING TOKEN", "STALE"),
+            [(status["etcd"], str(status["revision"]), status["leader"] or "-",
+              str(status["fencing_token"] or "-"), stale)]) + "\n")
+        if status["etcd_error"]:
+            out.write(f"etcd: {status['etcd_error']}\n")
     if status["passives"]:
         out.write("\nPassives (in line to take over):\n" + formatTable(
             ("NODE", "ADDRESS"), [(p["node"], p["address"]) for p in status["passives"]]) + "\n")

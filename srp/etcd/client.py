@@ -10,16 +10,29 @@ that died costs one failed connection, not an error.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import treq
-from attrs import frozen
+from attrs import field, frozen
+from OpenSSL import SSL
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, _HTTP11ClientFactory
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    _HTTP11ClientFactory,
+)
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 #: Seconds a request may take before its endpoint counts as unreachable.
 DEFAULT_TIMEOUT = 1.0
@@ -156,16 +169,84 @@ class _QuietFactory(_HTTP11ClientFactory):
     noisy = False
 
 
+@frozen
+class TLSSettings:
+    """
+    How to reach etcd's C{https://} endpoints: the CA that signed their
+    certificates (none: the system's), and this client's certificate and key
+    in PEM (none: no client certificate).
+    """
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = field(default=None, repr=False)
+
+    def trustRoot(self) -> Any:
+        """The CA to check etcd's certificate against (None: the platform's)."""
+        return None if self.ca is None else Certificate.loadPEM(self.ca)
+
+    def clientCertificate(self) -> PrivateCertificate | None:
+        """This client's certificate with its key, or None."""
+        if self.cert is None or self.key is None:
+            return None
+        certificate: PrivateCertificate = PrivateCertificate.loadPEM(
+            self.cert + b"\n" + self.key)
+        return certificate
+
+
+@implementer(IPolicyForHTTPS)
+class TLSPolicy:
+    """
+    An Agent's TLS policy for etcd: check each endpoint's certificate against
+    C{settings}' CA and name (or IP address), and present the client certificate.
+    """
+
+    def __init__(self, settings: TLSSettings) -> None:
+        self.trustRoot = settings.trustRoot()
+        self.certificate = settings.clientCertificate()
+
+    def creatorForNetloc(self, hostname: bytes,
+                         port: int) -> IOpenSSLClientConnectionCreator:
+        """The TLS connection creator for an endpoint at C{hostname}."""
+        creator: IOpenSSLClientConnectionCreator = optionsForClientTLS(
+            hostname.decode("ascii"), trustRoot=self.trustRoot,
+            clientCertificate=self.certificate)
+        return creator
+
+
+def _parsed(body: bytes, code: int) -> dict[str, Any]:
+    """etcd's JSON answer; an error with etcd's words when it answered something else."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        text = body.decode("utf-8", "replace").strip()[:200]
+        return {"error": f"HTTP {code}: {text}" if text else f"HTTP {code}"}
+    return answer
+
+
+def _whyFailed(error: Exception) -> str:
+    """A short reason for a failed request: OpenSSL's own words for a TLS failure."""
+    for reason in getattr(error, "reasons", None) or ():
+        if isinstance(reason, Failure) and isinstance(reason.value, SSL.Error):
+            errors = reason.value.args[0] if reason.value.args else ()
+            words = [e[-1] for e in errors if isinstance(e, tuple) and e and e[-1]]
+            return "TLS failed: " + (words[-1] if words else str(reason.value))
+    return error.__class__.__name__
+
+
 class EtcdClient:
     """
     A Twisted-native etcd v3 client: range, put, delete, txn, leases and
     (through L{srp.etcd.watch}) watches, over the JSON gateway of any of
-    C{endpoints}, as C{user} if etcd's authentication is on.
+    C{endpoints} (C{https://} ones with C{tls}), as C{user} if etcd's
+    authentication is on.
     """
 
     def __init__(self, reactor: Any, endpoints: Sequence[str],
                  timeout: float = DEFAULT_TIMEOUT, user: str | None = None,
-                 password: str = "") -> None:
+                 password: str = "", tls: TLSSettings | None = None) -> None:
         if not endpoints:
             raise ValueError("an etcd client needs at least one endpoint")
         self.reactor = reactor
@@ -175,7 +256,8 @@ class EtcdClient:
         self.pool.retryAutomatically = False
         # Not a line in the log for every connection to etcd.
         self.pool._factory = _QuietFactory
-        self.http = HTTPClient(Agent(reactor, pool=self.pool))
+        policy = TLSPolicy(tls if tls is not None else TLSSettings())
+        self.http = HTTPClient(Agent(reactor, contextFactory=policy, pool=self.pool))
         #: The endpoint that answered last: requests go there first.
         self.current = 0
         #: The user and password of etcd's authentication (no user: none),
@@ -246,10 +328,11 @@ class EtcdClient:
                 if stream and response.code == 200:
                     self.current = n
                     return response
-                answer = yield treq.json_content(response)
+                answer = _parsed((yield treq.content(response)), response.code)
             except (ConnectError, ConnectionLost, TimeoutError, ResponseFailed,
+                    RequestTransmissionFailed,
                     ValueError) as e:
-                reasons.append(f"{self.endpoints[n]}: {e.__class__.__name__}")
+                reasons.append(f"{self.endpoints[n]}: {_whyFailed(e)}")
                 continue
             except CancelledError:  # treq's timeout
                 reasons.append(f"{self.endpoints[n]}: no answer in {self.timeout} s")

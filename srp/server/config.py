@@ -18,6 +18,7 @@ from typing import Any
 from attrs import evolve, field, frozen
 
 from srp.clusterkey import BadKey, environmentKey, loadKey
+from srp.etcd.client import TLSSettings
 from srp.records import DEFAULT_MAX_CONNECTIONS, ProxyRoute, Registration, proxyRoute
 from srp.server.access import AccessPolicy, NetworkACL, networks
 from srp.server.checks import checkNamed
@@ -57,7 +58,10 @@ _ACCESS_KEYS = {"clients_allow", "clients_deny", "enumeration", "enumeration_all
                 "cluster_allow", "cluster_deny"}
 _CLUSTER_KEYS = {"name", "addresses", "interval", "misses", "key_file", "on_active",
                  "on_passive", "backend", "etcd", "lease_ttl", "answer", "etcd_user",
-                 "etcd_password_file"}
+                 "etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key"}
+#: The [cluster] keys that only an etcd-backed cluster takes.
+_ETCD_KEYS = {"etcd", "lease_ttl", "answer", "etcd_user", "etcd_password_file", "etcd_ca",
+              "etcd_cert", "etcd_key"}
 
 
 class ConfigError(Exception):
@@ -359,8 +363,7 @@ def _etcd(where: str, table: Mapping[str, Any]) -> EtcdSettings | None:
     if backend not in ("udp", "etcd"):
         raise ConfigError(f'{where}: backend must be "udp" or "etcd", not {backend!r}')
     if backend == "udp":
-        extra = sorted({"etcd", "lease_ttl", "answer", "etcd_user", "etcd_password_file"}
-                       & set(table))
+        extra = sorted(_ETCD_KEYS & set(table))
         if extra:
             raise ConfigError(f'{where}: {extra[0]} needs backend = "etcd"')
         return None
@@ -381,19 +384,51 @@ def _etcd(where: str, table: Mapping[str, Any]) -> EtcdSettings | None:
     user = _typed(where, "etcd_user", table.get("etcd_user"), (str, type(None)), "a user name")
     if "etcd_password_file" in table and user is None:
         raise ConfigError(f"{where}: etcd_password_file needs etcd_user")
-    password = ""
-    if "etcd_password_file" in table:
-        path = Path(_typed(where, "etcd_password_file", table["etcd_password_file"], str,
-                           "a file name"))
-        try:
-            mode, password = path.stat().st_mode, path.read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"{where}: cannot read etcd_password_file {path}: "
-                              f"{e.strerror}") from None
-        if mode & 0o007:
-            raise ConfigError(f"{where}: etcd_password_file {path} is readable by others; "
-                              f"run: chmod 600 {path}")
-    return EtcdSettings(tuple(endpoints), ttl, answer, user=user, password=password)
+    password = _readFile(where, table, "etcd_password_file", secret=True)
+    return EtcdSettings(tuple(endpoints), ttl, answer, user=user,
+                        password=password.decode(errors="replace").strip() if password else "",
+                        tls=_etcdTLS(where, table, endpoints))
+
+
+def _readFile(where: str, table: Mapping[str, Any], key: str,
+              secret: bool = False) -> bytes | None:
+    """The bytes of the file C{table[key]} names (None: not given); a C{secret} is 0600."""
+    if key not in table:
+        return None
+    path = Path(_typed(where, key, table[key], str, "a file name"))
+    try:
+        mode, data = path.stat().st_mode, path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {key} {path}: {e.strerror}") from None
+    if secret and mode & 0o007:
+        raise ConfigError(f"{where}: {key} {path} is readable by others; "
+                          f"run: chmod 600 {path}")
+    return data
+
+
+def _etcdTLS(where: str, table: Mapping[str, Any], endpoints: list[str]) -> TLSSettings | None:
+    given = sorted({"etcd_ca", "etcd_cert", "etcd_key"} & set(table))
+    if not any(e.startswith("https://") for e in endpoints):
+        if given:
+            raise ConfigError(f"{where}: {given[0]} needs https:// etcd endpoints")
+        return None
+    for key, other in (("etcd_cert", "etcd_key"), ("etcd_key", "etcd_cert")):
+        if key in table and other not in table:
+            raise ConfigError(f"{where}: {key} needs {other}")
+    tls = TLSSettings(_readFile(where, table, "etcd_ca"), _readFile(where, table, "etcd_cert"),
+                      _readFile(where, table, "etcd_key", secret=True))
+    try:
+        tls.trustRoot()
+    except Exception:
+        raise ConfigError(f"{where}: etcd_ca {table['etcd_ca']} holds no PEM "
+                          "certificate") from None
+    try:
+        tls.clientCertificate()
+    except Exception as e:
+        raise ConfigError(f"{where}: etcd_cert {table['etcd_cert']} and etcd_key "
+                          f"{table['etcd_key']} are not a PEM certificate and its key "
+                          f"({e.__class__.__name__})") from None
+    return tls
 
 
 def _limits(where: str,

@@ -63,8 +63,10 @@ class NodeLease:
         self.elect = elect
         #: The lease's id (0: none yet, or lost).
         self.lease = 0
-        #: Whether the last request to etcd got an answer.
+        #: Whether the last request to etcd got an answer, and why the last
+        #: one that did not failed.
         self.reachable = True
+        self.error = ""
         #: The fencing token while this node leads.
         self.token: int | None = None
         #: Until when (reactor seconds) this node may act as leader:
@@ -177,6 +179,7 @@ class NodeLease:
         self.client.keepAlive(lease).addCallbacks(renewed, failed)
 
     def _unanswered(self, failure: Failure, doing: str) -> None:
+        self.error = failure.getErrorMessage()
         if not failure.check(EtcdError):
             self.log.failure("Could not {doing}", failure, doing=doing)
         elif self.reachable:

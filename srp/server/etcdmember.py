@@ -24,14 +24,16 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
-from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue
+from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue, TLSSettings
 from srp.etcd.keys import ClusterKeys
 from srp.etcd.watch import PrefixMirror
 from srp.interfaces import IClusterBackend
 from srp.records import Registration
 from srp.server.access import AccessPolicy
+from srp.server.etcdcommands import CommandRegistrations
 from srp.server.etcdlease import NodeLease
-from srp.server.limits import ReplyLimiter
+from srp.server.leases import leaseId
+from srp.server.limits import ReplyLimiter, StateBounds, tallied
 from srp.server.membership import ClusterSettings
 from srp.server.registry import Registry
 from srp.server.responder import ResolutionResponder, ResponderStats
@@ -41,10 +43,12 @@ from srp.server.subscriptions import Subscriptions
 from srp.wire.cluster import (
     MAX_EPOCH,
     ClusterMessage,
+    Register,
     Resolve,
     ResolveReply,
     StatusQuery,
     StatusReply,
+    Unregister,
     clusterId,
 )
 from srp.wire.errors import WireError
@@ -73,6 +77,8 @@ class EtcdSettings:
     #: etcd's authentication: the user (none: off) and its password.
     user: str | None = None
     password: str = field(default="", repr=False)
+    #: How to reach C{https://} endpoints (None: the platform's CAs, no client certificate).
+    tls: TLSSettings | None = None
 
 
 @implementer(IClusterBackend)
@@ -94,7 +100,7 @@ class EtcdMembership:
                  nodeId: int | None = None,
                  onRole: Callable[[str, int], None] | None = None,
                  access: AccessPolicy | None = None, limiter: ReplyLimiter | None = None,
-                 client: EtcdClient | None = None) -> None:
+                 client: EtcdClient | None = None, bounds: StateBounds | None = None) -> None:
         self.reactor = reactor
         self.settings = settings
         self.etcd = etcd
@@ -105,6 +111,8 @@ class EtcdMembership:
         self.onRole = onRole
         self.access = access if access is not None else AccessPolicy()
         self.limiter = limiter
+        #: How much of the others' state the copy keeps ([limits]).
+        self.bounds = bounds if bounds is not None else StateBounds()
         self.counters: Counter[str] = Counter()
         self.startedAt: float | None = None
         self.healthSince: dict[str, float] = {}
@@ -112,7 +120,7 @@ class EtcdMembership:
                                          settings.key)
         self.keys = ClusterKeys(settings.name)
         self.client = client if client is not None else EtcdClient(
-            reactor, etcd.endpoints, etcd.timeout, etcd.user, etcd.password)
+            reactor, etcd.endpoints, etcd.timeout, etcd.user, etcd.password, etcd.tls)
         self.lease = NodeLease(self.client, self.keys, self.nodeId, etcd.leaseTTL,
                                self._leading, self._reachability)
         self.mirror = PrefixMirror(self.client, self.keys.root, self._snapshot, self._events,
@@ -122,15 +130,18 @@ class EtcdMembership:
         self.addresses: dict[int, tuple[str, ...]] = {}
         #: The leader as etcd last said: (node id, fencing token), or None.
         self.leader: tuple[int, int] | None = None
-        #: Whether the copy may be behind etcd (etcd unreachable, or not watched yet).
+        #: Whether the copy may be behind etcd (etcd unreachable, or not watched
+        #: yet), and since when (reactor seconds).
         self.stale = True
+        self.staleSince: float = reactor.seconds()
         self.ports: ClusterPorts | None = None
         #: The clients subscribed to the changes of the answers, which the
         #: watch-fed copy drives.
-        self.subscriptions = Subscriptions(reactor, self.answer, self._send, self.counters)
+        self.subscriptions = Subscriptions(reactor, self.answer, self.send, self.counters)
         self.fleet.watch(self.subscriptions.changed)
         self.own: tuple[Registration, ...] = ()
         self.ownByKey: dict[str, Registration] = {}
+        self.commands = CommandRegistrations(self)
         self.setOwn(own)
 
     @property
@@ -181,6 +192,7 @@ class EtcdMembership:
         """
         self.subscriptions.end(self.nodeId)
         self.mirror.stop()
+        self.commands.stop()
         self._release()
         stopped = self.lease.stop()
 
@@ -217,6 +229,7 @@ class EtcdMembership:
                 except CannotListenError as e:
                     self.counters["bind_failed"] += 1
                     self.log.error("Leader, but cannot bind the port: {error}", error=e)
+        self.commands.sync()
         self.counters["leaderships" if token is not None else "step_downs"] += 1
         if self.onRole is not None:
             self.onRole(self.role, self.epoch)
@@ -245,7 +258,9 @@ class EtcdMembership:
                     self.registry.unregister(instance, node)
                     self.fleet.unregister(instance, node)
             else:
+                self.commands.seen(node, event.kv.lease)
                 self._registrationEvent(node, instance, event.kv.value)
+        self.commands.sync()
 
     def _registrationEvent(self, node: int, instance: str, value: bytes) -> None:
         try:
@@ -255,10 +270,29 @@ class EtcdMembership:
             self.log.warn("Ignoring a malformed registration in etcd for node {node:016x}: "
                           "{error}", node=node, error=e)
             return
-        self.remote.setdefault(node, {})[instance] = registration
+        known = self.remote.setdefault(node, {})
+        if instance not in known and not self._within(known, registration):
+            return
+        known[instance] = registration
         self.fleet.register(registration)
         if self._local(node):
             self.registry.register(registration)
+
+    def _within(self, known: dict[str, Registration], registration: Registration) -> bool:
+        """Whether a new registration of a node that has C{known} fits the [limits] bounds."""
+        if len(known) >= self.bounds.maxRegistrationsPerNode:
+            counter = "registrations_refused"
+        elif (len(self.fleet) >= self.bounds.maxInstances
+              and self.fleet.lookup(registration.name) is None):
+            counter = "instances_refused"
+        else:
+            return True
+        if tallied(self.counters, counter):
+            self.log.warn("Ignoring {name} of node {node:016x} in etcd: a [limits] bound "
+                          "({counter}: {count} times)", name=registration.name,
+                          node=registration.nodeId, counter=counter,
+                          count=self.counters[counter])
+        return False
 
     def _nodeEvent(self, node: int, event: Event) -> None:
         if event.deleted:
@@ -296,12 +330,20 @@ class EtcdMembership:
             return
         self.lease.leaderIs(self.leader[0])
 
+    def staleSeconds(self) -> float:
+        """
+        Seconds since this node last knew its copy current: 0 while its lease
+        is renewed and its watch is open (etcd pushes every change at once).
+        """
+        return self.reactor.seconds() - self.staleSince if self.stale else 0.0
+
     def _reachability(self, ok: bool) -> None:
         stale = not (self.lease.reachable and self.mirror.watching)
         if stale == self.stale:
             return
         self.stale = stale
         if stale:
+            self.staleSince = self.reactor.seconds()
             self.counters["stale"] += 1
             self.log.warn("etcd is out of reach: answering from the last state seen "
                           "(revision {revision})", revision=self.mirror.revision)
@@ -323,13 +365,15 @@ class EtcdMembership:
             self.counters[f"rejected_{e.reason}"] += 1
             return
         if isinstance(message, StatusQuery):
-            self._send(StatusReply(statusPage(self._summary(), (), self.fleet.registrations(),
+            self.send(StatusReply(statusPage(self._summary(), (), self.fleet.registrations(),
                                               message, describe=self._describe)),
                        source, replyFrom)
         elif isinstance(message, Resolve):
-            self._send(self.answer(message.instanceName), source, replyFrom)
+            self.send(self.answer(message.instanceName), source, replyFrom)
         elif isinstance(message, (Subscribe, NotifyAck)):
             self.subscriptions.received(message, source, replyFrom)
+        elif isinstance(message, (Register, Unregister)):
+            self.commands.request(message, source, replyFrom)
         else:
             self.counters["ignored_messages"] += 1
 
@@ -342,8 +386,9 @@ class EtcdMembership:
         addresses = self.settings.listen if node == self.nodeId else self.addresses.get(node)
         return addresses[0] if addresses else ""
 
-    def _send(self, message: ClusterMessage, to: tuple[str, int],
+    def send(self, message: ClusterMessage, to: tuple[str, int],
               sender: DatagramProtocol) -> None:
+        """Seal C{message} and send it to C{to} from C{sender}'s port."""
         if sender.transport is None:
             return
         try:
@@ -352,8 +397,11 @@ class EtcdMembership:
             self.counters["unsent"] += 1
 
     def _describe(self, registration: Registration) -> dict[str, Any]:
-        return registrationStatus(registration, self.healthSince.get(registration.key)
-                                  if registration.nodeId == self.nodeId else None)
+        described = registrationStatus(registration, self.healthSince.get(registration.key)
+                                       if registration.nodeId == self.nodeId else None)
+        if leaseId(registration.name, registration.priority) == registration.nodeId:
+            described["by_command"] = True
+        return described
 
     def _summary(self) -> dict[str, Any]:
         leader = self.leader
@@ -361,6 +409,9 @@ class EtcdMembership:
             "node": f"{self.nodeId:016x}", "cluster": self.settings.name,
             "role": self.role, "epoch": self.epoch, "active": None,
             "backend": "etcd", "stale": self.stale, "revision": self.mirror.revision,
+            "stale_seconds": round(self.staleSeconds(), 3),
+            "etcd": "unreachable" if not self.lease.reachable else "reachable",
+            "etcd_error": None if self.lease.reachable else self.lease.error,
             "leader": None if leader is None else f"{leader[0]:016x}",
             "fencing_token": None if leader is None else leader[1],
             "passives": [], "registrations": [],

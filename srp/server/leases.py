@@ -12,6 +12,7 @@ ends.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ from srp.server.health import (
     HealthMonitor,
     HealthSettings,
 )
+from srp.server.limits import StateBounds, tallied
+from srp.server.registry import Registry
 from srp.wire.cluster import (
     FULL,
     REFUSED,
@@ -62,6 +65,40 @@ def leaseId(name: str, priority: int) -> int:
     """
     digest = hashlib.sha256(f"srp lease\0{instanceKey(name)}\0{priority}".encode()).digest()
     return int.from_bytes(digest[:8], "little") | 1
+
+
+def refusal(log: Logger, counters: Counter[str], name: str, leases: int, limit: int,
+            registry: Registry, bounds: StateBounds) -> RegisterAck | None:
+    """
+    The answer refusing a new registration by command of C{name} when the
+    cluster holds C{leases} of at most C{limit}, or C{registry} is at
+    C{bounds}' most instances (counted, and logged now and then); None if
+    it fits.
+    """
+    if leases >= limit:
+        if tallied(counters, "leases_refused"):
+            log.warn("Refused to register {name}: the cluster holds {limit} registrations by "
+                     "command (refused {count} times)", name=name, limit=limit,
+                     count=counters["leases_refused"])
+        return RegisterAck(FULL, reason=f"the cluster holds {limit} registrations by "
+                           "command, its limit")
+    if len(registry) >= bounds.maxInstances and registry.lookup(name) is None:
+        counters["instances_refused"] += 1
+        return RegisterAck(REFUSED, reason=f"the cluster holds {bounds.maxInstances} "
+                           "instances, its limit")
+    return None
+
+
+def noteGrant(log: Logger, counters: Counter[str], register: Register, source: str,
+              renewal: bool) -> None:
+    """Count a registration by command granted (or renewed), and log a new one."""
+    registration = register.registration
+    counters["lease_renewals" if renewal else "leases_granted"] += 1
+    if not renewal:
+        log.info("Instance {name} registered by {source} at priority {priority}, tcp {tcp}, "
+                 "for {ttl}", name=registration.name, source=source,
+                 priority=registration.priority, tcp=registration.info.tcp,
+                 ttl=f"{register.ttl / 1000:g} s" if register.ttl else "until unregistered")
 
 
 @define
@@ -206,28 +243,14 @@ class LeaseTable:
         core, registration = self.core, register.registration
         nodeId = leaseId(registration.name, registration.priority)
         renewal = nodeId in self._leases
-        if not renewal and len(self._leases) >= self.limit:
-            if core.tally("leases_refused"):
-                self.log.warn("Refused to register {name}: the cluster holds {limit} "
-                              "registrations by command (refused {count} times)",
-                              name=registration.name, limit=self.limit,
-                              count=core.counters["leases_refused"])
-            return RegisterAck(FULL, reason=f"the cluster holds {self.limit} registrations "
-                               "by command, its limit")
-        if (not renewal and len(core.registry) >= core.bounds.maxInstances
-                and core.registry.lookup(registration.name) is None):
-            core.counters["instances_refused"] += 1
-            return RegisterAck(REFUSED, reason=f"the cluster holds {core.bounds.maxInstances}"
-                               " instances, its limit")
+        refused = None if renewal else refusal(
+            self.log, core.counters, registration.name, len(self._leases), self.limit,
+            core.registry, core.bounds)
+        if refused is not None:
+            return refused
         host = register.host or ("" if isLoopback(source[0]) else source[0])
         self._keep(evolve(registration, nodeId=nodeId, down=False), register.ttl, host)
-        core.counters["lease_renewals" if renewal else "leases_granted"] += 1
-        if not renewal:
-            self.log.info("Instance {name} registered by {source} at priority {priority}, "
-                          "tcp {tcp}, for {ttl}", name=registration.name, source=source[0],
-                          priority=registration.priority, tcp=registration.info.tcp,
-                          ttl=f"{register.ttl / 1000:g} s" if register.ttl
-                          else "until unregistered")
+        noteGrant(self.log, core.counters, register, source[0], renewal)
         self._changed(registration.name, registration.priority, passives)
         return RegisterAck(REGISTERED, register.ttl)
 

@@ -9,7 +9,7 @@ few times a second, never meets them.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from attrs import define, field, frozen
 from twisted.internet.interfaces import IReactorTime
@@ -143,3 +143,10 @@ class StateBounds:
     maxPassives: int = 2048
     #: Clients subscribed to pushed moves (each a few hundred bytes).
     maxSubscriptions: int = 4096
+
+
+def tallied(counters: Counter[str], counter: str) -> bool:
+    """Count one more C{counter}; whether this one is worth a log line (1, 10, 100, ...)."""
+    counters[counter] += 1
+    count = counters[counter]
+    return count in (1, 10, 100) or count % 1000 == 0

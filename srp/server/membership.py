@@ -34,7 +34,7 @@ from srp.server.fencing import Fence
 from srp.server.handover import sharingFor
 from srp.server.joins import JoinParts
 from srp.server.leases import LeaseTable
-from srp.server.limits import ReplyLimiter, StateBounds
+from srp.server.limits import ReplyLimiter, StateBounds, tallied
 from srp.server.mismatch import MismatchReport
 from srp.server.registry import Registry
 from srp.server.remote import RemoteRelays
@@ -259,9 +259,7 @@ class Membership:
 
     def tally(self, counter: str) -> bool:
         """Count one more C{counter}; whether this one is worth a log line (1, 10, 100, ...)."""
-        self.counters[counter] += 1
-        count = self.counters[counter]
-        return count in (1, 10, 100) or count % 1000 == 0
+        return tallied(self.counters, counter)
 
     def listen(self) -> ClusterPorts:
         """

@@ -33,6 +33,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from srp import __version__
+from srp.server.etcdmember import EtcdMembership
 
 if TYPE_CHECKING:
     from srp.server.node import NodeService
@@ -107,9 +108,10 @@ class NodeCollector:
         yield from self._cluster()
         yield from self._registrations()
         yield from self._relays()
+        yield from self._etcd()
 
     def _identity(self) -> Iterator[Metric]:
-        node, membership = self.node, self.node.membership
+        node, membership = self.node, self.node.backend
         info = InfoMetricFamily("srp", "The node: srp's version, its id and its cluster.",
                                 labels=("version", "node", "cluster"))
         info.add_metric((__version__, f"{membership.nodeId:016x}",
@@ -126,8 +128,9 @@ class NodeCollector:
         yield role
         yield GaugeMetricFamily("srp_epoch", "The cluster epoch this node knows.",
                                 value=membership.epoch)
-        yield GaugeMetricFamily("srp_passives", "Passives in line to take over, as this "
-                                "node knows them.", value=len(membership.current.passives))
+        if not isinstance(membership, EtcdMembership):
+            yield GaugeMetricFamily("srp_passives", "Passives in line to take over, as this "
+                                    "node knows them.", value=len(membership.current.passives))
 
     def _requests(self) -> Iterator[Metric]:
         stats = self.node.stats
@@ -150,7 +153,7 @@ class NodeCollector:
                                 "datagram.", value=stats.omitted)
 
     def _cluster(self) -> Iterator[Metric]:
-        counters: Mapping[str, int] = self.node.membership.counters
+        counters: Mapping[str, int] = self.node.backend.counters
         for name, documentation, sources in _CLUSTER_COUNTERS:
             family = CounterMetricFamily(name, documentation, labels=tuple(sources[0][1]))
             for counter, labels in sources:
@@ -166,13 +169,14 @@ class NodeCollector:
         rejected = CounterMetricFamily("srp_cluster_messages_rejected", "Cluster messages "
                                        "that failed authentication, by reason.",
                                        labels=("reason",))
-        for reason, count in sorted(self.node.membership.auth.rejected.items()):
+        for reason, count in sorted(self.node.backend.auth.rejected.items()):
             rejected.add_metric((reason,), count)
         yield rejected
 
     def _registrations(self) -> Iterator[Metric]:
-        membership = self.node.membership
-        registrations = membership.current.registrations()
+        membership = self.node.backend
+        registrations = membership.fleet.registrations() \
+            if isinstance(membership, EtcdMembership) else membership.current.registrations()
         down = sum(1 for r in registrations if r.down)
         states = GaugeMetricFamily("srp_registrations", "Registrations this node knows (the "
                                    "active: the whole cluster's), by health.",
@@ -194,6 +198,27 @@ class NodeCollector:
             for registration in own:
                 up.add_metric((registration.name,), 0.0 if registration.down else 1.0)
         yield up
+
+    def _etcd(self) -> Iterator[Metric]:
+        backend = self.node.backend
+        if not isinstance(backend, EtcdMembership):
+            return
+        yield GaugeMetricFamily("srp_etcd_stale", "1 while the node answers from a copy "
+                                "that may be behind etcd (its lease not renewed, or its "
+                                "watch not open), else 0.", value=float(backend.stale))
+        yield GaugeMetricFamily("srp_etcd_stale_seconds", "Seconds since the node last "
+                                "heard from etcd that its copy is current: 0 while its "
+                                "lease is renewed and its watch is open.",
+                                value=backend.staleSeconds())
+        yield GaugeMetricFamily("srp_etcd_reachable", "1 if etcd answered the node's last "
+                                "request, else 0.", value=float(backend.lease.reachable))
+        yield GaugeMetricFamily("srp_etcd_leader", "1 while this node is the elected "
+                                "leader, else 0.", value=float(backend.lease.token is not None))
+        yield GaugeMetricFamily("srp_etcd_fencing_token", "The leader's fencing token (its "
+                                "key's create revision) as the watch last said; 0: no leader.",
+                                value=0 if backend.leader is None else backend.leader[1])
+        yield GaugeMetricFamily("srp_etcd_revision", "The etcd revision the node's copy is "
+                                "at.", value=backend.mirror.revision)
 
     def _relays(self) -> Iterator[Metric]:
         relays = self.node.relayStats()

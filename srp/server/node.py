@@ -131,15 +131,18 @@ class NodeService(Service):
             self.backend = EtcdMembership(reactor, settings, cluster.etcd, self.registry,
                                           config.instances, self.stats, nodeId,
                                           onRole=self._roleChanged, access=config.access,
-                                          limiter=self.limiter)
+                                          limiter=self.limiter, bounds=config.bounds)
         else:
             self.backend = Membership(reactor, settings, self.registry, config.instances,
                                       self.stats, nodeId, onRole=self._roleChanged,
                                       access=config.access, limiter=self.limiter,
                                       bounds=config.bounds)
-            # The active checks the registrations by command as it checks its own.
-            self.backend.leases.check = checkNamed(HealthSettings().check)
-            self.backend.leases.schedule = self._checkSchedule
+        # The active (on etcd: the leader) checks the registrations by command
+        # as it checks its own.
+        byCommand = self.backend.commands if isinstance(self.backend, EtcdMembership) \
+            else self.backend.leases
+        byCommand.check = checkNamed(HealthSettings().check)
+        byCommand.schedule = self._checkSchedule
 
     def serve(self, instance: str, factory: IProtocolFactory,
               transports: Sequence[str] = DEFAULT_PREFERENCE) -> None:
@@ -391,8 +394,7 @@ class NodeService(Service):
         self.limiter.perSource = config.perSource
         self.limiter.overall = config.overall
         self.limiter.reserve = config.reserve
-        if isinstance(self.backend, Membership):
-            self.backend.bounds = config.bounds
+        self.backend.bounds = config.bounds
         before = {r.key: r for r in running.instances}
         after = {r.key: r for r in config.instances}
         own = dict(self.backend.ownByKey)

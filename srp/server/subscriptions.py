@@ -23,7 +23,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from srp.records import instanceKey
-from srp.server.limits import StateBounds
+from srp.server.limits import StateBounds, tallied
 from srp.wire.cluster import ClusterMessage, ResolveReply
 from srp.wire.subscriptions import Notify, NotifyAck, Subscribe
 
@@ -135,13 +135,11 @@ class Subscriptions:
         self._deliver(subscriber, self._current(instance, ttl))
 
     def _refuse(self, message: Subscribe, source: Address, replyFrom: DatagramProtocol) -> None:
-        self.counters["subscriptions_refused"] += 1
-        count = self.counters["subscriptions_refused"]
-        if count in (1, 10, 100) or count % 1000 == 0:
+        if tallied(self.counters, "subscriptions_refused"):
             self.log.warn("Refused a subscription to {instance} from {host}: the node holds "
                           "{limit} subscriptions (refused {count} times)",
                           instance=message.instanceName, host=source[0], limit=self.limit(),
-                          count=count)
+                          count=self.counters["subscriptions_refused"])
         self.send(Notify(message.instanceName, self.change, 0, (), ()), source, replyFrom)
 
     def _current(self, instance: _Instance, ttl: int) -> Notify:

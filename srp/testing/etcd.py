@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from srp.etcd.client import encode, prefixEnd
+from srp.testing.certs import PKI
 from srp.testing.netns import Host
 from srp.testing.processes import stopProcess
 
@@ -46,10 +49,13 @@ class EtcdMember:
     """
 
     def __init__(self, name: str, host: str, directory: Path,
-                 place: Host | None = None) -> None:
+                 cluster: EtcdCluster | None = None, place: Host | None = None) -> None:
         self.name = name
+        self.cluster = cluster
         self.place = place
-        self.clientURL = f"http://{host}:{self._here(lambda: freePort(host))}"
+        self.tls = None if cluster is None else cluster.tls
+        scheme = "http" if self.tls is None else "https"
+        self.clientURL = f"{scheme}://{host}:{self._here(lambda: freePort(host))}"
         self.peerURL = f"http://{host}:{self._here(lambda: freePort(host))}"
         self.directory = directory
         self.logPath = directory / f"{name}.log"
@@ -69,6 +75,10 @@ class EtcdMember:
             "--heartbeat-interval", str(HEARTBEAT_MS),
             "--election-timeout", str(ELECTION_MS),
         ]
+        if self.tls is not None:
+            command += ["--cert-file", str(self.tls.server.cert),
+                        "--key-file", str(self.tls.server.key),
+                        "--trusted-ca-file", str(self.tls.ca.cert), "--client-cert-auth"]
         if self.place is not None:
             command = self.place.command(*command)
         with open(self.logPath, "ab") as log:
@@ -104,8 +114,7 @@ class EtcdMember:
     def healthy(self) -> bool:
         """Whether this member answers a range request (it has a quorum)."""
         try:
-            self._here(lambda: post(self.clientURL, "/v3/kv/range", {"key": "AA=="},
-                                    timeout=1.0))
+            self._here(lambda: self.post("/v3/kv/range", {"key": "AA=="}, timeout=1.0))
         except (OSError, urllib.error.URLError, ValueError):
             return False
         return True
@@ -113,12 +122,30 @@ class EtcdMember:
     def _here(self, function: Callable[[], T]) -> T:
         return function() if self.place is None else self.place.inside(function)
 
+    def post(self, path: str, body: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:
+        """L{post} to this member, over TLS and as root when its cluster asks for them."""
+        root = None if self.cluster is None else self.cluster.root
+        headers = {}
+        if root is not None:
+            token = post(self.clientURL, "/v3/auth/authenticate",
+                         {"name": "root", "password": root}, timeout, self.tls)["token"]
+            headers["Authorization"] = token
+        return post(self.clientURL, path, body, timeout, self.tls, headers)
 
-def post(url: str, path: str, body: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:
-    """POST C{body} as JSON to C{url}C{path} (etcd's JSON gateway); its JSON answer."""
+
+def post(url: str, path: str, body: dict[str, Any], timeout: float = 2.0,
+         tls: PKI | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """
+    POST C{body} as JSON to C{url}C{path} (etcd's JSON gateway), over TLS
+    with C{tls}' CA and client certificate; its JSON answer.
+    """
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(cafile=str(tls.ca.cert))
+        context.load_cert_chain(str(tls.client.cert), str(tls.client.key))
     request = urllib.request.Request(url + path, json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+                                     {"Content-Type": "application/json"} | (headers or {}))
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
 
@@ -129,17 +156,43 @@ class EtcdCluster:
     of C{hosts} (namespace hosts, at their LAN address), for tests: each
     member on free ports, data under a temporary directory removed by L{stop}.
 
-    Use it as a context manager, or call L{start} and L{stop}.
+    With C{tls} (see L{srp.testing.certs.makePKI}), members serve C{https://}
+    with its server certificate and take only clients with a certificate its
+    CA signed.  Use it as a context manager, or call L{start} and L{stop}.
     """
 
     def __init__(self, size: int = 3, host: str = "127.0.0.1",
-                 directory: Path | None = None, hosts: Sequence[Host] = ()) -> None:
+                 directory: Path | None = None, hosts: Sequence[Host] = (),
+                 tls: PKI | None = None) -> None:
         self._temporary = directory is None
         self.directory = Path(tempfile.mkdtemp(prefix="srp-etcd-")) if directory is None \
             else directory
-        self.members = [EtcdMember(f"m{n}", place.address, self.directory, place)
+        self.tls = tls
+        #: root's password once L{enableAuth} turned etcd's authentication on.
+        self.root: str | None = None
+        self.members = [EtcdMember(f"m{n}", place.address, self.directory, self, place)
                         for n, place in enumerate(hosts)] or [
-            EtcdMember(f"m{n}", host, self.directory) for n in range(size)]
+            EtcdMember(f"m{n}", host, self.directory, self) for n in range(size)]
+
+    def enableAuth(self, root: str, users: Mapping[str, tuple[str, bytes]] | None = None) -> None:
+        """
+        Turn etcd's authentication on, with a C{root} user of password
+        C{root}, and for each of C{users} (name: (password, prefix)) a role of
+        its own that may read and write every key under the prefix.
+        """
+        member = self.members[0]
+        for name, (password, prefix) in (users or {}).items():
+            member.post("/v3/auth/role/add", {"name": name})
+            member.post("/v3/auth/role/grant", {"name": name, "perm": {
+                "permType": "READWRITE", "key": encode(prefix),
+                "range_end": encode(prefixEnd(prefix))}})
+            member.post("/v3/auth/user/add", {"name": name, "password": password})
+            member.post("/v3/auth/user/grant", {"user": name, "role": name})
+        member.post("/v3/auth/role/add", {"name": "root"})
+        member.post("/v3/auth/user/add", {"name": "root", "password": root})
+        member.post("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        member.post("/v3/auth/enable", {})
+        self.root = root
 
     @property
     def endpoints(self) -> list[str]:
@@ -155,9 +208,9 @@ class EtcdCluster:
         for member in self.members:
             while not member.healthy():
                 if not member.running or time.monotonic() > deadline:
+                    log = member.logPath.read_text(errors="replace")[-2000:]
                     self.stop()
-                    raise RuntimeError(f"etcd member {member.name} did not start: "
-                                       f"{member.logPath.read_text(errors='replace')[-2000:]}")
+                    raise RuntimeError(f"etcd member {member.name} did not start: {log}")
                 time.sleep(0.05)
         return self
 
