@@ -257,10 +257,18 @@ class Topology:
             assert signum is not None
             os.kill((self.servers if target == "server" else self.nodes)["A"].pid, signum)
 
-    async def undo(self, reactor: Any) -> None:
-        """Mend, wake or restart A's host, server and node; wait until the cluster answers."""
+    async def undo(self, reactor: Any, fault: str) -> None:
+        """
+        Mend, wake or restart A's host, server and node; wait until the
+        cluster answers.  A process the fault ended is first waited for: a
+        graceful stop can outlast the cell on a loaded machine.
+        """
         if self.lan:
             self.lan[0].mend()
+        target, signum = FAULTS[fault]
+        if signum in (signal.SIGTERM, signal.SIGKILL):
+            ended = (self.servers if target == "server" else self.nodes)["A"]
+            await until(reactor, lambda: not running(ended), 10.0, f"A's {target} to end")
         for process, restart in [(self.servers["A"], self.server), (self.nodes["A"], self.node)]:
             if running(process):
                 os.kill(process.pid, signal.SIGCONT)
@@ -340,7 +348,7 @@ async def matrix(reactor: Any, options: argparse.Namespace, directory: Path) -> 
                 progress(f"fault_matrix: {json.dumps(cell)}")
                 rows.append(cell)
                 try:
-                    await topology.undo(reactor)
+                    await topology.undo(reactor, fault)
                 except RuntimeError as e:
                     # Not the cell's result: its figures are in.  The next
                     # cells need a topology that answers, so start it anew.
