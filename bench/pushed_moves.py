@@ -86,12 +86,17 @@ STARTED: list[NodeProcess] = []
 ETCDS: list[EtcdCluster] = []
 
 
+def end(process: NodeProcess) -> None:
+    """End C{process} by its PID, waking it first should it be stopped."""
+    if process.process is not None and process.process.poll() is None:
+        os.kill(process.pid, signal.SIGCONT)
+    process.stop()
+
+
 def stopAll() -> None:
-    """End every process started, waking stopped ones first."""
+    """End every process and etcd cluster started."""
     for process in STARTED:
-        if process.process is not None and process.process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)
-        process.stop()
+        end(process)
     for etcd in ETCDS:
         etcd.stop()
 
@@ -166,9 +171,7 @@ class Topology:
     def stop(self) -> None:
         """End its processes, by their PIDs."""
         for process in [*self.servers.values(), *self.nodes.values()]:
-            if process.process is not None and process.process.poll() is None:
-                os.kill(process.pid, signal.SIGCONT)
-            process.stop()
+            end(process)
 
 
 class Application:
