@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -144,3 +146,27 @@ def runWorkerMain(work: Callable[[Any, Path], Awaitable[dict[str, Any]]], prefix
         react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
     finally:
         cleanUp()
+
+
+def workerRows(module: str, arguments: Sequence[str], timeout: float,
+               prefix: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """
+    Run C{python -m MODULE ARGUMENTS} (through C{prefix}, such as C{ip netns
+    exec HOST}), a worker that prints C{RESULT <json>}; return that JSON's
+    C{rows}.  The worker runs in a session of its own, ended with every
+    process in it should it outlive C{timeout}.
+    """
+    process = subprocess.Popen([*prefix, sys.executable, "-m", module, *arguments],
+                               stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT,
+                               start_new_session=True)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    lines = [line for line in out.decode().splitlines() if line.startswith("RESULT ")]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} failed ({process.returncode}): {out.decode()[-2000:]}")
+    rows: list[dict[str, Any]] = json.loads(lines[-1][len("RESULT "):])["rows"]
+    return rows

@@ -12,16 +12,12 @@ history checker (L{srp.testing.history}) reads each run.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from attrs import asdict
 
-from bench.common import ROOT, Settings, ms, summary, verdict
+from bench.common import Settings, ms, summary, verdict, workerRows
 from bench.matrix_worker import TOPOLOGIES
 from srp.cli import formatTable
 from srp.testing.netns import lan
@@ -37,32 +33,6 @@ PARTITION_MEDIAN = 1.5
 CELL_TIMEOUT = 30.0
 
 
-def runWorker(arguments: Sequence[str], timeout: float,
-              prefix: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """
-    Run C{python -m bench.matrix_worker ARGUMENTS} (through C{prefix}, such
-    as C{ip netns exec HOST}); return its rows.  The worker runs in a
-    session of its own, ended with every process in it should it outlive
-    C{timeout}.
-    """
-    process = subprocess.Popen([*prefix, sys.executable, "-m", "bench.matrix_worker",
-                                *arguments],
-                               stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT,
-                               start_new_session=True)
-    try:
-        out, _ = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    lines = [line for line in out.decode().splitlines() if line.startswith("RESULT ")]
-    if process.returncode != 0 or not lines:
-        raise RuntimeError(f"bench.matrix_worker failed ({process.returncode}): "
-                           f"{out.decode()[-2000:]}")
-    rows: list[dict[str, Any]] = json.loads(lines[-1][len("RESULT "):])["rows"]
-    return rows
-
-
 def runMatrix(trials: int, timeout: float,
               proxyIn: Sequence[str] = ()) -> list[dict[str, Any]]:
     """
@@ -72,12 +42,13 @@ def runMatrix(trials: int, timeout: float,
     """
     common = ["--trials", str(trials), *(f"--proxy-in={t}" for t in proxyIn)]
     oneHost = [f"--topology={t}" for t in TOPOLOGIES if t != "three-hosts"]
-    rows = runWorker([*common, *oneHost], timeout)
+    rows = workerRows("bench.matrix_worker", [*common, *oneHost], timeout)
     with lan(4) as hosts:
         servers, client = hosts[:3], hosts[3]
-        rows += runWorker([*common, "--topology=three-hosts",
-                           "--lan", json.dumps([asdict(h) for h in servers])],
-                          timeout, prefix=client.command())
+        rows += workerRows("bench.matrix_worker",
+                           [*common, "--topology=three-hosts",
+                            "--lan", json.dumps([asdict(h) for h in servers])],
+                           timeout, prefix=client.command())
     return rows
 
 

@@ -18,7 +18,8 @@ C{sighup_reload}, C{health_cost}), L{bench.metrics} (C{metrics_scrape}),
 L{bench.proxy} (C{proxy_throughput}, C{proxy_failover}), L{bench.matrix}
 (C{fault_matrix}, run in a L{bench.matrix_worker} process), L{bench.etcd_propagation}
 (C{etcd_propagation}, C{etcd_takeover}), L{bench.etcd_scale} (C{etcd_scale},
-C{etcd_throughput}).
+C{etcd_throughput}), L{bench.pushed_moves} (C{pushed_moves}, run in a process of its
+own).
 docs/benchmarks.md says what they measure and holds the figures measured.
 """
 
@@ -53,6 +54,7 @@ from bench.loadgen import instanceName, instanceRequest
 from bench.matrix import fault_matrix
 from bench.metrics import Scraper, metrics_scrape
 from bench.proxy import proxy_failover, proxy_throughput
+from bench.pushed_moves import pushed_moves
 from bench.takeover import handover, sigstop, takeover
 from srp.cli import formatTable
 from srp.testing.processes import (
@@ -369,7 +371,8 @@ BENCHMARKS: list[Benchmark] = [resolve_throughput, takeover, sigstop, handover, 
                                cached_resolve, failover_gap, cold_resolves, transports,
                                instance_down, sighup_reload, health_cost, metrics_scrape,
                                proxy_throughput, proxy_failover, fault_matrix,
-                               etcd_propagation, etcd_takeover, etcd_scale, etcd_throughput]
+                               etcd_propagation, etcd_takeover, etcd_scale, etcd_throughput,
+                               pushed_moves]
 
 
 def machine() -> dict[str, Any]:

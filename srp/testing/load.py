@@ -152,6 +152,8 @@ class LineRequester(LineReceiver):
         self.history: list[Answer] = []
         self.failovers: list[tuple[float, str]] = []
         self.lost: Failure | None = None
+        #: Request number to when it was last sent again, unanswered after C{retry}.
+        self.resent: dict[int, float] = {}
         self._next = 0
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
@@ -173,6 +175,7 @@ class LineRequester(LineReceiver):
             if number not in self.answers and now - at > self.retry:
                 self.sendLine(str(number).encode())
                 self.sent[number] = now
+                self.resent[number] = now
 
     def lineReceived(self, line: bytes) -> None:
         name, _, number = line.decode("ascii", "replace").partition(" ")
