@@ -158,6 +158,19 @@ class IMovingEndpoint(Interface):
         """Stop telling C{listener} (with no listener left, the endpoint unsubscribes)."""
 
 
+class IIdleAware(Interface):
+    """
+    Optional: a protocol that knows whether it awaits answers.  Bytes cannot
+    tell (an answer to one request while the next is on its way looks like
+    idleness), so L{srp.client.failover.FailoverClient} asks it before it
+    moves the connection to a pushed new place: only an idle connection
+    moves without losing a request.
+    """
+
+    def idle() -> bool:
+        """Whether every request written has been answered."""
+
+
 class IFailoverAware(Interface):
     """Optional: a protocol that wants to know when its connection failed over."""
 

@@ -25,7 +25,7 @@ from srp.client.resolver import Candidate, Resolution
 from srp.client.subscription import FIRST_RETRY, NodeSubscription, SubscribeTo
 from srp.etcd.client import Event, KeyValue
 from srp.etcd.keys import ClusterKeys
-from srp.interfaces import IInstanceResolver, IMoveListener, IMovingEndpoint
+from srp.interfaces import IIdleAware, IInstanceResolver, IMoveListener, IMovingEndpoint
 from srp.records import InstanceInfo, Registration
 from srp.server.subscriptions import RESEND_DELAYS, Subscriptions
 from srp.testing import FakeDatagramTransport, FakeHostReactor, FakeNetwork, connectDatagram
@@ -351,6 +351,28 @@ class MovingEndpoint(SuspectingEndpoint):
             listener.instanceMoved()
 
 
+@implementer(IIdleAware)
+class Requests(Application):
+    """An application that writes one-byte requests and knows which are unanswered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awaited: list[bytes] = []
+
+    def ask(self, request: bytes) -> None:
+        self.awaited.append(request)
+        assert self.transport is not None
+        self.transport.write(request)
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        for answer in data:
+            self.awaited.remove(bytes([answer]))
+
+    def idle(self) -> bool:
+        return not self.awaited
+
+
 class FailoverMoveTests(SynchronousTestCase):
     """FailoverClient moves an idle connection before it is needed, a busy one at once."""
 
@@ -400,6 +422,30 @@ class FailoverMoveTests(SynchronousTestCase):
         self.write(b"next")
         self.assertEqual(second.value(), b"next")
         self.assertEqual(self.app.moves, [(A, B)])
+
+    def test_an_application_that_awaits_an_answer_keeps_its_connection(self) -> None:
+        """
+        Two requests out as the new place's connection comes up, the first
+        answered: the bytes look idle, the application says otherwise, and
+        the swap waits for the second answer.
+        """
+        endpoint, app = MovingEndpoint(), Requests()
+        client = FailoverClient(self.clock, endpoint, app)
+        client.connect()
+        first = endpoint.pending.succeed(A)
+        endpoint.move()  # idle: the move connects to the new place first
+        app.ask(b"1")
+        app.ask(b"2")
+        second = endpoint.pending.succeed(B)
+        first.protocol.dataReceived(b"1")
+        self.assertTrue(first.connected, "the answer to 2 is still on its way")
+        first.protocol.dataReceived(b"2")
+        self.assertFalse(first.connected)
+        self.clock.advance(0)
+        app.ask(b"3")
+        self.assertEqual((first.value(), second.value()), (b"12", b"3"))
+        self.assertEqual((client.moves, app.moves), (1, [(A, B)]))
+        client.close()
 
     def test_a_busy_connection_is_dropped_at_once(self) -> None:
         self.write(b"ping")

@@ -41,13 +41,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from srp.interfaces import IFailoverAware, IFailoverEndpoint, IMoveListener, IMovingEndpoint
+from srp.interfaces import (
+    IFailoverAware,
+    IFailoverEndpoint,
+    IIdleAware,
+    IMoveListener,
+    IMovingEndpoint,
+)
 
 __all__ = [
     "BufferFull",
     "FailoverClient",
     "FailoverExhausted",
     "IFailoverAware",
+    "IIdleAware",
     "LogicalTransport",
     "failoverRetryPolicy",
 ]
@@ -335,7 +342,13 @@ class FailoverClient:
 
     @property
     def busy(self) -> bool:
-        """Whether the application wrote and the server has not answered yet."""
+        """
+        Whether the application awaits an answer: as it says (L{IIdleAware}),
+        else whether it wrote and the server has sent nothing since.
+        """
+        aware = IIdleAware(self.app, None)
+        if aware is not None:
+            return not aware.idle()
         return self._answerTimer is not None and self._answerTimer.active()
 
     def instanceMoved(self) -> None:

@@ -24,7 +24,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from srp.interfaces import IFailoverAware
+from srp.interfaces import IFailoverAware, IIdleAware
 from srp.testing.history import Answer
 
 
@@ -130,7 +130,7 @@ class RequestStream:
         return sock
 
 
-@implementer(IFailoverAware)
+@implementer(IFailoverAware, IIdleAware)
 class LineRequester(LineReceiver):
     """
     Sends numbered request lines at a steady C{rate} through a (fail-over)
@@ -154,6 +154,7 @@ class LineRequester(LineReceiver):
         self.lost: Failure | None = None
         #: Request number to when it was last sent again, unanswered after C{retry}.
         self.resent: dict[int, float] = {}
+        self._awaited: set[int] = set()
         self._next = 0
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
@@ -169,6 +170,7 @@ class LineRequester(LineReceiver):
     def _tick(self) -> None:
         now = self.clock.seconds()
         self.sent[self._next] = now
+        self._awaited.add(self._next)
         self.sendLine(str(self._next).encode())
         self._next += 1
         for number, at in list(self.sent.items()):
@@ -181,6 +183,7 @@ class LineRequester(LineReceiver):
         name, _, number = line.decode("ascii", "replace").partition(" ")
         if number.isdigit():
             now = self.clock.seconds()
+            self._awaited.discard(int(number))
             self.answers.setdefault(int(number), (now, name))
             self.history.append(Answer(now, int(number), name))
 
@@ -190,6 +193,10 @@ class LineRequester(LineReceiver):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
         self.lost = reason
         self.stop()
+
+    def idle(self) -> bool:
+        """Whether every request sent has been answered."""
+        return not self._awaited
 
     def unanswered(self) -> list[int]:
         """Requests sent and never answered."""
