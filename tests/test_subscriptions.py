@@ -11,8 +11,10 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -409,6 +411,23 @@ class FailoverMoveTests(SynchronousTestCase):
         self.assertEqual((self.client.moves, self.endpoint.suspected), (1, []))
         second.protocol.dataReceived(b"pong")
         self.assertEqual(self.app.received, [b"pong"])
+
+    def test_a_write_during_the_swap_goes_to_the_new_place_at_once(self) -> None:
+        self.endpoint.move()
+        second = self.endpoint.pending.succeed(B)
+        self.write(b"ping")
+        self.assertEqual(second.value(), b"ping", "not held for the adoption")
+        self.clock.advance(0)
+        self.assertEqual(second.value(), b"ping", "and not written twice")
+
+    def test_a_write_to_a_new_connection_lost_before_its_adoption_is_kept(self) -> None:
+        self.endpoint.move()
+        second = self.endpoint.pending.succeed(B)
+        self.write(b"ping")
+        second.protocol.connectionLost(Failure(ConnectionLost()))
+        self.clock.advance(0)
+        third = self.endpoint.pending.succeed(B)
+        self.assertEqual(third.value(), b"ping")
 
     def test_a_connection_busy_at_the_swap_moves_after_its_answer(self) -> None:
         self.endpoint.move()

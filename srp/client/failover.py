@@ -233,6 +233,8 @@ class FailoverClient:
         self.moves = 0
         #: A connection to the instance's new place, ready for the move.
         self._spare: _Spare | None = None
+        #: What was written to the spare connection before it was adopted.
+        self._toSpare: list[bytes] = []
         #: The connection attempt to the new place, while it runs.
         self._moving: Deferred[IProtocol] | None = None
         self._retryPolicy = retryPolicy
@@ -286,6 +288,13 @@ class FailoverClient:
             return
         if self.link is not None and self.link.transport is not None:
             self.link.transport.write(data)
+            self._expectAnswer()
+            return
+        spare = self._spare
+        if spare is not None and spare.transport is not None and not spare.lost:
+            # The connection about to be adopted: no need to wait for it.
+            spare.transport.write(data)
+            self._toSpare.append(data)
             self._expectAnswer()
             return
         if self.buffered + len(data) > self.bufferLimit:
@@ -399,8 +408,8 @@ class FailoverClient:
         self.log.info("{target} moved: connected to its new place, leaving {peer}",
                       target=self.target, peer=self.peer)
         self.moves += 1
-        # Writes from now on wait for the adopted connection (in this turn or
-        # the next): ClientService reconnects through _AdoptingEndpoint at once.
+        # Writes from now on go to the spare connection, which ClientService
+        # adopts (in this turn or the next) through _AdoptingEndpoint.
         self.link = None
         self._downSince = self.reactor.seconds()
         self._startDeadline()
@@ -409,7 +418,13 @@ class FailoverClient:
     def takeSpare(self) -> _Spare | None:
         """The connection a move made, for the reconnection to adopt (once)."""
         spare, self._spare = self._spare, None
-        return None if spare is None or spare.lost else spare
+        written, self._toSpare = self._toSpare, []
+        if spare is None or spare.lost:
+            # What was written to it goes to whichever connection comes next.
+            self.buffer[:0] = written
+            self.buffered += sum(map(len, written))
+            return None
+        return spare
 
     def linkDown(self, link: _Link, reason: Failure) -> None:
         """The physical connection is gone: fail over, unless the application closed."""
