@@ -22,7 +22,7 @@ from zope.interface.verify import verifyObject
 from srp.authenticator import ClusterAuthenticator
 from srp.client.endpoint import SRPClientEndpoint, SRPClientParser
 from srp.client.etcdwatch import EtcdPlaces, WatchEtcd
-from srp.client.failover import FailoverClient
+from srp.client.failover import DEFAULT_ANSWER_TIMEOUT, FailoverClient
 from srp.client.resolver import Candidate, Resolution
 from srp.client.subscription import FIRST_RETRY, NodeSubscription, SubscribeTo
 from srp.etcd.client import Event, KeyValue
@@ -466,15 +466,30 @@ class FailoverMoveTests(SynchronousTestCase):
         self.assertEqual((client.moves, app.moves), (1, [(A, B)]))
         client.close()
 
-    def test_a_busy_connection_is_dropped_at_once(self) -> None:
+    def test_a_busy_connection_moves_once_answered(self) -> None:
+        """Busy when the move is pushed: no request is lost to the move."""
         self.write(b"ping")
         self.endpoint.move()
-        self.assertFalse(self.first.connected)
-        self.clock.advance(0)
         second = self.endpoint.pending.succeed(B)
-        self.assertEqual(second.value(), b"", "nothing is resent")
+        self.assertTrue(self.first.connected)
+        self.first.protocol.dataReceived(b"pong")
+        self.assertFalse(self.first.connected)
+        self.write(b"next")
+        self.assertEqual((self.first.value(), second.value()), (b"ping", b"next"))
+        self.clock.advance(0)
+        second.protocol.dataReceived(b"ok")
+        self.assertEqual(self.app.received, [b"pong", b"ok"])
         self.assertEqual((self.app.moves, self.client.moves, self.endpoint.suspected),
                          ([(A, B)], 1, []))
+
+    def test_a_busy_connection_whose_server_goes_silent_fails_over(self) -> None:
+        self.write(b"ping")
+        self.endpoint.move()
+        self.endpoint.pending.succeed(B)
+        self.clock.advance(DEFAULT_ANSWER_TIMEOUT)
+        self.assertFalse(self.first.connected)
+        self.clock.advance(0)
+        self.assertEqual((self.app.moves, self.client.failovers), ([(A, B)], 1))
 
     def test_an_unreachable_new_place_keeps_the_connection(self) -> None:
         self.endpoint.move()

@@ -362,20 +362,14 @@ class FailoverClient:
 
     def instanceMoved(self) -> None:
         """
-        The cluster pushed a move: an idle connection moves to the new place
-        (connected there first, then swapped), a busy one is dropped and
-        reconnected there at once.
+        The cluster pushed a move: the connection moves to the new place,
+        connected there first and swapped in as soon as the current one is
+        idle (at once if it is; a busy one once its answer came, so that no
+        request is lost: a server that never answers is a fail-over).
         """
         link = self.link
         if (self._closing or link is None or link.transport is None
                 or self._moving is not None or self._spare is not None):
-            return
-        if self.busy:
-            self.log.info("{target} moved: dropping the busy connection to {peer}",
-                          target=self.target, peer=self.peer)
-            self.moves += 1
-            self._suspected = True  # the place did not fail: do not try it last
-            link.transport.abortConnection()  # type: ignore[attr-defined]
             return
         moving = self._moving = self.endpoint.connect(Factory.forProtocol(_Spare))
         moving.addCallbacks(self._spareReady, self._spareFailed)
