@@ -15,7 +15,12 @@ import pytest
 from twisted.logger import Logger, LogPublisher
 
 from srp.logs import nodeObserver
-from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.processes import (
+    NodeProcess,
+    freeLoopbackAddress,
+    writeClusterConfigs,
+    writeNodeConfig,
+)
 from tests.conftest import BIN, srp
 from tests.test_cluster_processes import waitFor
 
@@ -92,11 +97,8 @@ def test_every_json_line_of_a_takeover_parses(tmp_path: Path) -> None:
     address = freeLoopbackAddress()
     nodes = []
     try:
-        for index in range(2):
-            config = writeNodeConfig(
-                tmp_path / f"node{index}.toml", [address],
-                [{"name": f"N{index}", "tcp": 60000 + index, "check": "none"}],
-                tables={"cluster": {"name": "logs"}})
+        for index, config in enumerate(writeClusterConfigs(tmp_path, address,
+                                                           {"name": "logs"})):
             logfile = tmp_path / f"node{index}.jsonl"
             nodes.append(NodeProcess(config, logfile, output=tmp_path / f"node{index}.out", argv=[
                 str(BIN / "srp"), "serve", "--config", str(config), "--log-format", "json",

@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 from pytds.instance_browser_client import resolve_instance_port
 
-from srp.testing.processes import NodeProcess, freeLoopbackAddress, stopProcess, writeNodeConfig
+from srp.testing.processes import (
+    NodeProcess,
+    freeLoopbackAddress,
+    stopProcess,
+    writeClusterConfigs,
+)
 from tests.conftest import BIN, srp
 from tests.test_cluster_processes import active, waitFor
 
@@ -45,11 +50,8 @@ def cluster(tmp_path: Path, keyFile: Path) -> Iterator[tuple[str, list[NodeProce
     address = freeLoopbackAddress()
     nodes = []
     try:
-        for index in range(2):
-            config = writeNodeConfig(
-                tmp_path / f"node{index}.toml", [address],
-                [{"name": f"N{index}", "tcp": 60000 + index, "check": "none"}],
-                tables={"cluster": {"name": "reg", "key_file": str(keyFile)}})
+        for index, config in enumerate(writeClusterConfigs(
+                tmp_path, address, {"name": "reg", "key_file": str(keyFile)})):
             nodes.append(NodeProcess(config, tmp_path / f"node{index}.log").start())
         waitFor(lambda: any("Passive in cluster" in n.log() for n in nodes))
         yield address, nodes

@@ -22,7 +22,7 @@ from zope.interface.verify import verifyObject
 from srp.authenticator import ClusterAuthenticator
 from srp.client.endpoint import SRPClientEndpoint, SRPClientParser
 from srp.client.etcdwatch import EtcdPlaces, WatchEtcd
-from srp.client.failover import DEFAULT_ANSWER_TIMEOUT, FailoverClient
+from srp.client.failover import DEFAULT_MOVE_GRACE, FailoverClient
 from srp.client.resolver import Candidate, Resolution
 from srp.client.subscription import FIRST_RETRY, NodeSubscription, SubscribeTo
 from srp.etcd.client import Event, KeyValue
@@ -482,14 +482,21 @@ class FailoverMoveTests(SynchronousTestCase):
         self.assertEqual((self.app.moves, self.client.moves, self.endpoint.suspected),
                          ([(A, B)], 1, []))
 
-    def test_a_busy_connection_whose_server_goes_silent_fails_over(self) -> None:
+    def test_a_connection_still_busy_after_the_grace_is_dropped_for_the_new_place(self) -> None:
+        """A stopped server: the move does not wait for the answer timeout."""
         self.write(b"ping")
         self.endpoint.move()
-        self.endpoint.pending.succeed(B)
-        self.clock.advance(DEFAULT_ANSWER_TIMEOUT)
+        second = self.endpoint.pending.succeed(B)
+        self.clock.advance(DEFAULT_MOVE_GRACE - 0.001)
+        self.assertTrue(self.first.connected)
+        self.clock.advance(0.001)
         self.assertFalse(self.first.connected)
         self.clock.advance(0)
-        self.assertEqual((self.app.moves, self.client.failovers), ([(A, B)], 1))
+        self.write(b"again")
+        self.assertEqual(second.value(), b"again")
+        second.protocol.dataReceived(b"ok")
+        self.assertEqual((self.app.moves, self.client.moves, self.endpoint.suspected),
+                         ([(A, B)], 1, []))
 
     def test_an_unreachable_new_place_keeps_the_connection(self) -> None:
         self.endpoint.move()

@@ -66,6 +66,9 @@ DEFAULT_BUFFER_LIMIT = 1 << 20
 #: Seconds a peer may stay silent after the application wrote before it is
 #: presumed dead (a stopped process, a lost host: no FIN, no RST).
 DEFAULT_ANSWER_TIMEOUT = 1.0
+#: Seconds a connection busy when a move is pushed may take to be answered
+#: before it is dropped for the new place (the request in flight with it).
+DEFAULT_MOVE_GRACE = 0.25
 
 
 class FailoverExhausted(ConnectionLost):
@@ -207,7 +210,8 @@ class FailoverClient:
                  deadline: float = DEFAULT_DEADLINE,
                  bufferLimit: int = DEFAULT_BUFFER_LIMIT,
                  answerTimeout: float | None = DEFAULT_ANSWER_TIMEOUT,
-                 retryPolicy: Callable[[int], float] = failoverRetryPolicy) -> None:
+                 retryPolicy: Callable[[int], float] = failoverRetryPolicy,
+                 moveGrace: float = DEFAULT_MOVE_GRACE) -> None:
         self.reactor = reactor
         self.endpoint = endpoint
         self.failoverEndpoint = IFailoverEndpoint(endpoint, None)
@@ -219,6 +223,7 @@ class FailoverClient:
         self.deadline = deadline
         self.bufferLimit = bufferLimit
         self.answerTimeout = answerTimeout
+        self.moveGrace = moveGrace
         self.transport = LogicalTransport(self)
         self.link: _Link | None = None
         self.peer: IAddress = None  # type: ignore[assignment]
@@ -235,6 +240,8 @@ class FailoverClient:
         self._spare: _Spare | None = None
         #: What was written to the spare connection before it was adopted.
         self._toSpare: list[bytes] = []
+        #: When a connection busy at a move is dropped for the spare one.
+        self._graceTimer: IDelayedCall | None = None
         #: The connection attempt to the new place, while it runs.
         self._moving: Deferred[IProtocol] | None = None
         self._retryPolicy = retryPolicy
@@ -364,8 +371,9 @@ class FailoverClient:
         """
         The cluster pushed a move: the connection moves to the new place,
         connected there first and swapped in as soon as the current one is
-        idle (at once if it is; a busy one once its answer came, so that no
-        request is lost: a server that never answers is a fail-over).
+        idle: at once if it is, a busy one once its answer came (no request
+        is lost to the move), or, still busy after C{moveGrace} seconds,
+        dropped for the new place.
         """
         link = self.link
         if (self._closing or link is None or link.transport is None
@@ -385,6 +393,20 @@ class FailoverClient:
             return
         self._spare = spare
         self._swapIfIdle()
+        if self._spare is not None:
+            self._graceTimer = self.reactor.callLater(self.moveGrace, self._graceOver)
+
+    def _graceOver(self) -> None:
+        """Still busy, a while after the move: drop the connection for the new place."""
+        self._graceTimer = None
+        link = self.link
+        if self._spare is None or link is None or link.transport is None:
+            return
+        self.log.info("{target} moved: dropping {peer}, still busy after {grace} s",
+                      target=self.target, peer=self.peer, grace=self.moveGrace)
+        self.moves += 1
+        self._suspected = True  # the place did not fail: do not try it last
+        link.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _spareFailed(self, reason: Failure) -> None:
         self._moving = None
@@ -413,6 +435,9 @@ class FailoverClient:
         """The connection a move made, for the reconnection to adopt (once)."""
         spare, self._spare = self._spare, None
         written, self._toSpare = self._toSpare, []
+        if self._graceTimer is not None and self._graceTimer.active():
+            self._graceTimer.cancel()
+        self._graceTimer = None
         if spare is None or spare.lost:
             # What was written to it goes to whichever connection comes next.
             self.buffer[:0] = written

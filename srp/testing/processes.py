@@ -264,6 +264,20 @@ def primaryAndStandby(directory: Path, cluster: str, activeFirst: bool = True,
             running.stop()
 
 
+def writeClusterConfigs(directory: Path, address: str, cluster: dict[str, Any],
+                        count: int = 2) -> list[Path]:
+    """
+    Configuration files of C{count} nodes of the cluster C{cluster} (its
+    C{[cluster]} table) on one C{address}: node I registers instance C{NI}
+    at tcp port 60000 + I, unchecked.  Start them in order for the first to
+    be the active.
+    """
+    return [writeNodeConfig(directory / f"node{index}.toml", [address],
+                            [{"name": f"N{index}", "tcp": 60000 + index, "check": "none"}],
+                            tables={"cluster": cluster})
+            for index in range(count)]
+
+
 def writeNodeConfig(path: Path, listen: list[str], instances: list[dict[str, Any]],
                     port: int = BROWSER_PORT, serverName: str = "SRPTEST",
                     tables: dict[str, dict[str, Any]] | None = None,
