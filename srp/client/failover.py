@@ -202,6 +202,8 @@ class FailoverClient:
     @param answerTimeout: seconds the server may stay silent after a write
         before the connection is presumed dead; L{None} to wait for TCP
         (and then every connection counts as idle for a pushed move).
+    @param moveGrace: seconds a connection busy at a pushed move may take
+        to be answered before it is dropped for the new place.
     """
 
     log = Logger()
