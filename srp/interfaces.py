@@ -367,6 +367,13 @@ class IClusterRole(Interface):
     def tick() -> None:
         """Do this role's periodic work (once a KeepAlive interval)."""
 
+    def paused(gap: float) -> bool:
+        """
+        This node did not run for C{gap} seconds (stopped, or starved of
+        CPU): find out whether it was replaced meanwhile.  Returns whether
+        its answers to clients must be held back until then.
+        """
+
     def ownChanged() -> None:
         """
         The node's own registrations changed (health, reload, registration):

@@ -102,6 +102,19 @@ def test_stepsDownBeforeTheLeaseCanExpire() -> None:
     assert lease.reachable is False
 
 
+def test_notLeadingPastTheDeadlineBeforeItsTimerRuns() -> None:
+    """
+    A process that was stopped reads before it runs its timers: the clock
+    alone says it no longer leads, while the step-down has not run yet.
+    """
+    clock, _, lease, heard = started()
+    assert lease.leading()
+    clock.rightNow = lease.validUntil  # the timers that fell due have not run
+    assert lease.token is not None and not lease.leading()
+    clock.advance(0)
+    assert heard[-1] is None
+
+
 def test_leadsAgainWhenTheLeaseSurvived() -> None:
     """Renewed after stepping down, the lease still holds the key: lead again with its token."""
     clock, client, lease, heard = started()

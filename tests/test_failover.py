@@ -185,6 +185,7 @@ class FailoverClientTests(SynchronousTestCase):
         self.assertEqual(second.value(), b"1234567890")
         self.assertEqual((client.buffer, client.buffered), ([], 0))
         self.assertEqual(self.app.lost, [])
+        self.assertEqual(client.waitedWrites, 2)
 
     def test_buffer_limit(self) -> None:
         """Writing more than the buffer holds ends the connection with BufferFull."""

@@ -122,6 +122,36 @@ def test_an_active_frozen_for_long_asks_its_passives_when_thawed() -> None:
     assert violations(cluster) == []
 
 
+def test_a_thawed_active_answers_nobody_before_it_learns_it_was_replaced() -> None:
+    """
+    A continued process reads the datagrams that wait before it runs the
+    timers that fell due: a request that waits in the shared cluster socket
+    (the new active is busy) reaches the old active first, and gets no
+    answer from what it knew before it stopped.  (Stopped for longer than
+    the reminders last, so that none waits to tell it first.)
+    """
+    cluster = settled()
+    client = clientOn(cluster)
+    index, old = theActive(cluster)
+    cluster.freeze(index)
+    cluster.run(REMIND_FOR + FRESHNESS + 10.0, step=0.05)
+    newIndex, new = theActive(cluster)
+    assert newIndex != index
+    cluster.freeze(newIndex)
+    assert client.transport is not None
+    client.transport.write(InstanceRequest(f"N{index}").encode(), (cluster.addresses[0], 1434))
+    cluster.run(0.01)
+    cluster.thaw(index)
+    cluster.thaw(newIndex)
+    cluster.run(0.5)
+    assert client.answers == []
+    assert old.service.membership.stats.held == 1
+    assert old.service.membership.counters["pauses"] == 1
+    assert cluster.actives() == [new]
+    other = next(i for i in range(len(cluster.nodes)) if i not in (index, newIndex))
+    assert ask(cluster, client, f"N{other}") == 20000 + other
+
+
 def test_a_frozen_passive_follows_the_active_that_took_over_meanwhile() -> None:
     cluster = settled(size=4)
     index, _ = theActive(cluster)

@@ -141,6 +141,23 @@ def test_any_datagram_never_raises_and_malformed_never_answered(data: bytes) -> 
         assert reply[0] == 0x05
 
 
+class GateTests(SynchronousTestCase):
+    """C{mayAnswer} holds every reply back, remembered ones too, while it says no."""
+
+    def test_replies_are_held_while_the_gate_is_shut(self) -> None:
+        responder = makeResponder()
+        exchange(responder, b"\x04SALES")  # remembered
+        open = [False]
+        responder.mayAnswer = lambda: open[0]
+        self.assertEqual(exchange(responder, b"\x04SALES"), [])
+        self.assertEqual(exchange(responder, b"\x04REPORTS"), [])
+        self.assertEqual((responder.stats.heldByType[0x04], responder.stats.held), (2, 2))
+        open[0] = True
+        [reply] = exchange(responder, b"\x04SALES")
+        self.assertEqual(decodeResponse(reply), InstancesResponse((SALES.info,)))
+        self.assertEqual(responder.stats.answered, 2)
+
+
 class ReplyCacheTests(SynchronousTestCase):
     """Replies are remembered by request bytes, and forgotten when the registry changes."""
 

@@ -419,6 +419,7 @@ class FailoverMoveTests(SynchronousTestCase):
         self.assertEqual(second.value(), b"ping", "not held for the adoption")
         self.clock.advance(0)
         self.assertEqual(second.value(), b"ping", "and not written twice")
+        self.assertEqual(self.client.waitedWrites, 0)
 
     def test_a_write_to_a_new_connection_lost_before_its_adoption_is_kept(self) -> None:
         self.endpoint.move()
@@ -428,6 +429,7 @@ class FailoverMoveTests(SynchronousTestCase):
         self.clock.advance(0)
         third = self.endpoint.pending.succeed(B)
         self.assertEqual(third.value(), b"ping")
+        self.assertEqual(self.client.waitedWrites, 1, "it waited for the third connection")
 
     def test_a_connection_busy_at_the_swap_moves_after_its_answer(self) -> None:
         self.endpoint.move()

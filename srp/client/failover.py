@@ -238,6 +238,8 @@ class FailoverClient:
         self.gaps: list[tuple[float, float]] = []
         #: Moves the cluster pushed that this client carried out.
         self.moves = 0
+        #: Writes that had to wait in the buffer: no connection could take them.
+        self.waitedWrites = 0
         #: A connection to the instance's new place, ready for the move.
         self._spare: _Spare | None = None
         #: What was written to the spare connection before it was adopted.
@@ -315,6 +317,7 @@ class FailoverClient:
             return
         self.buffer.append(data)
         self.buffered += len(data)
+        self.waitedWrites += 1
 
     def linkUp(self, link: _Link) -> None:
         """
@@ -443,6 +446,7 @@ class FailoverClient:
         if spare is None or spare.lost:
             # What was written to it goes to whichever connection comes next.
             self.buffer[:0] = written
+            self.waitedWrites += len(written)
             self.buffered += sum(map(len, written))
             return None
         return spare

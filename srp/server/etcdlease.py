@@ -82,6 +82,15 @@ class NodeLease:
         self._timer: IDelayedCall | None = None
         self._leading: IDelayedCall | None = None
 
+    def leading(self) -> bool:
+        """
+        Whether this node may act as leader now: it holds the token and its
+        lease is still valid by the clock, even if the timer that steps it
+        down has not run yet (the process was stopped, and reads before it
+        runs its timers).
+        """
+        return self.token is not None and self.reactor.seconds() < self.validUntil
+
     @property
     def synced(self) -> bool:
         """Whether every key this node should have is in etcd, as it should be."""

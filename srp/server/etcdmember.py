@@ -207,11 +207,17 @@ class EtcdMembership:
                                  self._responder)
 
     def _responder(self, host: str) -> ResolutionResponder:
-        """The responder on C{host}: every address answers from the same copy."""
-        return ResolutionResponder(
+        """
+        The responder on C{host}: every address answers from the same copy.
+        Where only the leader answers, it answers only while its lease holds.
+        """
+        responder = ResolutionResponder(
             self.registry, self.reactor, self.stats,
             cluster=self.received if self.settings.extensions else None,
             access=self.access, limiter=self.limiter)
+        if self.etcd.answer == "leader":
+            responder.mayAnswer = self.lease.leading
+        return responder
 
     def _release(self) -> None:
         self.subscriptions.close()

@@ -36,6 +36,7 @@ from srp.server.joins import JoinParts
 from srp.server.leases import LeaseTable
 from srp.server.limits import ReplyLimiter, StateBounds, tallied
 from srp.server.mismatch import MismatchReport
+from srp.server.pauses import PauseWatch
 from srp.server.registry import Registry
 from srp.server.remote import RemoteRelays
 from srp.server.responder import ResolutionResponder, ResponderStats
@@ -143,6 +144,9 @@ class Membership:
         self.startedAt: float | None = None
         self.socket: _MemberSocket | None = None
         self._ticker: LoopingCall | None = None
+        #: Notices when this process did not run (and an active holds its answers).
+        self.pauses = PauseWatch(reactor, max(settings.misses - 0.5, 1.5) * settings.interval,
+                                 settings.interval, lambda gap: self.current.paused(gap))
         self._timer: IDelayedCall | None = None
         self._stopped: Deferred[None] | None = None
         #: How this node passes cluster sockets to the nodes of its host, if it can.
@@ -215,11 +219,13 @@ class Membership:
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.interval, now=False)
+        self.pauses.start()
 
     def closeSocket(self) -> None:
         """Release the cluster socket and stop every timer."""
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        self.pauses.stop()
         self.cancelTimer()
         self.fence.release()
         self.remote.close()
@@ -294,10 +300,12 @@ class Membership:
         return adopted
 
     def _responder(self, host: str) -> ResolutionResponder:
-        return ResolutionResponder(
+        responder = ResolutionResponder(
             self.registry, self.reactor, self.stats,
             cluster=self.received if self.settings.extensions else None,
             access=self.access, limiter=self.limiter, answers=self.remote.view(host))
+        responder.mayAnswer = self.pauses.mayAnswer
+        return responder
 
     def _answer(self, name: str) -> ResolveReply | None:
         """What a subscriber of C{name} is told: the active's answer (none in other roles)."""
@@ -351,6 +359,7 @@ class Membership:
 
     def _tick(self) -> None:
         try:
+            self.pauses.ticked()
             self.current.tick()
         except Exception:
             # The ticker must outlive any bug: a stopped LoopingCall would
@@ -400,7 +409,7 @@ class Membership:
                 "answered": self.stats.answered, "ignored": self.stats.ignored,
                 "malformed": self.stats.malformed, "denied": self.stats.denied,
                 "limited": self.stats.limited, "omitted": self.stats.omitted,
-                "unsent": self.stats.unsent},
+                "unsent": self.stats.unsent, "held": self.stats.held},
         }
 
 

@@ -48,7 +48,8 @@ REQUEST_KINDS = {0x02: "broadcast", 0x03: "enumerate", 0x04: "instance", 0x0F: "
 #: The C{outcome} label of each of the responder's counters.
 OUTCOMES = (("answered", "answeredByType"), ("unknown", "ignoredByType"),
             ("malformed", "malformedByType"), ("limited", "limitedByType"),
-            ("denied", "deniedByType"), ("unsent", "unsentByType"))
+            ("denied", "deniedByType"), ("unsent", "unsentByType"),
+            ("held", "heldByType"))
 
 #: The most own instances a node has an C{srp_instance_up} series for each of:
 #: past it, a scrape would cost milliseconds per hundred instances, and

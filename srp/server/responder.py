@@ -35,6 +35,10 @@ from srp.wire.mcsqlr import frameResponseData
 #: datagram, its source and the protocol it came in on (to reply through).
 ClusterHandler = Callable[[bytes, tuple[str, int], DatagramProtocol], None]
 
+#: Says whether this node may answer clients now (see
+#: L{ResolutionResponder.mayAnswer}).
+AnswerGate = Callable[[], bool]
+
 #: Most request datagrams whose replies are remembered (then they are forgotten at once).
 MAX_CACHED_REPLIES = 65536
 
@@ -75,6 +79,9 @@ class ResponderStats:
     deniedByType: list[int] = field(factory=_byType)
     #: Replies not sent because they would exceed a reply budget.
     limitedByType: list[int] = field(factory=_byType)
+    #: Replies held back because the node may no longer be the one to answer
+    #: (see L{ResolutionResponder.mayAnswer}).
+    heldByType: list[int] = field(factory=_byType)
     #: Bytes of the replies sent.
     replyBytes: int = 0
     #: Instances the current enumeration reply leaves out: they do not fit
@@ -87,6 +94,7 @@ class ResponderStats:
     unsent = _total("unsentByType", "Replies the operating system refused to send.")
     denied = _total("deniedByType", "Requests the access policy refused.")
     limited = _total("limitedByType", "Replies withheld by the reply budgets.")
+    held = _total("heldByType", "Replies held back while the node checked it may still answer.")
 
 
 def _type(datagram: bytes) -> int:
@@ -108,6 +116,13 @@ class ResolutionResponder(DatagramProtocol):
     Unknown or hidden instances, and anything that is not a valid request
     (empty, malformed, unknown type, C{0x0A}, responses), get no reply: they
     are counted in L{ResponderStats} and logged at most once a second.
+
+    @ivar mayAnswer: asked before each reply to a client, when set: L{False}
+        holds the reply back.  The role that holds the port sets it when
+        answering is only right while it still holds the role: a process
+        that was stopped reads the datagrams that queued up before its
+        timers run, so only a check of the clock at the reply catches an
+        active (or an etcd leader) that was replaced while it did not run.
     """
 
     log = Logger()
@@ -135,6 +150,7 @@ class ResolutionResponder(DatagramProtocol):
         self._repliesGeneration = -1
         self._lastMalformedLog = float("-inf")
         self._malformedUnlogged = 0
+        self.mayAnswer: AnswerGate | None = None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if self.limiter is not None and self.limiter.blocked(addr[0]):
@@ -171,6 +187,9 @@ class ResolutionResponder(DatagramProtocol):
                 if len(self._replies) >= MAX_CACHED_REPLIES:
                     self._replies.clear()
                 self._replies[datagram] = reply
+        if self.mayAnswer is not None and not self.mayAnswer():
+            self.stats.heldByType[datagram[0]] += 1
+            return
         if self.limiter is not None and not self.limiter.allow(addr[0], len(reply)):
             self._limited(datagram, addr)
             return

@@ -127,7 +127,6 @@ class ActiveRole(Role):
         #: joins or C{remindUntil} passes.
         self.fenced = ports.fenced
         self.remindUntil = now + REMIND_FOR
-        self._lastTick = now
         core.remote.passivesAre(self._passives)
 
     @property
@@ -198,14 +197,10 @@ class ActiveRole(Role):
 
     def tick(self) -> None:
         """
-        Remind a fenced active; ask the passives after a pause; expire silent
-        passives; probe the other cluster addresses for a second active.
+        Remind a fenced active; expire silent passives; probe the other
+        cluster addresses for a second active.
         """
         settings = self.core.settings
-        now = self.core.reactor.seconds()
-        if now - self._lastTick > settings.misses * settings.interval:
-            self._paused(now - self._lastTick)
-        self._lastTick = now
         self._remind()
         self.expire()
         self.core.leases.tick([(p.host, p.port) for p in self._passives])
@@ -231,17 +226,19 @@ class ActiveRole(Role):
         for host in core.settings.listen:
             core.send(Probe(), (host, core.settings.port))
 
-    def _paused(self, gap: float) -> None:
+    def paused(self, gap: float) -> bool:
         """
         This node did not run for C{gap} seconds (stopped, or starved): its
         passives may have taken over.  Ask each directly; one that did
-        answers with a higher epoch, and this node steps down.
+        answers with a higher epoch, and this node steps down.  Until then,
+        hold the answers back.
         """
         if self.core.tally("pauses"):
             self.log.warn("Did not run for {gap:.2f} s ({count} pauses): asking the passives "
                           "whether one took over", gap=gap, count=self.core.counters["pauses"])
         for passive in self._passives:
             self.core.send(Probe(), (passive.host, passive.port))
+        return True
 
     def expire(self) -> None:
         """
@@ -369,6 +366,9 @@ class ActiveRole(Role):
         return ResolveReply(name, visible, tuple(hosts.get(r.nodeId, "") for r in visible))
 
     def _resolve(self, resolve: Resolve, source: Address, replyFrom: DatagramProtocol) -> None:
+        if not self.core.pauses.mayAnswer():
+            self.core.counters["resolves_held"] += 1
+            return
         self.core.send(self.answer(resolve.instanceName), source, replyFrom)
 
     def _challenged(self, envelope: Envelope, source: Address) -> None:

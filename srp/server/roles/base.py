@@ -93,6 +93,10 @@ class Role:
     def tick(self) -> None:
         """Nothing to do periodically."""
 
+    def paused(self, gap: float) -> bool:
+        """Nothing to check after a pause, and no answers to hold back."""
+        return False
+
     def ownChanged(self) -> None:
         """Nothing to tell: the role that comes next reads the node's own registrations."""
 

@@ -39,3 +39,7 @@ class StandaloneRole(ActiveRole):
 
     def tick(self) -> None:
         """Nothing: a standalone node has no passives to expire nor actives to look for."""
+
+    def paused(self, gap: float) -> bool:
+        """Nothing: no other node can have taken over."""
+        return False
