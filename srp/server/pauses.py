@@ -39,14 +39,19 @@ class PauseWatch:
         #: When the tick last ran; L{None} while the node does not tick.
         self.lastTick: float | None = None
         self.quietUntil = float("-inf")
+        # Asked before every reply: the clock's bound method, and the moment
+        # the tick is overdue, spare that path an attribute walk and a sum.
+        self._seconds = clock.seconds
+        self._overdueAt = float("inf")
 
     def start(self) -> None:
         """The node ticks from now on."""
-        self.lastTick = self.clock.seconds()
+        self._ticks(self.clock.seconds())
 
     def stop(self) -> None:
         """The node no longer ticks: nothing is a pause."""
         self.lastTick = None
+        self._overdueAt = float("inf")
         self.quietUntil = float("-inf")
 
     def ticked(self) -> None:
@@ -58,13 +63,17 @@ class PauseWatch:
         Whether the node may answer a client now: not while its tick is
         overdue (it has just run again), nor during the quiet time after.
         """
-        now = self.clock.seconds()
-        last = self.lastTick
-        if last is not None and now - last > self.limit:
+        now = self._seconds()
+        if now > self._overdueAt:
             self._check(now)
         return now >= self.quietUntil
 
+    def _ticks(self, now: float) -> None:
+        self.lastTick = now
+        self._overdueAt = now + self.limit
+
     def _check(self, now: float) -> None:
-        last, self.lastTick = self.lastTick, now
+        last = self.lastTick
+        self._ticks(now)
         if last is not None and now - last > self.limit and self.onPause(now - last):
             self.quietUntil = now + self.quiet
