@@ -19,7 +19,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from srp.etcd.client import EtcdClient, TLSSettings, Unreachable, _parsed
+from srp.etcd.access import TLSSettings
+from srp.etcd.client import EtcdClient, Unreachable, _parsed
 from srp.server.config import ConfigError, parseConfig
 from srp.testing.certs import PKI, makePKI
 from srp.testing.etcd import EtcdCluster
