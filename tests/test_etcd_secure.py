@@ -22,30 +22,18 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 
 from srp.client.endpoint import SRPClientEndpoint
 from srp.client.etcdwatch import EtcdPlaces, WatchEtcd
 from srp.etcd.access import TLSSettings
 from srp.etcd.client import EtcdClient, Unreachable, _parsed
-from srp.interfaces import IMoveListener
 from srp.server.config import ConfigError, parseConfig
 from srp.testing.certs import PKI, makePKI
 from srp.testing.etcd import EtcdCluster
 from srp.testing.processes import NodeProcess
 
 from .test_etcd_processes import CLUSTER, plain, resolved, startNode, status, waitFor
-
-
-@implementer(IMoveListener)
-class Listener:
-    """Counts the moves it is told of."""
-
-    def __init__(self) -> None:
-        self.moves = 0
-
-    def instanceMoved(self) -> None:
-        self.moves += 1
+from .test_subscriptions import Listener
 
 
 def clientTLS(pki: PKI, ca: PKI | None = None, certificate: bool = True) -> TLSSettings:

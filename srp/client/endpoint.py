@@ -39,7 +39,7 @@ from srp.client.resolver import Candidate, ClusterResolver, Resolution, ResolveE
 from srp.client.subscription import NodeSubscription, SubscribeTo
 from srp.client.verifiers import NoVerifier, WrongInstance, verifierNamed
 from srp.clusterkey import BadKey, loadKey
-from srp.etcd.access import BadAccess, loadPassword, loadTLS
+from srp.etcd.access import BadAccess, loadAccess
 from srp.interfaces import (
     IFailoverEndpoint,
     IInstanceResolver,
@@ -387,9 +387,7 @@ class SRPClientParser:
                              f"not {options['etcd']!r}")
         user = options.get("etcd_user")
         try:
-            password = loadPassword(user, options.get("etcd_password_file"))
-            tls = loadTLS(endpoints, options.get("etcd_ca"), options.get("etcd_cert"),
-                          options.get("etcd_key"))
+            password, tls = loadAccess(endpoints, user, options)
         except BadAccess as e:
             raise ValueError(f"srp endpoint: {e}") from None
         return WatchEtcd(endpoints, options.get("cluster") or cluster, user, password,

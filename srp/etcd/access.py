@@ -11,7 +11,7 @@ refused alike, with one message that says what is wrong and what to do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
+
+#: The settings that name files: a node's configuration keys, and the srp: endpoint's options.
+FILE_SETTINGS = ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
 
 
 class BadAccess(ValueError):
@@ -135,3 +138,17 @@ def loadTLS(endpoints: Sequence[str], ca: str | None = None, cert: str | None = 
         raise BadAccess(f"etcd_cert {cert} and etcd_key {key} are not a PEM certificate "
                         f"and its key ({e.__class__.__name__})") from None
     return tls
+
+
+def loadAccess(endpoints: Sequence[str], user: str | None,
+               files: Mapping[str, str]) -> tuple[str, TLSSettings | None]:
+    """
+    The password of C{user} and the TLS settings for C{endpoints}, from
+    the files that C{files} names by their settings' names (L{FILE_SETTINGS};
+    others are ignored).
+
+    @raise BadAccess: as L{loadPassword} and L{loadTLS} do.
+    """
+    return (loadPassword(user, files.get("etcd_password_file")),
+            loadTLS(endpoints, files.get("etcd_ca"), files.get("etcd_cert"),
+                    files.get("etcd_key")))

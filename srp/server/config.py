@@ -18,7 +18,7 @@ from typing import Any
 from attrs import evolve, field, frozen
 
 from srp.clusterkey import BadKey, environmentKey, loadKey
-from srp.etcd.access import BadAccess, loadPassword, loadTLS
+from srp.etcd.access import FILE_SETTINGS, BadAccess, loadAccess
 from srp.records import DEFAULT_MAX_CONNECTIONS, ProxyRoute, Registration, proxyRoute
 from srp.server.access import AccessPolicy, NetworkACL, networks
 from srp.server.checks import checkNamed
@@ -383,12 +383,9 @@ def _etcd(where: str, table: Mapping[str, Any]) -> EtcdSettings | None:
         raise ConfigError(f'{where}: answer must be "every" or "leader", not {answer!r}')
     user = _typed(where, "etcd_user", table.get("etcd_user"), (str, type(None)), "a user name")
     files = {key: _typed(where, key, table[key], str, "a file name")
-             for key in ("etcd_password_file", "etcd_ca", "etcd_cert", "etcd_key")
-             if key in table}
+             for key in FILE_SETTINGS if key in table}
     try:
-        password = loadPassword(user, files.get("etcd_password_file"))
-        tls = loadTLS(endpoints, files.get("etcd_ca"), files.get("etcd_cert"),
-                      files.get("etcd_key"))
+        password, tls = loadAccess(endpoints, user, files)
     except BadAccess as e:
         raise ConfigError(f"{where}: {e}") from None
     return EtcdSettings(tuple(endpoints), ttl, answer, user=user, password=password, tls=tls)
