@@ -6,7 +6,8 @@ Agent policy that applies it, and the password of etcd's authentication.
 A node's configuration and the C{srp:} endpoint's options name the same
 files with the same names (C{etcd_ca}, C{etcd_cert}, C{etcd_key},
 C{etcd_password_file}); both read and check them here, so a mistake is
-refused alike, with one message that says what is wrong and what to do.
+refused alike, with one message naming the setting, its file and what is
+wrong with it.
 """
 
 from __future__ import annotations
