@@ -8,6 +8,7 @@ says etcd is unreachable.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,15 +18,22 @@ from typing import Any
 import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
-from srp.etcd.client import EtcdClient, TLSSettings, Unreachable, _parsed
+from srp.client.endpoint import SRPClientEndpoint
+from srp.client.etcdwatch import EtcdPlaces, WatchEtcd
+from srp.etcd.access import TLSSettings
+from srp.etcd.client import EtcdClient, Unreachable, _parsed
 from srp.server.config import ConfigError, parseConfig
 from srp.testing.certs import PKI, makePKI
 from srp.testing.etcd import EtcdCluster
 from srp.testing.processes import NodeProcess
 
 from .test_etcd_processes import CLUSTER, plain, resolved, startNode, status, waitFor
+from .test_subscriptions import Listener
 
 
 def clientTLS(pki: PKI, ca: PKI | None = None, certificate: bool = True) -> TLSSettings:
@@ -79,6 +87,42 @@ class TLSClientTests(TestCase):
         self.assertEqual(str(caught.exception), f"no etcd endpoint answered "
                          f"({self.etcd.endpoints[0]}: TLS failed: certificate verify failed)")
 
+    async def test_endpointWithWrongCA(self) -> None:
+        """
+        An srp: endpoint whose etcd_ca did not sign etcd's certificate: its
+        watch fails at once, one log line says why, and it keeps trying.
+        """
+        string = endpointString(etcd=self.etcd.endpoints[0], etcd_ca=str(self.other.ca.cert),
+                                etcd_cert=str(self.pki.client.cert),
+                                etcd_key=str(self.pki.client.key))
+        endpoint = clientFromString(reactor, string)
+        assert isinstance(endpoint, SRPClientEndpoint)
+        listener = Listener()
+        with capturedLogs() as events:
+            endpoint.addMoveListener(listener)
+            self.addCleanup(endpoint.removeMoveListener, listener)
+            watch = endpoint.subscription
+            assert isinstance(watch, EtcdPlaces)
+            failures: list[str] = []
+            failed = watch.mirror.onError
+
+            def counted(error: str) -> None:
+                failures.append(error)
+                failed(error)
+
+            watch.mirror.onError = counted
+            deadline = reactor.seconds() + 5
+            while len(failures) < 3:
+                self.assertLess(reactor.seconds(), deadline, "the watch did not fail")
+                await deferLater(reactor, 0.05, lambda: None)
+        refused = (f"no etcd endpoint answered ({self.etcd.endpoints[0]}: TLS failed: "
+                   f"certificate verify failed)")
+        self.assertEqual((watch.error, set(failures)), (refused, {refused}))
+        self.assertEqual([formatEvent(e) for e in events if e.get("log_namespace", "")
+                          .startswith("srp.")], [
+            f"Cannot watch etcd for the moves of SALES, trying again: {refused}"])
+        self.assertEqual(listener.moves, 0)
+
     @inlineCallbacks
     def test_noClientCertificate(self) -> Any:
         """Without a client certificate, etcd ends the handshake: unreachable, by TLS."""
@@ -110,7 +154,10 @@ def test_configTLS(tmp_path: Path) -> None:
         parseConfig({"cluster": table}, "n.toml")
 
 
-@pytest.mark.parametrize(("keys", "complaint"), [
+#: Mistakes in the TLS settings, which a node's configuration and the srp:
+#: endpoint's options refuse alike: the settings (files in a PKI's
+#: directory; etcd at https://e:2379 unless given) and the complaint.
+TLS_MISTAKES: list[tuple[dict[str, Any], str]] = [
     ({"etcd_ca": "ca.pem", "etcd": ["http://e:2379"]},
      "etcd_ca needs https:// etcd endpoints"),
     ({"etcd_cert": "client.pem"}, "etcd_cert needs etcd_key"),
@@ -119,8 +166,11 @@ def test_configTLS(tmp_path: Path) -> None:
     ({"etcd_ca": "client-key.pem"}, "etcd_ca .*client-key.pem holds no PEM certificate"),
     ({"etcd_cert": "ca.pem", "etcd_key": "client-key.pem"},
      "etcd_cert .*ca.pem and etcd_key .*client-key.pem are not a PEM certificate and its key"),
-    ({"etcd_ca": 7}, "etcd_ca must be a file name, not 7"),
-])
+]
+
+
+@pytest.mark.parametrize(("keys", "complaint"), [
+    *TLS_MISTAKES, ({"etcd_ca": 7}, "etcd_ca must be a file name, not 7")])
 def test_badTLSConfig(tmp_path: Path, keys: dict[str, Any], complaint: str) -> None:
     """Each mistake in the TLS settings is one line naming it."""
     makePKI(tmp_path)
@@ -128,6 +178,71 @@ def test_badTLSConfig(tmp_path: Path, keys: dict[str, Any], complaint: str) -> N
                          for k, v in keys.items()})
     with pytest.raises(ConfigError, match=f"n.toml \\[cluster\\]: {complaint}"):
         parseConfig({"cluster": table}, "n.toml")
+
+
+def endpointString(target: str = "db1/SALES", **options: str) -> str:
+    """An srp: endpoint of C{target} with C{options}, their colons escaped."""
+    escaped = [f"{name}={value}".replace(":", "\\:") for name, value in options.items()]
+    return ":".join([f"srp:{target}", *escaped])
+
+
+def watchOf(**options: str) -> WatchEtcd:
+    """How the srp: endpoint with C{options} watches etcd."""
+    endpoint = clientFromString(Clock(), endpointString(**options))
+    assert isinstance(endpoint, SRPClientEndpoint) and endpoint.watchEtcd is not None
+    return endpoint.watchEtcd
+
+
+def test_endpointTLS(tmp_path: Path) -> None:
+    """
+    The srp: endpoint's etcd_ca, etcd_cert and etcd_key are read (and
+    checked) when its string is parsed, as a node's configuration is.
+    """
+    pki = makePKI(tmp_path)
+    files = {"etcd_ca": str(pki.ca.cert), "etcd_cert": str(pki.client.cert),
+             "etcd_key": str(pki.client.key)}
+    watch = watchOf(etcd="https://e:2379,https://f:2379", **files)
+    assert watch == WatchEtcd(("https://e:2379", "https://f:2379"), "db1", tls=clientTLS(pki))
+    assert "PRIVATE KEY" not in repr(watch)
+    assert watchOf(etcd="https://e:2379", etcd_ca=files["etcd_ca"]).tls == \
+        TLSSettings(pki.ca.cert.read_bytes())
+    assert watchOf(etcd="https://e:2379").tls == TLSSettings()  # the platform's CAs
+    assert watchOf(etcd="http://e:2379").tls is None
+    pki.client.key.chmod(0o644)
+    with pytest.raises(ValueError, match=re.escape(
+            f"srp endpoint: etcd_key {pki.client.key} is readable by others; "
+            f"run: chmod 600 {pki.client.key}")):
+        watchOf(etcd="https://e:2379", **files)
+
+
+@pytest.mark.parametrize(("keys", "complaint"), TLS_MISTAKES)
+def test_badTLSEndpoint(tmp_path: Path, keys: dict[str, Any], complaint: str) -> None:
+    """Each mistake in the endpoint's TLS options is one ValueError, as it parses."""
+    makePKI(tmp_path)
+    options = {"etcd": ",".join(keys.get("etcd", ["https://e:2379"]))} | {
+        name: str(tmp_path / file) for name, file in keys.items() if name != "etcd"}
+    with pytest.raises(ValueError, match=f"^srp endpoint: {complaint}"):
+        watchOf(**options)
+
+
+def test_endpointPassword(tmp_path: Path) -> None:
+    """The endpoint's etcd_password_file: as a node's, only its owner may read it."""
+    secret = tmp_path / "srp.password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    assert watchOf(etcd="http://e:2379", etcd_user="srp", etcd_password_file=str(secret)) == \
+        WatchEtcd(("http://e:2379",), "db1", "srp", "s3cret")
+    for options, complaint in (
+            ({"etcd_password_file": str(secret)}, "etcd_password_file needs etcd_user"),
+            ({"etcd_user": "srp", "etcd_password_file": str(tmp_path / "none")},
+             f"cannot read etcd_password_file {tmp_path / 'none'}: No such file or directory")):
+        with pytest.raises(ValueError, match=re.escape(f"srp endpoint: {complaint}")):
+            watchOf(etcd="http://e:2379", **options)
+    secret.chmod(0o644)
+    with pytest.raises(ValueError, match=re.escape(
+            f"srp endpoint: etcd_password_file {secret} is readable by others; "
+            f"run: chmod 600 {secret}")):
+        watchOf(etcd="http://e:2379", etcd_user="srp", etcd_password_file=str(secret))
 
 
 @pytest.fixture(scope="module")

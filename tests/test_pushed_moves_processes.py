@@ -4,8 +4,9 @@ with a tagged echo server standing in for its instance; the primary's node
 stops gracefully (its server runs on, so nothing but the push tells the
 client to leave it).  A FailoverClient connected through
 `srp:...:subscribe=yes` (a UDP cluster; a cluster on a real etcd) and one
-through `srp:...:etcd=...` learn of the switchover before their next write,
-and that write is answered by the new place with no gap and nothing resent.
+through `srp:...:etcd=...` (plain, and over TLS with a client certificate)
+learn of the switchover before their next write, and that write is
+answered by the new place with no gap and nothing resent.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from srp.client.endpoint import SRPClientEndpoint
+from srp.client.endpoint import SRPClientEndpoint, sharedResolver
 from srp.client.etcdwatch import EtcdPlaces, WatchEtcd
 from srp.client.failover import FailoverClient
 from srp.client.resolver import ClusterResolver
 from srp.client.subscription import NodeSubscription, SubscribeTo
-from srp.interfaces import IFailoverAware
+from srp.interfaces import IFailoverAware, IInstanceResolver
+from srp.testing.certs import makePKI
 from srp.testing.etcd import EtcdCluster
 from srp.testing.processes import (
     NodeProcess,
@@ -35,6 +38,8 @@ from srp.testing.processes import (
     freeTCPPort,
     writeNodeConfig,
 )
+
+from .test_etcd_secure import endpointString
 
 CLUSTER = "pushed"
 
@@ -147,27 +152,22 @@ class PushedMoveTests(TestCase):
         # The subscription lives on at the new active.
         await self.until(lambda: subscription.confirmed)
 
-    async def test_a_cluster_on_etcd_pushes_a_graceful_switchover(self) -> None:
+    async def onEtcd(self, etcd: EtcdCluster, resolver: IInstanceResolver,
+                     **cluster: object) -> tuple[list[NodeProcess], str]:
         """
-        Each node at an address of its own, on a real three-member etcd; one
-        client subscribed through the standby's node, one watching etcd.
+        Two nodes serving SALES on C{etcd} (with C{cluster}'s settings), each
+        at an address of its own, once the standby's node knows both
+        registrations (as C{resolver} asks it): the nodes, and the standby's
+        node's address.
         """
-        etcd = EtcdCluster(size=3).start()
-        self.addCleanup(etcd.stop)
         first = freeLoopbackAddress()
         addresses = [first, freeLoopbackAddress(first=int(first.rpartition(".")[2]) + 1)]
         # An instance's place is its node's address: each server is at its node's.
         servers = self.servers(*addresses)
         nodes = [self.node(index, address, servers[index].port, backend="etcd",
-                           etcd=etcd.endpoints, lease_ttl=1)
+                           etcd=etcd.endpoints, lease_ttl=1, **cluster)
                  for index, address in enumerate(addresses)]
         standbyNode = nodes[1].address
-        resolver = ClusterResolver(reactor, clusterName=CLUSTER)
-
-        def endpoint(**options: object) -> SRPClientEndpoint:
-            return SRPClientEndpoint(reactor, standbyNode, "SALES", resolver, timeout=1.0,
-                                     **options)  # type: ignore[arg-type]
-
         await self.until(lambda: "Cluster pushed on etcd" in nodes[0].log()
                          and "Cluster pushed on etcd" in nodes[1].log())
         deadline = reactor.seconds() + 5
@@ -175,9 +175,24 @@ class PushedMoveTests(TestCase):
             resolver.purge(standbyNode, "SALES")
             resolution = await resolver.resolve(standbyNode, "SALES")
             if len(resolution.candidates) == 2:
-                break
+                return nodes, standbyNode
             self.assertLess(reactor.seconds(), deadline, "the registrations did not meet")
             await deferLater(reactor, 0.05, lambda: None)
+
+    async def test_a_cluster_on_etcd_pushes_a_graceful_switchover(self) -> None:
+        """
+        Each node at an address of its own, on a real three-member etcd; one
+        client subscribed through the standby's node, one watching etcd.
+        """
+        etcd = EtcdCluster(size=3).start()
+        self.addCleanup(etcd.stop)
+        resolver = ClusterResolver(reactor, clusterName=CLUSTER)
+        nodes, standbyNode = await self.onEtcd(etcd, resolver)
+
+        def endpoint(**options: object) -> SRPClientEndpoint:
+            return SRPClientEndpoint(reactor, standbyNode, "SALES", resolver, timeout=1.0,
+                                     **options)  # type: ignore[arg-type]
+
         throughNode = endpoint(subscribe=SubscribeTo(clusterName=CLUSTER))
         throughEtcd = endpoint(etcd=WatchEtcd(tuple(etcd.endpoints), CLUSTER))
         clients = [await self.connect(throughNode), await self.connect(throughEtcd)]
@@ -188,3 +203,29 @@ class PushedMoveTests(TestCase):
         assert isinstance(watch, EtcdPlaces)
         await self.until(lambda: watch.last is not None)
         await self.switchedOver(nodes[0], *clients)
+
+    async def test_an_endpoint_watches_etcd_over_tls(self) -> None:
+        """
+        An etcd that takes only clients with a certificate of its CA: an
+        endpoint parsed from `srp:...:etcd=https\\://...:etcd_ca=...:etcd_cert=...:
+        etcd_key=...` resolves, watches etcd and learns of the switchover.
+        """
+        pki = makePKI(self.directory / "pki")
+        etcd = EtcdCluster(size=1, tls=pki).start()
+        self.addCleanup(etcd.stop)
+        files = {"etcd_ca": str(pki.ca.cert), "etcd_cert": str(pki.client.cert),
+                 "etcd_key": str(pki.client.key)}
+        options = {"cluster": CLUSTER, "timeout": "1", "etcd": etcd.endpoints[0]} | files
+        resolver = sharedResolver(reactor, clusterName=CLUSTER)
+        nodes, standbyNode = await self.onEtcd(etcd, resolver, **files)
+        endpoint = clientFromString(reactor, endpointString(f"{standbyNode}/SALES", **options))
+        assert isinstance(endpoint, SRPClientEndpoint) and endpoint.resolver is resolver
+        self.assertTrue(etcd.endpoints[0].startswith("https://127.0.0.1:"))
+        client = await self.connect(endpoint)
+        watch = endpoint.subscription
+        assert isinstance(watch, EtcdPlaces)
+        await self.until(lambda: watch.last is not None)
+        assert watch.last is not None
+        self.assertEqual([c.host for c in watch.last], [nodes[0].address, standbyNode])
+        self.assertIsNone(watch.error)
+        await self.switchedOver(nodes[0], client)

@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -561,6 +562,25 @@ class EtcdPlacesTests(SynchronousTestCase):
         self.assertEqual(self.heard, [])
         self.places._events([Event(self.node(1, "10.0.0.1"))])
         self.assertEqual(self.heard, [[("10.0.0.1", 1433)]])
+
+    def test_a_refusal_is_one_line_until_watched(self) -> None:
+        """
+        etcd refusing the watch (or out of reach) is one warning with the
+        reason, however often the watch is tried again; a line once it runs.
+        """
+        refused = "no etcd endpoint answered (e: TLS failed: certificate verify failed)"
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.places.mirror.onError(refused)
+            self.assertEqual(self.places.error, refused)
+            self.places.mirror.onState(True)
+            self.assertIsNone(self.places.error)
+            self.places.mirror.onError("no etcd endpoint answered (e: ConnectionRefusedError)")
+        self.assertEqual([(e["log_level"], formatEvent(e)) for e in events], [
+            (LogLevel.warn, f"Cannot watch etcd for the moves of sales, trying again: {refused}"),
+            (LogLevel.info, "Watching etcd for the moves of sales"),
+            (LogLevel.warn, "Cannot watch etcd for the moves of sales, trying again: "
+                            "no etcd endpoint answered (e: ConnectionRefusedError)")])
 
 
 class ParserTests(SynchronousTestCase):

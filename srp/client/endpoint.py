@@ -16,7 +16,6 @@ in Twisted work with it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -40,6 +39,7 @@ from srp.client.resolver import Candidate, ClusterResolver, Resolution, ResolveE
 from srp.client.subscription import NodeSubscription, SubscribeTo
 from srp.client.verifiers import NoVerifier, WrongInstance, verifierNamed
 from srp.clusterkey import BadKey, loadKey
+from srp.etcd.access import BadAccess, loadAccess
 from srp.interfaces import (
     IFailoverEndpoint,
     IInstanceResolver,
@@ -328,13 +328,16 @@ class SRPClientParser:
     C{no} by default) and C{etcd} (comma-separated URLs of the etcd of a
     cluster on etcd, whose prefix is watched for the moves instead; the
     cluster's name is C{cluster}, else C{CLUSTER}; with C{etcd_user} and
-    C{etcd_password_file} if etcd's authentication is on).  Escape the colons of an
-    IPv6 address: C{srp:\\:\\:1/SALES}.
+    C{etcd_password_file} if etcd's authentication is on, and for
+    C{https://} URLs C{etcd_ca}, C{etcd_cert} and C{etcd_key}: the files of
+    the CA that signed etcd's certificates, and of a client certificate and
+    its key).  Escape the colons of an IPv6 address: C{srp:\\:\\:1/SALES}.
     """
 
     prefix = "srp"
     _OPTIONS = {"port", "timeout", "addresses", "prefer", "verify", "cluster", "key_file",
-                "subscribe", "etcd", "etcd_user", "etcd_password_file"}
+                "subscribe", "etcd", "etcd_user", "etcd_password_file", "etcd_ca",
+                "etcd_cert", "etcd_key"}
 
     def parseStreamClient(self, reactor: Any, *args: object,
                           **kwargs: object) -> IStreamClientEndpoint:
@@ -382,12 +385,10 @@ class SRPClientParser:
         if not endpoints or not all(e.startswith(("http://", "https://")) for e in endpoints):
             raise ValueError(f"srp endpoint: etcd is a list of http:// or https:// URLs, "
                              f"not {options['etcd']!r}")
-        password = ""
-        if "etcd_password_file" in options:
-            try:
-                password = Path(options["etcd_password_file"]).read_text().strip()
-            except OSError as e:
-                raise ValueError(f"srp endpoint: cannot read etcd_password_file: "
-                                 f"{e.strerror}") from None
-        return WatchEtcd(endpoints, options.get("cluster") or cluster,
-                         options.get("etcd_user"), password)
+        user = options.get("etcd_user")
+        try:
+            password, tls = loadAccess(endpoints, user, options)
+        except BadAccess as e:
+            raise ValueError(f"srp endpoint: {e}") from None
+        return WatchEtcd(endpoints, options.get("cluster") or cluster, user, password,
+                         tls=tls)

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from srp.client.resolver import Candidate, candidatesOf
 from srp.client.subscription import Notified
+from srp.etcd.access import TLSSettings
 from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue
 from srp.etcd.keys import ClusterKeys
 from srp.etcd.watch import PrefixMirror
@@ -34,7 +35,8 @@ SOURCE = "etcd"
 class WatchEtcd:
     """
     How an endpoint watches a cluster's etcd: its endpoints (URLs), the
-    cluster's name (its keys' prefix) and etcd's user and password.
+    cluster's name (its keys' prefix), etcd's user and password, and TLS
+    for C{https://} endpoints (None: the platform's CAs, no client certificate).
     """
 
     endpoints: tuple[str, ...]
@@ -42,12 +44,17 @@ class WatchEtcd:
     user: str | None = None
     password: str = field(default="", repr=False)
     timeout: float = DEFAULT_TIMEOUT
+    tls: TLSSettings | None = None
 
 
 class EtcdPlaces:
     """
     The places of C{instance} in a cluster on etcd, handed to C{notified}
     (best first, live ones first) each time they change, until L{stop}.
+
+    When etcd cannot be watched (out of reach, or it refuses this client:
+    a wrong CA, certificate or password), one line in the log says why,
+    L{error} holds the reason, and the watch is tried again.
     """
 
     log = Logger()
@@ -55,12 +62,17 @@ class EtcdPlaces:
     def __init__(self, reactor: Any, settings: WatchEtcd, instance: str, notified: Notified,
                  client: EtcdClient | None = None) -> None:
         self.settings = settings
+        self.instance = instance
         self.key = instanceKey(instance)
         self.notified = notified
         self.keys = ClusterKeys(settings.clusterName)
         self.client = client if client is not None else EtcdClient(
-            reactor, settings.endpoints, settings.timeout, settings.user, settings.password)
-        self.mirror = PrefixMirror(self.client, self.keys.root, self._snapshot, self._events)
+            reactor, settings.endpoints, settings.timeout, settings.user, settings.password,
+            settings.tls)
+        self.mirror = PrefixMirror(self.client, self.keys.root, self._snapshot, self._events,
+                                   self._watching, onError=self._failed)
+        #: Why etcd could not be watched, since the last watch ran (None: no failure).
+        self.error: str | None = None
         #: Each node's registration of the instance, with its create revision (its arrival).
         self.registrations: dict[int, tuple[Registration, int]] = {}
         #: Each node's first address.
@@ -75,6 +87,17 @@ class EtcdPlaces:
         """Stop watching."""
         self.mirror.stop()
         self.client.close()
+
+    def _failed(self, error: str) -> None:
+        if self.error is None:
+            self.log.warn("Cannot watch etcd for the moves of {instance}, trying again: "
+                          "{error}", instance=self.instance, error=error)
+        self.error = error
+
+    def _watching(self, watching: bool) -> None:
+        if watching and self.error is not None:
+            self.log.info("Watching etcd for the moves of {instance}", instance=self.instance)
+            self.error = None
 
     def _snapshot(self, kvs: Sequence[KeyValue]) -> None:
         self.registrations, self.addresses = {}, {}

@@ -15,13 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import treq
-from attrs import field, frozen
+from attrs import frozen
 from OpenSSL import SSL
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -31,8 +29,8 @@ from twisted.web.client import (
     _HTTP11ClientFactory,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
+
+from srp.etcd.access import TLSPolicy, TLSSettings
 
 #: Seconds a request may take before its endpoint counts as unreachable.
 DEFAULT_TIMEOUT = 1.0
@@ -167,51 +165,6 @@ def revisionOf(answer: Mapping[str, Any]) -> int:
 
 class _QuietFactory(_HTTP11ClientFactory):
     noisy = False
-
-
-@frozen
-class TLSSettings:
-    """
-    How to reach etcd's C{https://} endpoints: the CA that signed their
-    certificates (none: the system's), and this client's certificate and key
-    in PEM (none: no client certificate).
-    """
-
-    ca: bytes | None = None
-    cert: bytes | None = None
-    key: bytes | None = field(default=None, repr=False)
-
-    def trustRoot(self) -> Any:
-        """The CA to check etcd's certificate against (None: the platform's)."""
-        return None if self.ca is None else Certificate.loadPEM(self.ca)
-
-    def clientCertificate(self) -> PrivateCertificate | None:
-        """This client's certificate with its key, or None."""
-        if self.cert is None or self.key is None:
-            return None
-        certificate: PrivateCertificate = PrivateCertificate.loadPEM(
-            self.cert + b"\n" + self.key)
-        return certificate
-
-
-@implementer(IPolicyForHTTPS)
-class TLSPolicy:
-    """
-    An Agent's TLS policy for etcd: check each endpoint's certificate against
-    C{settings}' CA and name (or IP address), and present the client certificate.
-    """
-
-    def __init__(self, settings: TLSSettings) -> None:
-        self.trustRoot = settings.trustRoot()
-        self.certificate = settings.clientCertificate()
-
-    def creatorForNetloc(self, hostname: bytes,
-                         port: int) -> IOpenSSLClientConnectionCreator:
-        """The TLS connection creator for an endpoint at C{hostname}."""
-        creator: IOpenSSLClientConnectionCreator = optionsForClientTLS(
-            hostname.decode("ascii"), trustRoot=self.trustRoot,
-            clientCertificate=self.certificate)
-        return creator
 
 
 def _parsed(body: bytes, code: int) -> dict[str, Any]:

@@ -80,7 +80,9 @@ class PrefixMirror:
     """
     Every key under C{prefix}: C{onSnapshot} gets them all after each read
     (at the start, and after a compaction), C{onEvents} each change after
-    that, C{onState} whether a watch is running.
+    that, C{onState} whether a watch is running, C{onError} why etcd
+    refused or could not be reached each time a read or watch fails so
+    (it is tried again after C{retry} seconds).
     """
 
     log = Logger()
@@ -89,12 +91,14 @@ class PrefixMirror:
                  onSnapshot: Callable[[Sequence[KeyValue]], None],
                  onEvents: Callable[[Sequence[Event]], None],
                  onState: Callable[[bool], None] = lambda watching: None,
-                 retry: float = 0.25, check: float = 1.0) -> None:
+                 retry: float = 0.25, check: float = 1.0,
+                 onError: Callable[[str], None] = lambda error: None) -> None:
         self.client = client
         self.prefix = prefix
         self.onSnapshot = onSnapshot
         self.onEvents = onEvents
         self.onState = onState
+        self.onError = onError
         self.retry = retry
         self.check = check
         #: The last revision applied: a new watch starts after it.
@@ -231,7 +235,9 @@ class PrefixMirror:
         self._state(False)
         if not self._running:
             return
-        if not failure.check(EtcdError):
+        if failure.check(EtcdError):
+            self.onError(failure.getErrorMessage())
+        else:
             self.log.failure("etcd watch of {prefix!r} failed", failure, prefix=self.prefix)
         self._next(self.retry)
 

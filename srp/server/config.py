@@ -18,7 +18,7 @@ from typing import Any
 from attrs import evolve, field, frozen
 
 from srp.clusterkey import BadKey, environmentKey, loadKey
-from srp.etcd.client import TLSSettings
+from srp.etcd.access import FILE_SETTINGS, BadAccess, loadAccess
 from srp.records import DEFAULT_MAX_CONNECTIONS, ProxyRoute, Registration, proxyRoute
 from srp.server.access import AccessPolicy, NetworkACL, networks
 from srp.server.checks import checkNamed
@@ -382,53 +382,13 @@ def _etcd(where: str, table: Mapping[str, Any]) -> EtcdSettings | None:
     if answer not in ("every", "leader"):
         raise ConfigError(f'{where}: answer must be "every" or "leader", not {answer!r}')
     user = _typed(where, "etcd_user", table.get("etcd_user"), (str, type(None)), "a user name")
-    if "etcd_password_file" in table and user is None:
-        raise ConfigError(f"{where}: etcd_password_file needs etcd_user")
-    password = _readFile(where, table, "etcd_password_file", secret=True)
-    return EtcdSettings(tuple(endpoints), ttl, answer, user=user,
-                        password=password.decode(errors="replace").strip() if password else "",
-                        tls=_etcdTLS(where, table, endpoints))
-
-
-def _readFile(where: str, table: Mapping[str, Any], key: str,
-              secret: bool = False) -> bytes | None:
-    """The bytes of the file C{table[key]} names (None: not given); a C{secret} is 0600."""
-    if key not in table:
-        return None
-    path = Path(_typed(where, key, table[key], str, "a file name"))
+    files = {key: _typed(where, key, table[key], str, "a file name")
+             for key in FILE_SETTINGS if key in table}
     try:
-        mode, data = path.stat().st_mode, path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read {key} {path}: {e.strerror}") from None
-    if secret and mode & 0o007:
-        raise ConfigError(f"{where}: {key} {path} is readable by others; "
-                          f"run: chmod 600 {path}")
-    return data
-
-
-def _etcdTLS(where: str, table: Mapping[str, Any], endpoints: list[str]) -> TLSSettings | None:
-    given = sorted({"etcd_ca", "etcd_cert", "etcd_key"} & set(table))
-    if not any(e.startswith("https://") for e in endpoints):
-        if given:
-            raise ConfigError(f"{where}: {given[0]} needs https:// etcd endpoints")
-        return None
-    for key, other in (("etcd_cert", "etcd_key"), ("etcd_key", "etcd_cert")):
-        if key in table and other not in table:
-            raise ConfigError(f"{where}: {key} needs {other}")
-    tls = TLSSettings(_readFile(where, table, "etcd_ca"), _readFile(where, table, "etcd_cert"),
-                      _readFile(where, table, "etcd_key", secret=True))
-    try:
-        tls.trustRoot()
-    except Exception:
-        raise ConfigError(f"{where}: etcd_ca {table['etcd_ca']} holds no PEM "
-                          "certificate") from None
-    try:
-        tls.clientCertificate()
-    except Exception as e:
-        raise ConfigError(f"{where}: etcd_cert {table['etcd_cert']} and etcd_key "
-                          f"{table['etcd_key']} are not a PEM certificate and its key "
-                          f"({e.__class__.__name__})") from None
-    return tls
+        password, tls = loadAccess(endpoints, user, files)
+    except BadAccess as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return EtcdSettings(tuple(endpoints), ttl, answer, user=user, password=password, tls=tls)
 
 
 def _limits(where: str,

@@ -24,7 +24,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from srp.authenticator import ClusterAuthenticator, Rejected, randomNodeId
-from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue, TLSSettings
+from srp.etcd.access import TLSSettings
+from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue
 from srp.etcd.keys import ClusterKeys
 from srp.etcd.watch import PrefixMirror
 from srp.interfaces import IClusterBackend
