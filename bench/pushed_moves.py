@@ -78,6 +78,8 @@ KINDS = {"udp": ("none", "subscribe"), "etcd": ("none", "subscribe", "etcd")}
 #: come every interval anyway, with the machine's jitter); nothing resent
 #: or lost; every move before its write.
 EXTRA_GAP = 1.0 / RATE
+#: Topologies started for one cell before its failure to start is its result.
+START_ATTEMPTS = 3
 #: The steady window before each fault, in seconds.
 STEADY = 1.5
 #: Every process started, ended by PID at exit.
@@ -282,18 +284,28 @@ async def work(reactor: Any, trials: int, directory: Path) -> dict[str, Any]:
             if cluster == "etcd" and etcd is None:
                 etcd = EtcdCluster(size=3).start()
                 ETCDS.append(etcd)
-            number += 1
-            topology = Topology(directory / f"cell{number}", f"pushed{number}",
-                                etcd if cluster == "etcd" else None)
             cell = {"cluster": cluster, "fault": fault, "trial": trial + 1}
-            try:
-                await topology.start(reactor)
-                found = await runCell(reactor, topology, fault)
-            except Exception as e:  # a broken cell is a result, not the end
-                found = [{"kind": kind, "error": f"{type(e).__name__}: {e}"}
-                         for kind in KINDS[cluster]]
-            finally:
-                topology.stop()
+            for attempt in range(1, START_ATTEMPTS + 1):
+                number += 1
+                topology = Topology(directory / f"cell{number}", f"pushed{number}",
+                                    etcd if cluster == "etcd" else None)
+                try:
+                    try:
+                        await topology.start(reactor)
+                    except Exception as e:
+                        # Not a measurement: the machine's other users may
+                        # take the address between its choice and the bind.
+                        if attempt < START_ATTEMPTS:
+                            progress(f"pushed_moves: {cell}: start failed ({e}), anew")
+                            continue
+                        raise
+                    found = await runCell(reactor, topology, fault)
+                except Exception as e:  # a broken cell is a result, not the end
+                    found = [{"kind": kind, "error": f"{type(e).__name__}: {e}"}
+                             for kind in KINDS[cluster]]
+                finally:
+                    topology.stop()
+                break
             for row in found:
                 progress(f"pushed_moves: {cell | row}")
                 rows.append(cell | row)
