@@ -207,6 +207,7 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def lanFleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Three hosts, etcd and nodes for the module's tests; all ended by PID at its end."""
     with lan(3) as hosts:
         made = Fleet(hosts, tmp_path_factory.mktemp("fleet"))
         try:
@@ -237,6 +238,24 @@ def kill(node: NodeProcess) -> float:
     os.kill(node.pid, signal.SIGKILL)
     node.stop()
     return time.monotonic()
+
+
+def restart(fleet: Fleet, recorder: Recorder, host: int) -> Seen:
+    """
+    Start the node of C{fleet.hosts[host]} again: its first answer once
+    every node lists all three registrations again.
+    """
+    fleet.nodes[host].start()
+    back = time.monotonic()
+    waitUntil(lambda: everywhere(recorder, since=back), 10, "every node to list all three again")
+    seen = recorder.latest(host, back)
+    assert seen is not None
+    return seen
+
+
+def holders(recorder: Recorder, since: float) -> list[tuple[int, int]]:
+    """The token and node of every active the answers asked for since C{since} show."""
+    return [(r.token, r.node) for r in reigns(recorder, since)]
 
 
 def longestSilence(recorder: Recorder, host: int, since: float) -> float:
@@ -274,13 +293,8 @@ def test_killedNodes(fleet: Fleet) -> None:
         assert max(longestSilence(watch, n, killed) for n in others) < TTL
 
         # Started again, it joins as a passive.
-        fleet.nodes[active].start()
-        back = time.monotonic()
-        waitUntil(lambda: everywhere(watch, since=back), 10,
-                  "every node to list all three again")
-        rejoined = watch.latest(active, back)
-        assert rejoined is not None and rejoined.claim.token == 0
-        assert [(r.token, r.node) for r in reigns(watch, killed)] == [(second.token, second.node)]
+        assert restart(fleet, watch, active).claim.token == 0
+        assert holders(watch, killed) == [(second.token, second.node)]
 
         # kill -9 of a passive: the same active answers on.
         leader = activeHost(watch)
@@ -290,15 +304,10 @@ def test_killedNodes(fleet: Fleet) -> None:
         waitUntil(lambda: everywhere(watch, [n for n in range(3) if n != passive], listed=2,
                                      since=killed), 10,
                   "the passive's registration to leave the answers")
-        assert [(r.token, r.node) for r in reigns(watch, killed)] == [(second.token, second.node)]
+        assert holders(watch, killed) == [(second.token, second.node)]
         assert longestSilence(watch, leader, killed) < TTL
-        fleet.nodes[passive].start()
-        back = time.monotonic()
-        waitUntil(lambda: everywhere(watch, since=back), 10,
-                  "every node to list all three again")
-        returned = watch.latest(passive, back)
-        assert returned is not None and returned.claim.token == 0
-        assert [(r.token, r.node) for r in reigns(watch, killed)] == [(second.token, second.node)]
+        assert restart(fleet, watch, passive).claim.token == 0
+        assert holders(watch, killed) == [(second.token, second.node)]
         report = checkFencing([s.claim for s in watch.stop()])
         assert report.ok, report
         assert [(r.token, r.node) for r in sorted(report.reigns, key=lambda r: r.first)] == [
