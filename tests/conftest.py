@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from srp.testing.etcd import EtcdCluster
 from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
 
 BIN = Path(sys.executable).parent
@@ -30,6 +31,23 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     process = NodeProcess(config, directory / "node.log").start()
     yield process
     assert process.stop() == 0, process.log()
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    """
+    A real three-member etcd on loopback shared by a module's tests (each
+    under a cluster name of its own: L{clusterName}), stopped by PID at the
+    module's end, whatever its tests did.
+    """
+    with EtcdCluster(size=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def clusterName(request: pytest.FixtureRequest) -> str:
+    """A cluster name of the test's own: tests sharing one etcd share none of its keys."""
+    return f"t-{request.node.name}"[:64]  # the longest name a node takes
 
 
 def srp(*arguments: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

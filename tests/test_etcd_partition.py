@@ -1,21 +1,27 @@
 """
 Three real `srp serve` nodes on three network-namespace hosts, with a
 three-member etcd spread over them (one member per host, on the host's LAN
-address), under etcd faults and a partition.
+address), under node faults, etcd faults and a partition.  The hosts, etcd
+and nodes are set up once for the module; each test finds every member and
+node running and every host on the LAN.
 
 Every node is asked srp's extended resolve every few milliseconds from its
 own host (so an isolated host is still heard), and every answer's fencing
 token goes to the history checker (L{srp.testing.history.checkFencing}):
-at most one node answers as active at any moment, through kill -9 of one
-etcd member (nothing changes), of two (quorum lost: the answers go on from
-the last state, the active steps down, nobody is elected, the nodes say they
+at most one node answers as active at any moment, through kill -9 of the
+active node and of a passive (each started again), kill -9 of one etcd
+member (nothing changes), of two (quorum lost: the answers go on from the
+last state, the active steps down, nobody is elected, the nodes say they
 are stale), their recovery, and a partition that isolates the active's host.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import select
+import signal
 import socket
 import subprocess
 import threading
@@ -44,14 +50,22 @@ TTL = 1
 #: How often each node is asked, and how long an answer is waited for.
 EVERY = 0.01
 PATIENCE = 0.2
+#: After kill -9 of the active, a successor answers within the lease's TTL
+#: and this: etcd's expiry sweep (every 0.5 s), then the revocation's raft
+#: commit, the watch event and the successor's campaign, on a busy machine.
+TAKEOVER_MARGIN = 1.5
 
 
 @frozen
 class Seen:
-    """One answer: its fencing claim and how many registrations of SALES it listed."""
+    """
+    One answer: its fencing claim, how many registrations of SALES it
+    listed, and the index of the host whose node gave it.
+    """
 
     claim: Claim
     listed: int
+    host: int
 
 
 class Recorder:
@@ -77,6 +91,7 @@ class Recorder:
         return self
 
     def stop(self) -> list[Seen]:
+        """Stop asking (again: nothing more); every answer kept."""
         self._running = False
         self._thread.join()
         for sock in self.sockets:
@@ -87,11 +102,12 @@ class Recorder:
         with self.lock:
             return [s for s in self.seen if s.claim.sent >= since]
 
-    def latest(self, host: int) -> Seen | None:
-        """The last answer of the node on C{hosts[host]}."""
+    def latest(self, host: int, since: float = 0.0) -> Seen | None:
+        """The last answer of the node on C{hosts[host]}, if asked for since C{since}."""
         address = self.hosts[host].address
         with self.lock:
-            return self._latest.get(address)
+            seen = self._latest.get(address)
+        return seen if seen is not None and seen.claim.sent >= since else None
 
     def _run(self) -> None:
         counter = 0
@@ -120,7 +136,7 @@ class Recorder:
                         and message.instanceName == asked[n][0]):
                     continue
                 seen = Seen(Claim(asked.pop(n)[1], received, envelope.sender,
-                                  envelope.epoch), len(message.registrations))
+                                  envelope.epoch), len(message.registrations), n)
                 with self.lock:
                     self.seen.append(seen)
                     self._latest[source[0]] = seen
@@ -149,13 +165,158 @@ def stale(host: Host, keyFile: Path) -> bool:
     return bool(document["stale"])
 
 
+class Fleet:
+    """The module's hosts, their etcd members, the cluster's key and each host's node."""
+
+    def __init__(self, hosts: Sequence[Host], directory: Path) -> None:
+        self.hosts = hosts
+        self.keyFile = writeKeyFile(directory / "cluster.key")
+        self.etcd = EtcdCluster(directory=directory, hosts=hosts)
+        self.nodes: list[NodeProcess] = []
+        self.directory = directory
+
+    def start(self) -> Fleet:
+        """Start etcd, then one node on each host."""
+        self.etcd.start()
+        for n, host in enumerate(self.hosts):
+            config = writeNodeConfig(
+                self.directory / f"node{n}.toml", [host.address],
+                [{"name": "SALES", "tcp": 50000 + n, "check": "none"}],
+                tables={"cluster": {"name": CLUSTER, "backend": "etcd",
+                                    "etcd": self.etcd.endpoints, "lease_ttl": TTL,
+                                    "key_file": str(self.keyFile)}})
+            self.nodes.append(NodeProcess(config, self.directory / f"node{n}.log",
+                                          prefix=host.command()).start())
+        return self
+
+    def restore(self) -> None:
+        """Put back what a test left broken: every host on the LAN, every member and node up."""
+        for host in self.hosts:
+            host.mend()
+        self.etcd.revive()
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is not None:
+                node.start()
+
+    def stop(self) -> None:
+        """Stop every node, then etcd, by their PIDs."""
+        for node in self.nodes:
+            node.stop()
+        self.etcd.stop()
+
+
+@pytest.fixture(scope="module")
+def lanFleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Three hosts, etcd and nodes for the module's tests; all ended by PID at its end."""
+    with lan(3) as hosts:
+        made = Fleet(hosts, tmp_path_factory.mktemp("fleet"))
+        try:
+            yield made.start()
+        finally:
+            made.stop()
+
+
 @pytest.fixture
-def hosts() -> Iterator[Sequence[Host]]:
-    with lan(3) as made:
-        yield made
+def fleet(lanFleet: Fleet) -> Fleet:
+    """The module's fleet, whole again whatever the test before left."""
+    lanFleet.restore()
+    return lanFleet
 
 
-def test_partition_and_quorum(hosts: Sequence[Host], tmp_path: Path) -> None:
+def everywhere(recorder: Recorder, hosts: Sequence[int] = (0, 1, 2), listed: int = 3,
+               since: float = 0.0) -> bool:
+    """Whether the node of each of C{hosts} answered, since C{since}, listing C{listed}."""
+    return all((s := recorder.latest(n, since)) is not None and s.listed == listed
+               for n in hosts)
+
+
+def kill(node: NodeProcess) -> float:
+    """
+    kill -9 of C{node} (by its PID): when it was dead (reaped), so that no
+    answer to a request sent since can be its.
+    """
+    os.kill(node.pid, signal.SIGKILL)
+    node.stop()
+    return time.monotonic()
+
+
+def restart(fleet: Fleet, recorder: Recorder, host: int) -> Seen:
+    """
+    Start the node of C{fleet.hosts[host]} again: its first answer once
+    every node lists all three registrations again.
+    """
+    fleet.nodes[host].start()
+    back = time.monotonic()
+    waitUntil(lambda: everywhere(recorder, since=back), 10, "every node to list all three again")
+    seen = recorder.latest(host, back)
+    assert seen is not None
+    return seen
+
+
+def holders(recorder: Recorder, since: float) -> list[tuple[int, int]]:
+    """The token and node of every active the answers asked for since C{since} show."""
+    return [(r.token, r.node) for r in reigns(recorder, since)]
+
+
+def longestSilence(recorder: Recorder, host: int, since: float) -> float:
+    """The longest time without an answer from C{host}'s node since C{since}, until now."""
+    times = [since] + [s.claim.received for s in recorder.snapshot(since) if s.host == host]
+    return max(b - a for a, b in itertools.pairwise([*times, time.monotonic()]))
+
+
+def test_killedNodes(fleet: Fleet) -> None:
+    """
+    kill -9 of the active node: the other nodes answer on; one of them is
+    elected within the lease's TTL (and a margin), with a larger token; the
+    killed node's registration leaves every answer, and the node, started
+    again, joins as a passive.  kill -9 of a passive: the same active
+    answers on; it too comes back as a passive.  At no moment do two nodes
+    answer as active, and each new active's token is larger.
+    """
+    watch = Recorder(fleet.hosts, loadKey(fleet.keyFile)).start()
+    try:
+        waitUntil(lambda: everywhere(watch) and activeHost(watch) is not None, 10,
+                  "every node to list all three, and one active")
+        active = activeHost(watch)
+        assert active is not None
+        [first] = reigns(watch)
+
+        # kill -9 of the active: a successor on another host, soon.
+        others = [n for n in range(3) if n != active]
+        killed = kill(fleet.nodes[active])
+        waitUntil(lambda: bool(reigns(watch, killed)), 10, "a new active")
+        waitUntil(lambda: everywhere(watch, others, listed=2, since=killed), 10,
+                  "the killed node's registration to leave the answers")
+        [second] = reigns(watch, killed)
+        assert second.node != first.node and second.token > first.token
+        assert second.first - killed < TTL + TAKEOVER_MARGIN
+        assert max(longestSilence(watch, n, killed) for n in others) < TTL
+
+        # Started again, it joins as a passive.
+        assert restart(fleet, watch, active).claim.token == 0
+        assert holders(watch, killed) == [(second.token, second.node)]
+
+        # kill -9 of a passive: the same active answers on.
+        leader = activeHost(watch)
+        assert leader is not None
+        passive = next(n for n in range(3) if n != leader)
+        killed = kill(fleet.nodes[passive])
+        waitUntil(lambda: everywhere(watch, [n for n in range(3) if n != passive], listed=2,
+                                     since=killed), 10,
+                  "the passive's registration to leave the answers")
+        assert holders(watch, killed) == [(second.token, second.node)]
+        assert longestSilence(watch, leader, killed) < TTL
+        assert restart(fleet, watch, passive).claim.token == 0
+        assert holders(watch, killed) == [(second.token, second.node)]
+        report = checkFencing([s.claim for s in watch.stop()])
+        assert report.ok, report
+        assert [(r.token, r.node) for r in sorted(report.reigns, key=lambda r: r.first)] == [
+            (first.token, first.node), (second.token, second.node)]
+    finally:
+        watch.stop()
+
+
+def test_partition_and_quorum(fleet: Fleet) -> None:
     """
     kill -9 of one etcd member: the same active, the same answers; of a
     second (quorum lost): the answers go on from the last state, the active
@@ -164,26 +325,10 @@ def test_partition_and_quorum(hosts: Sequence[Host], tmp_path: Path) -> None:
     is cut off: it stops answering as active before another starts.  At no
     moment do two nodes answer as active.
     """
-    keyFile = writeKeyFile(tmp_path / "cluster.key")
-    etcd = EtcdCluster(directory=tmp_path, hosts=hosts).start()
-    nodes: list[NodeProcess] = []
-    recorder: Recorder | None = None
+    hosts, etcd, keyFile, nodes = fleet.hosts, fleet.etcd, fleet.keyFile, fleet.nodes
+    watch = Recorder(hosts, loadKey(keyFile)).start()
     try:
-        for n, host in enumerate(hosts):
-            config = writeNodeConfig(
-                tmp_path / f"node{n}.toml", [host.address],
-                [{"name": "SALES", "tcp": 50000 + n, "check": "none"}],
-                tables={"cluster": {"name": CLUSTER, "backend": "etcd",
-                                    "etcd": etcd.endpoints, "lease_ttl": TTL,
-                                    "key_file": str(keyFile)}})
-            nodes.append(NodeProcess(config, tmp_path / f"node{n}.log",
-                                     prefix=host.command()).start())
-        recorder = watch = Recorder(hosts, loadKey(keyFile)).start()
-
-        def everywhere() -> bool:
-            return all((s := watch.latest(n)) is not None and s.listed == 3 for n in range(3))
-
-        waitUntil(lambda: everywhere() and activeHost(watch) is not None, 10,
+        waitUntil(lambda: everywhere(watch) and activeHost(watch) is not None, 10,
                 "every node to list all three, and one active")
 
         # kill -9 of one etcd member (not on the active's host): nothing changes.
@@ -241,13 +386,8 @@ def test_partition_and_quorum(hosts: Sequence[Host], tmp_path: Path) -> None:
         finally:
             hosts[isolated].mend()
         time.sleep(TTL)
-        report = checkFencing([s.claim for s in recorder.stop()])
-        recorder = None
+        report = checkFencing([s.claim for s in watch.stop()])
         assert report.ok, report
         assert report.answers > 1000
     finally:
-        if recorder is not None:
-            recorder.stop()
-        for node in nodes:
-            node.stop()
-        etcd.stop()
+        watch.stop()

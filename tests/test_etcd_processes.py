@@ -2,7 +2,8 @@
 Real `srp serve` nodes with `backend = "etcd"` on a real three-member etcd:
 registrations reach every node's answers, a killed node's go with its
 lease, one etcd member's death changes nothing, and answers go on with
-etcd entirely stopped.
+etcd entirely stopped.  The tests share one etcd (each under a cluster name
+of its own), but for the one that kills its members.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def plain(address: str, instance: str, timeout: float = 0.3) -> bytes | None:
             return None
 
 
-def resolved(address: str, instance: str) -> list[dict[str, Any]]:
+def resolved(address: str, instance: str, clusterName: str = CLUSTER) -> list[dict[str, Any]]:
     """What the real `srp resolve` prints for C{instance} asked at C{address} ([] if nothing)."""
-    done = srp("resolve", "--json", "--cluster", CLUSTER, "--timeout", "0.5",
+    done = srp("resolve", "--json", "--cluster", clusterName, "--timeout", "0.5",
                f"{address}/{instance}")
     if done.returncode:
         return []
@@ -58,49 +59,52 @@ def resolved(address: str, instance: str) -> list[dict[str, Any]]:
     return answer
 
 
-def status(address: str) -> dict[str, Any]:
+def status(address: str, clusterName: str = CLUSTER) -> dict[str, Any]:
     """The node's `srp status --json`."""
-    done = srp("status", "--json", "--cluster", CLUSTER, address)
+    done = srp("status", "--json", "--cluster", clusterName, address)
     assert done.returncode == 0, done.stderr
     document: dict[str, Any] = json.loads(done.stdout)
     return document
 
 
 def startNode(directory: Path, name: str, etcd: EtcdCluster, instances: list[dict[str, Any]],
-              address: str | None = None, **cluster: Any) -> NodeProcess:
-    """A real `srp serve` of cluster L{CLUSTER} on etcd, at a free (or the given) address."""
+              address: str | None = None, clusterName: str = CLUSTER,
+              **cluster: Any) -> NodeProcess:
+    """A real `srp serve` of cluster C{clusterName} on etcd, at a free (or the given) address."""
     config = writeNodeConfig(
         directory / f"{name}.toml", [address or freeLoopbackAddress()],
         [dict(i, check="none") for i in instances],
-        tables={"cluster": {"name": CLUSTER, "backend": "etcd", "etcd": etcd.endpoints,
+        tables={"cluster": {"name": clusterName, "backend": "etcd", "etcd": etcd.endpoints,
                             "lease_ttl": TTL} | cluster})
     return NodeProcess(config, directory / f"{name}.log").start()
 
 
 @pytest.fixture
-def etcd() -> Iterator[EtcdCluster]:
+def ownEtcd() -> Iterator[EtcdCluster]:
+    """A three-member etcd of the test's own, for a test that kills its members."""
     with EtcdCluster(size=3) as cluster:
         yield cluster
 
 
-def test_registrationsEverywhere(etcd: EtcdCluster, tmp_path: Path) -> None:
+def test_registrationsEverywhere(etcd: EtcdCluster, clusterName: str, tmp_path: Path) -> None:
     """
     Each node's registration reaches the other's extended answers (srp resolve)
     with the address of the node that registered it; plain [MC-SQLR] answers
     name only the registrations whose ports listen at the address asked.
     """
-    a = startNode(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}])
-    b = startNode(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}])
+    a = startNode(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}], clusterName=clusterName)
+    b = startNode(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}],
+                  clusterName=clusterName)
     try:
-        waitFor(lambda: bool(resolved(b.address, "SALES")), 5, "SALES at node b")
-        [sales] = resolved(b.address, "SALES")
+        waitFor(lambda: bool(resolved(b.address, "SALES", clusterName)), 5, "SALES at node b")
+        [sales] = resolved(b.address, "SALES", clusterName)
         assert (sales["host"], sales["tcp"]) == (a.address, 50101)
-        [reports] = resolved(a.address, "REPORTS")
+        [reports] = resolved(a.address, "REPORTS", clusterName)
         assert (reports["host"], reports["tcp"]) == (b.address, 50102)
         answer = plain(a.address, "SALES")
         assert answer is not None and b";tcp;50101;;" in answer
         assert plain(b.address, "SALES") is None
-        document = status(b.address)
+        document = status(b.address, clusterName)
         assert document["backend"] == "etcd" and document["stale"] is False
         assert sorted(r["instance"] for r in document["registrations"]) == ["REPORTS", "SALES"]
     finally:
@@ -108,29 +112,32 @@ def test_registrationsEverywhere(etcd: EtcdCluster, tmp_path: Path) -> None:
         b.stop()
 
 
-def test_killedNodeVanishes(etcd: EtcdCluster, tmp_path: Path) -> None:
+def test_killedNodeVanishes(etcd: EtcdCluster, clusterName: str, tmp_path: Path) -> None:
     """kill -9 of a node: its registrations leave the others' answers once its lease expires."""
-    a = startNode(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}])
-    b = startNode(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}])
+    a = startNode(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}], clusterName=clusterName)
+    b = startNode(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}],
+                  clusterName=clusterName)
     try:
-        waitFor(lambda: bool(resolved(b.address, "SALES")), 5, "SALES at node b")
+        waitFor(lambda: bool(resolved(b.address, "SALES", clusterName)), 5, "SALES at node b")
         os.kill(a.pid, signal.SIGKILL)
-        took = waitFor(lambda: not resolved(b.address, "SALES"), 10, "SALES to vanish")
+        took = waitFor(lambda: not resolved(b.address, "SALES", clusterName), 10,
+                       "SALES to vanish")
         # The lease's TTL, etcd's expiry sweep (0.5 s) and a resolve's own timeout.
         assert took < TTL + 2.5
-        assert resolved(b.address, "REPORTS")
+        assert resolved(b.address, "REPORTS", clusterName)
     finally:
         a.stop()
         b.stop()
 
 
-def test_etcdFaults(etcd: EtcdCluster, tmp_path: Path) -> None:
+def test_etcdFaults(ownEtcd: EtcdCluster, tmp_path: Path) -> None:
     """
     kill -9 of one etcd member changes nothing (a new registration still
     arrives); of two (quorum lost), answers go on from the last state and the
     nodes say they are stale, until the members return; with etcd entirely
     stopped, the same.
     """
+    etcd = ownEtcd
     a = startNode(tmp_path, "a", etcd, [{"name": "SALES", "tcp": 50101}])
     b = startNode(tmp_path, "b", etcd, [{"name": "REPORTS", "tcp": 50102}])
     c: NodeProcess | None = None
@@ -167,26 +174,26 @@ def test_etcdFaults(etcd: EtcdCluster, tmp_path: Path) -> None:
                 node.stop()
 
 
-def test_leaderHoldsSharedPort(etcd: EtcdCluster, tmp_path: Path) -> None:
+def test_leaderHoldsSharedPort(etcd: EtcdCluster, clusterName: str, tmp_path: Path) -> None:
     """
     With answer = "leader", two nodes on one address: the elected one answers;
     kill -9 of it, and the other binds the port after the lease expires.
     """
     address = freeLoopbackAddress()
     first = startNode(tmp_path, "first", etcd, [{"name": "SALES", "tcp": 50101}],
-                      address=address, answer="leader")
+                      address=address, answer="leader", clusterName=clusterName)
     waitFor(lambda: plain(address, "SALES") is not None, 5, "the first node to lead")
     second = startNode(tmp_path, "second", etcd, [{"name": "SALES", "tcp": 50102,
                                                    "priority": 1}],
-                       address=address, answer="leader")
+                       address=address, answer="leader", clusterName=clusterName)
     try:
-        leader = status(address)
+        leader = status(address, clusterName)
         assert leader["role"] == "active" and leader["fencing_token"] > 0
         os.kill(first.pid, signal.SIGKILL)
         took = waitFor(lambda: b";tcp;50102;;" in (plain(address, "SALES") or b""), 10,
                        "the second node to answer")
         assert took < TTL + 2.5
-        successor = status(address)
+        successor = status(address, clusterName)
         assert successor["fencing_token"] > leader["fencing_token"]
         assert successor["node"] != leader["node"]
     finally:

@@ -204,6 +204,20 @@ class EtcdCluster:
         initial = ",".join(f"{m.name}={m.peerURL}" for m in self.members)
         for member in self.members:
             member.start(initial)
+        return self._healthy(timeout)
+
+    def revive(self, timeout: float = 20.0) -> EtcdCluster:
+        """
+        Start again, on their data, the members that are not running (after
+        C{kill}); wait until every member answers.
+        """
+        for member in self.members:
+            if not member.running:
+                member.start(member.initialCluster)
+        return self._healthy(timeout)
+
+    def _healthy(self, timeout: float) -> EtcdCluster:
+        """Wait until every member answers; if one does not, stop all and raise."""
         deadline = time.monotonic() + timeout
         for member in self.members:
             while not member.healthy():
