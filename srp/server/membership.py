@@ -304,7 +304,9 @@ class Membership:
             self.registry, self.reactor, self.stats,
             cluster=self.received if self.settings.extensions else None,
             access=self.access, limiter=self.limiter, answers=self.remote.view(host))
-        responder.mayAnswer = self.pauses.mayAnswer
+        if not self.settings.standalone:
+            # Nobody can take over from a standalone node: its replies need no check.
+            responder.mayAnswer = self.pauses.mayAnswer
         return responder
 
     def _answer(self, name: str) -> ResolveReply | None:
