@@ -10,17 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
+from twisted.internet.task import Clock
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    StringTransport,
+    StringTransportWithDisconnection,
+)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from srp.client.endpoint import SRPClientEndpoint
 from srp.client.failover import FailoverClient, FailoverExhausted
-from srp.client.race import CandidateRace
+from srp.client.race import PREFER_FOR, CandidateRace
 from srp.client.resolver import Candidate, ClusterSilent, Resolution
 from srp.interfaces import IInstanceResolver
 from tests.test_failover import Application, candidate, completeAttempt, refuseAttempt
@@ -135,18 +140,70 @@ class RaceTests(SynchronousTestCase):
         self.assertEqual(self.resolver.purged, 1)
 
     def test_losers_are_cancelled(self) -> None:
-        """Every known place starts at once; the first connected wins, the others stop."""
+        """
+        Every known place starts at once; the first connected wins (once the
+        better place still connecting had PREFER_FOR to connect), the others stop.
+        """
         self.resolver.cached = Resolution(
             "db1", "SALES", (candidate(PRIMARY), candidate(STANDBY, 1), candidate(MOVED, 2)),
             True, "10.0.0.100", True)
         self.lose()
         self.assertEqual(self.tried(), [PRIMARY, STANDBY, MOVED])
         self.answer(2)
+        self.reactor.advance(PREFER_FOR)
         self.assertTrue(self.reactor.connectors[1].stoppedConnecting)
         self.assertFalse(self.reactor.connectors[2].stoppedConnecting)
         self.assertEqual(self.client.failovers, 1)
         assert self.endpoint.connectedTo is not None
         self.assertEqual(self.endpoint.connectedTo[1].host, MOVED)
+
+    def threeStandbys(self) -> None:
+        """The cache lists the primary and two standbys, of priority 1 and 2."""
+        self.resolver.cached = Resolution(
+            "db1", "SALES", (candidate(PRIMARY), candidate(STANDBY, 1), candidate(MOVED, 2)),
+            True, "10.0.0.100", True)
+
+    def test_the_better_standby_wins_though_a_worse_one_connected_first(self) -> None:
+        """
+        Both standbys are alive: the one of priority 2 connecting a moment
+        sooner does not take the connection from the one of priority 1.
+        """
+        self.threeStandbys()
+        self.lose()
+        self.client.transport.write(b"request")
+        worse = self.answer(2)
+        self.reactor.advance(PREFER_FOR / 2)
+        self.assertEqual((self.app.moves, worse.value()), ([], b""))
+        better = self.answer(1)
+        self.assertEqual(self.app.moves, [(IPv4Address("TCP", PRIMARY, 1433),
+                                           IPv4Address("TCP", STANDBY, 1433))])
+        self.assertEqual((better.value(), worse.value(), worse.connected),
+                         (b"request", b"", False))
+        assert self.endpoint.connectedTo is not None
+        self.assertEqual(self.endpoint.connectedTo[1].host, STANDBY)
+        self.assertEqual((self.client.failovers, self.client.gaps), (1, [(0.0, PREFER_FOR / 2)]))
+
+    def test_a_worse_standby_wins_at_once_when_the_better_one_fails(self) -> None:
+        self.threeStandbys()
+        self.lose()
+        self.answer(2)
+        self.assertEqual(self.app.moves, [])
+        self.refuse(1)
+        self.assertEqual([current.host for _, current in self.app.moves],  # type: ignore[attr-defined]
+                         [MOVED])
+        self.assertEqual(self.client.gaps, [(0.0, 0.0)])
+
+    def test_a_better_standby_that_stays_silent_is_waited_for_PREFER_FOR(self) -> None:
+        self.threeStandbys()
+        self.lose()
+        self.answer(2)
+        self.reactor.advance(PREFER_FOR - 0.001)
+        self.assertEqual(self.app.moves, [])
+        self.reactor.advance(0.001)
+        self.assertTrue(self.reactor.connectors[1].stoppedConnecting)
+        self.assertEqual([current.host for _, current in self.app.moves],  # type: ignore[attr-defined]
+                         [MOVED])
+        self.assertEqual(self.client.gaps, [(0.0, PREFER_FOR)])
 
     def test_a_dead_place_is_tried_last(self) -> None:
         """After a fail-over the failed primary is suspect: not retried first."""
@@ -196,6 +253,67 @@ class CandidateRaceTests(SynchronousTestCase):
         race.done.cancel()
         self.assertEqual([a.called for a in attempts], [True, True])
         self.failureResultOf(race.done)
+
+    def race(self, clock: Clock | None) -> tuple[CandidateRace, dict[str, Deferred[Any]]]:
+        """A race of three places of priority 0, 1 and 2, whose attempts the test fires."""
+        attempts: dict[str, Deferred[Any]] = {}
+
+        def attempt(c: Candidate) -> Deferred[Any]:
+            attempts[c.host] = Deferred()
+            return attempts[c.host]
+
+        race = CandidateRace(attempt, clock=clock)
+        race.start([candidate(PRIMARY), candidate(STANDBY, 1), candidate(MOVED, 2)])
+        return race, attempts
+
+    def connected(self) -> tuple[Protocol, StringTransport]:
+        """A protocol connected to a string transport, and the transport."""
+        protocol, transport = Protocol(), StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_the_best_place_connected_in_time_wins(self) -> None:
+        clock = Clock()
+        race, attempts = self.race(clock)
+        (worst, worstLine), (worse, worseLine), (best, bestLine) = (
+            self.connected(), self.connected(), self.connected())
+        attempts[MOVED].callback(worst)
+        attempts[STANDBY].callback(worse)
+        self.assertNoResult(race.done)
+        self.assertEqual((worstLine.disconnecting, worseLine.disconnecting), (True, False))
+        clock.advance(PREFER_FOR - 0.001)
+        attempts[PRIMARY].callback(best)
+        self.assertIs(self.successResultOf(race.done), best)
+        self.assertEqual((worseLine.disconnecting, bestLine.disconnecting), (True, False))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_the_best_held_wins_after_PREFER_FOR(self) -> None:
+        clock = Clock()
+        race, attempts = self.race(clock)
+        worse, line = self.connected()
+        attempts[STANDBY].callback(worse)
+        clock.advance(PREFER_FOR)
+        self.assertIs(self.successResultOf(race.done), worse)
+        self.assertFalse(line.disconnecting)
+        # Cancelled: the race's own callback took the CancelledError.
+        self.assertEqual((attempts[PRIMARY].called, attempts[MOVED].called, race.running),
+                         (True, True, False))
+
+    def test_cancelling_closes_the_place_held(self) -> None:
+        clock = Clock()
+        race, attempts = self.race(clock)
+        worse, line = self.connected()
+        attempts[STANDBY].callback(worse)
+        race.done.cancel()
+        self.failureResultOf(race.done, CancelledError)
+        self.assertTrue(line.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_without_a_clock_the_first_connected_wins(self) -> None:
+        race, attempts = self.race(None)
+        worse, _ = self.connected()
+        attempts[MOVED].callback(worse)
+        self.assertIs(self.successResultOf(race.done), worse)
 
     def test_lost_when_closed_and_every_attempt_failed(self) -> None:
         idle: list[bool] = []

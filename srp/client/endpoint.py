@@ -7,10 +7,10 @@ resolves C{SALES} through the cluster C{db1}, connects over the preferred
 transport the instance offers and verifies the server reached is C{SALES}.
 When that place fails (or is another instance now), it tries every other
 place the cached resolution lists at once, while a re-resolve runs beside
-them; the first live, verified place wins, and the failed one is tried last
-for a while.  It is an
-ordinary L{IStreamClientEndpoint}, so C{ClientService} and everything else
-in Twisted work with it.
+them; the first live, verified place wins (a better one still connecting
+is waited for a moment: L{srp.client.race}), and the failed one is tried
+last for a while.  It is an ordinary L{IStreamClientEndpoint}, so
+C{ClientService} and everything else in Twisted work with it.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ from twisted.internet.interfaces import (
     IStreamClientEndpointStringParserWithReactor,
     ITransport,
 )
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from srp.client.etcdwatch import EtcdPlaces, WatchEtcd
+from srp.client.holding import Held
 from srp.client.race import CandidateRace, Place, placeOf
 from srp.client.resolver import Candidate, ClusterResolver, Resolution, ResolveError
 from srp.client.subscription import NodeSubscription, SubscribeTo
@@ -109,8 +111,9 @@ class SRPClientEndpoint:
         self.suspects: dict[tuple[str, int | None], float] = {}
         #: Where the last connection went: (transport, candidate).
         self.connectedTo: tuple[str, Candidate] | None = None
-        #: Where each connection still open went, by its transport.
-        self._placeOf: WeakKeyDictionary[ITransport, Candidate] = WeakKeyDictionary()
+        #: Where each connection still open went, by its transport: (transport, candidate).
+        self._placeOf: WeakKeyDictionary[ITransport, tuple[str, Candidate]] = \
+            WeakKeyDictionary()
         self.subscribeTo = subscribe
         self.watchEtcd = etcd
         #: The subscription to (or watch of) the instance's moves, while listeners listen.
@@ -143,10 +146,10 @@ class SRPClientEndpoint:
             tried.add(placeOf(best))
             protocol = await self._attempt(factory, best, failures)
             if protocol is not None:
-                return protocol
+                return self._keep(protocol)
         protocol = await self._race(factory, resolution, tried, failures)
         if protocol is not None:
-            return protocol
+            return self._keep(protocol)
         self._purge()
         if not failures:
             raise ResolutionError(string=f"{self.cluster}/{self.instance} offers none of the "
@@ -159,6 +162,8 @@ class SRPClientEndpoint:
         """
         Every other place known, at once, and those a re-resolve adds (when
         C{resolution} came from the cache); the places suspected dead last.
+        Each connects held (L{Held}): C{factory}'s protocol is connected to
+        the winner only.
         """
         known = list(resolution.candidates)
         resolving = [resolution.cached]
@@ -181,8 +186,8 @@ class SRPClientEndpoint:
                 idle()
 
         race = CandidateRace(
-            lambda candidate: Deferred.fromCoroutine(self._attempt(factory, candidate,
-                                                                   failures)), tried, idle)
+            lambda candidate: Deferred.fromCoroutine(self._attempt(
+                Factory.forProtocol(Held), candidate, failures)), tried, idle, self.reactor)
         race.start(c for c in known if not self._isSuspect(c))
         if resolution.cached:
             self._purge()
@@ -190,7 +195,25 @@ class SRPClientEndpoint:
             Deferred.fromCoroutine(self._resolve()).addBoth(fresh)
         elif not race.running:
             idle()
-        return await race.done
+        held = await race.done
+        if held is None:
+            return None
+        assert isinstance(held, Held) and held.transport is not None
+        if held.lost:
+            failures.append(f"{held.transport.getPeer()}: the connection closed as it was won")
+            return None
+        protocol = factory.buildProtocol(held.transport.getPeer())
+        if protocol is None:
+            raise ConnectError(string="the protocol factory built no protocol")
+        held.handTo(protocol)
+        return protocol
+
+    def _keep(self, protocol: IProtocol) -> IProtocol:
+        """C{protocol}'s connection is the one made: remember where it went."""
+        transport = getattr(protocol, "transport", None)
+        if transport is not None and transport in self._placeOf:
+            self.connectedTo = self._placeOf[transport]
+        return protocol
 
     async def _resolve(self) -> Resolution:
         if self.pushed is not None:
@@ -267,9 +290,9 @@ class SRPClientEndpoint:
         The place of the connection over C{transport} failed (it went silent,
         or the connection was lost): try it after the others, for a while.
         """
-        candidate = self._placeOf.get(transport)
-        if candidate is not None:
-            self._suspect(candidate)
+        place = self._placeOf.get(transport)
+        if place is not None:
+            self._suspect(place[1])
 
     def _suspect(self, candidate: Candidate) -> None:
         self.suspects[placeOf(candidate)] = self.reactor.seconds() + SUSPECT_FOR
@@ -304,8 +327,7 @@ class SRPClientEndpoint:
                 transportOf = getattr(protocol, "transport", None)
                 if transportOf is not None:
                     detectDeadPeers(transportOf)
-                    self._placeOf[transportOf] = candidate
-                self.connectedTo = (transport, candidate)
+                    self._placeOf[transportOf] = (transport, candidate)
                 self.suspects.pop(placeOf(candidate), None)
                 return protocol
             self._suspect(candidate)

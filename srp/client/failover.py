@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from srp.client.holding import Held
 from srp.interfaces import (
     IFailoverAware,
     IFailoverEndpoint,
@@ -135,38 +136,6 @@ class _Link(Protocol):
         self.client.linkDown(self, reason)
 
 
-class _Spare(Protocol):
-    """
-    A connection made to the instance's new place before a move: it holds
-    what arrives until the logical connection adopts it.
-    """
-
-    def __init__(self) -> None:
-        self.held: list[bytes] = []
-        self.adopter: IProtocol | None = None
-        self.lost = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.adopter is not None:
-            self.adopter.dataReceived(data)
-        else:
-            self.held.append(data)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
-        self.lost = True
-        if self.adopter is not None:
-            self.adopter.connectionLost(reason)
-
-    def handTo(self, protocol: IProtocol) -> None:
-        """From now on C{protocol} is this connection's protocol."""
-        assert self.transport is not None
-        self.adopter = protocol
-        protocol.makeConnection(self.transport)
-        held, self.held = self.held, []
-        for data in held:
-            protocol.dataReceived(data)
-
-
 @implementer(IStreamClientEndpoint)
 class _AdoptingEndpoint:
     """
@@ -241,7 +210,7 @@ class FailoverClient:
         #: Writes that had to wait in the buffer: no connection could take them.
         self.waitedWrites = 0
         #: A connection to the instance's new place, ready for the move.
-        self._spare: _Spare | None = None
+        self._spare: Held | None = None
         #: What was written to the spare connection before it was adopted.
         self._toSpare: list[bytes] = []
         #: When a connection busy at a move is dropped for the spare one.
@@ -384,12 +353,12 @@ class FailoverClient:
         if (self._closing or link is None or link.transport is None
                 or self._moving is not None or self._spare is not None):
             return
-        moving = self._moving = self.endpoint.connect(Factory.forProtocol(_Spare))
+        moving = self._moving = self.endpoint.connect(Factory.forProtocol(Held))
         moving.addCallbacks(self._spareReady, self._spareFailed)
 
     def _spareReady(self, spare: IProtocol) -> None:
         self._moving = None
-        assert isinstance(spare, _Spare) and spare.transport is not None
+        assert isinstance(spare, Held) and spare.transport is not None
         if self._closing or spare.lost or (
                 self.link is not None and self.peer == spare.transport.getPeer()):
             # Not needed: a reconnection (the old place failed meanwhile)
@@ -436,7 +405,7 @@ class FailoverClient:
         self._startDeadline()
         link.transport.loseConnection()
 
-    def takeSpare(self) -> _Spare | None:
+    def takeSpare(self) -> Held | None:
         """The connection a move made, for the reconnection to adopt (once)."""
         spare, self._spare = self._spare, None
         written, self._toSpare = self._toSpare, []
