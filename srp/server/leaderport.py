@@ -86,14 +86,15 @@ class LeaderPort:
             self.ports = None
 
     def follow(self, leader: int) -> None:
-        """Another node leads, on this node's address (0: none does): hold its sockets."""
-        if self.leading or leader == self.following:
+        """
+        Another node leads on this node's address: hold its sockets.  While
+        none does (0), keep holding the last one's: they are what the
+        next leader answers on, should the last one hang.
+        """
+        if self.leading or not leader or leader == self.following:
             return
         self.following = leader
-        if leader:
-            self.fence.follow(leader)
-        else:
-            self.fence.release()
+        self.fence.follow(leader)
 
     def _tick(self) -> None:
         if self.leading:
