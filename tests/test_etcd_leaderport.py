@@ -92,6 +92,11 @@ def leaderIs(member: EtcdMembership, leader: int, token: int, *at: tuple[int, st
         + [Event(KeyValue(member.keys.leader, b"%016x" % leader, createRevision=token))])
 
 
+def held(member: EtcdMembership) -> list[tuple[str, int]]:
+    """Where the duplicates C{member} holds are bound."""
+    return [(s.host, s.port) for s in member.port.fence.sockets]
+
+
 def clientOn(network: FakeNetwork) -> Client:
     client = Client()
     network.reactor("192.0.2.1").listenUDP(0, client)
@@ -138,12 +143,12 @@ def test_aFollowerOfTheHostHoldsTheLeadersSockets() -> None:
     for member in (follower, far):
         leaderIs(member, A, 7, (A, HOST), (B, HOST), (0xF, "127.0.0.9"))
     run(network, 0.01)
-    assert follower.port.fence.sockets == () and follower.port.following == A
+    assert held(follower) == [] and follower.port.following == A
     elect(leader, 7)
     run(network, EVERY + 0.01)
-    assert [(s.host, s.port) for s in follower.port.fence.sockets] == [(HOST, 1434)]
+    assert held(follower) == [(HOST, 1434)]
     assert follower.counters["fence_taken"] == 1
-    assert far.port.fence.sockets == () and far.port.following == 0
+    assert held(far) == [] and far.port.following == 0
 
 
 def test_theNextLeaderAnswersOnTheHeldSocketsAndTheStoppedOneStepsDown() -> None:
@@ -159,7 +164,7 @@ def test_theNextLeaderAnswersOnTheHeldSocketsAndTheStoppedOneStepsDown() -> None
     elect(old, 7)
     leaderIs(new, A, 7, (A, HOST), (B, HOST))
     run(network, 0.01)
-    assert new.port.fence.sockets
+    assert held(new) == [(HOST, 1434)]
     client = clientOn(network)
     client.ask()
     run(network, 0.01)
@@ -189,7 +194,7 @@ def test_theNextLeaderAnswersOnTheHeldSocketsAndTheStoppedOneStepsDown() -> None
     assert client.answers == [A, B, B]
     leaderIs(old, B, 9, (A, HOST), (B, HOST))
     run(network, 0.01)
-    assert old.port.following == B and old.port.fence.sockets
+    assert old.port.following == B and held(old) == [(HOST, 1434)]
 
 
 def test_heldSocketsBoundElsewhereAreNotAdopted() -> None:
