@@ -11,7 +11,6 @@ part (the lease, the leader key and the watch) is given directly.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol
 
@@ -23,7 +22,8 @@ from srp.server.membership import ClusterSettings
 from srp.server.registry import Registry
 from srp.server.responder import ResponderStats
 from srp.testing import FakeHostReactor, FakeNetwork
-from srp.wire import InstanceRequest, InstancesResponse, decodeResponse
+from srp.wire import InstanceRequest
+from tests.test_fencing import Client
 
 HOST = "127.0.0.1"
 TTL = 2
@@ -38,20 +38,10 @@ class NoEtcd:
         self.reactor = reactor
 
 
-class Client(DatagramProtocol):
-    """An [MC-SQLR] client: the TCP port each answer gives."""
-
-    def __init__(self) -> None:
-        self.answers: list[int | None] = []
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        response = decodeResponse(datagram)
-        assert isinstance(response, InstancesResponse)
-        self.answers.append(response.instances[0].tcp)
-
-    def ask(self) -> None:
-        assert self.transport is not None
-        self.transport.write(InstanceRequest("SALES").encode(), (HOST, 1434))
+def ask(client: Client) -> None:
+    """Ask the shared address for SALES."""
+    assert client.transport is not None
+    client.transport.write(InstanceRequest("SALES").encode(), (HOST, 1434))
 
 
 def node(network: FakeNetwork, nodeId: int, listen: str = HOST) -> EtcdMembership:
@@ -122,7 +112,7 @@ def test_aLeaderRetriesTheBindWhileItLeads() -> None:
     renewed(network, leader, EVERY)
     assert leader.ports is not None and leader.port.refused == 0
     client = clientOn(network)
-    client.ask()
+    ask(client)
     run(network, 0.01)
     assert client.answers == [A]
     leader.lease._stepDown()
@@ -166,7 +156,7 @@ def test_theNextLeaderAnswersOnTheHeldSocketsAndTheStoppedOneStepsDown() -> None
     run(network, 0.01)
     assert held(new) == [(HOST, 1434)]
     client = clientOn(network)
-    client.ask()
+    ask(client)
     run(network, 0.01)
     assert client.answers == [A]
 
@@ -176,12 +166,12 @@ def test_theNextLeaderAnswersOnTheHeldSocketsAndTheStoppedOneStepsDown() -> None
     elect(new, 9)
     assert new.ports is not None
     assert new.counters["sockets_taken"] == 1 and new.counters["bind_failed"] == 0
-    client.ask()
+    ask(client)
     run(network, 0.01)
     assert client.answers == [A, B]
 
     new.reactor.freeze()  # a request waits in the socket for whoever reads first
-    client.ask()
+    ask(client)
     run(network, 0.01)
     old.reactor.thaw()
     new.reactor.thaw()
@@ -189,7 +179,7 @@ def test_theNextLeaderAnswersOnTheHeldSocketsAndTheStoppedOneStepsDown() -> None
     assert client.answers == [A, B]
     assert old.stats.held == 1
     assert old.role == "passive" and old.ports is None
-    client.ask()
+    ask(client)
     run(network, 0.01)
     assert client.answers == [A, B, B]
     leaderIs(old, B, 9, (A, HOST), (B, HOST))

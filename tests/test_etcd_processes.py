@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 
 from srp.testing.etcd import EtcdCluster
-from srp.testing.load import Exchange, RequestStream
+from srp.testing.load import RequestStream
 from srp.testing.processes import NodeProcess, freeLoopbackAddress, freeTCPPort, writeNodeConfig
-from srp.wire import InstanceRequest, InstancesResponse, decodeResponse
+from srp.wire import InstanceRequest
 from srp.wire.mcsqlr import BROWSER_PORT
 
 from .conftest import srp
+from .test_fencing_processes import tcpOf
 from .test_metrics_processes import scrape, value
 
 CLUSTER = "fleet"
@@ -207,15 +208,6 @@ def test_leaderHoldsSharedPort(etcd: EtcdCluster, clusterName: str, tmp_path: Pa
     finally:
         first.stop()
         second.stop()
-
-
-def tcpOf(exchange: Exchange) -> int | None:
-    """The TCP port an answered [MC-SQLR] exchange names (None: unanswered)."""
-    if exchange.reply is None:
-        return None
-    response = decodeResponse(exchange.reply)
-    assert isinstance(response, InstancesResponse)
-    return response.instances[0].tcp
 
 
 def test_stoppedLeaderIsFencedAndStepsDown(etcd: EtcdCluster, clusterName: str,
