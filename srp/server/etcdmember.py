@@ -269,7 +269,6 @@ class EtcdMembership:
         self._events([Event(kv) for kv in kvs])
         if self.leader is None:
             self.lease.leaderGone()
-            self._follow()
 
     def _events(self, events: Sequence[Event]) -> None:
         for kind, node, instance, event in self.keys.parsed(events):
