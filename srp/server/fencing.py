@@ -14,6 +14,10 @@ holder reads first, a stopped active no longer gets any.
 The offer also tells where the active's own cluster socket is, so that the
 new active can remind a fenced one that it was outranked (L{Fence.origin}):
 once it runs again it steps down at once.
+
+An etcd cluster where only the leader answers fences its leader the same
+way (L{srp.server.leaderport}); there the old leader's lease and clock
+tell it, and nothing needs to remind it.
 """
 
 from __future__ import annotations
