@@ -110,8 +110,9 @@ class LeaderPort:
         ports = self.adopt(self.fence.surrender()) if held else None
         self.fence.release()
         if ports is not None:
-            self.log.warn("Answering on the cluster sockets of leader {node:016x}, held for "
-                          "fencing: a stopped leader no longer gets the cluster's datagrams",
+            # Info, not a warning: the old leader may have stopped gracefully.
+            self.log.info("Answering on the copies of leader {node:016x}'s cluster sockets "
+                          "held for fencing: if it hangs, it gets no more datagrams",
                           node=source)
         else:
             try:
