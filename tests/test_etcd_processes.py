@@ -8,6 +8,7 @@ of its own), but for the one that kills its members.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -20,10 +21,14 @@ from typing import Any
 import pytest
 
 from srp.testing.etcd import EtcdCluster
-from srp.testing.processes import NodeProcess, freeLoopbackAddress, writeNodeConfig
+from srp.testing.load import RequestStream
+from srp.testing.processes import NodeProcess, freeLoopbackAddress, freeTCPPort, writeNodeConfig
+from srp.wire import InstanceRequest
 from srp.wire.mcsqlr import BROWSER_PORT
 
 from .conftest import srp
+from .test_fencing_processes import tcpOf
+from .test_metrics_processes import scrape, value
 
 CLUSTER = "fleet"
 TTL = 1
@@ -69,13 +74,17 @@ def status(address: str, clusterName: str = CLUSTER) -> dict[str, Any]:
 
 def startNode(directory: Path, name: str, etcd: EtcdCluster, instances: list[dict[str, Any]],
               address: str | None = None, clusterName: str = CLUSTER,
-              **cluster: Any) -> NodeProcess:
-    """A real `srp serve` of cluster C{clusterName} on etcd, at a free (or the given) address."""
+              metrics: tuple[str, int] | None = None, **cluster: Any) -> NodeProcess:
+    """
+    A real `srp serve` of cluster C{clusterName} on etcd, at a free (or the
+    given) address, serving /metrics at C{metrics} if given.
+    """
+    more = {} if metrics is None else {"metrics": {"listen": f"{metrics[0]}:{metrics[1]}"}}
     config = writeNodeConfig(
         directory / f"{name}.toml", [address or freeLoopbackAddress()],
         [dict(i, check="none") for i in instances],
         tables={"cluster": {"name": clusterName, "backend": "etcd", "etcd": etcd.endpoints,
-                            "lease_ttl": TTL} | cluster})
+                            "lease_ttl": TTL} | cluster} | more)
     return NodeProcess(config, directory / f"{name}.log").start()
 
 
@@ -199,3 +208,100 @@ def test_leaderHoldsSharedPort(etcd: EtcdCluster, clusterName: str, tmp_path: Pa
     finally:
         first.stop()
         second.stop()
+
+
+def test_stoppedLeaderIsFencedAndStepsDown(etcd: EtcdCluster, clusterName: str,
+                                          tmp_path: Path) -> None:
+    """
+    With answer = "leader", three nodes on one address; the leader is
+    stopped (SIGSTOP) under a stream of plain [MC-SQLR] requests, and the
+    node with the best registration is killed at once (its registration is
+    what the stopped leader's stale copy would answer).  The follower left
+    is elected once the leader's lease expires and answers on the
+    duplicates of the port it holds, within the TTL and a margin.  The old
+    leader, continued after TTL + 1 s, answers nothing from its stale
+    copy: the answers change at most once (its registration comes back)
+    and never to the killed node's.  Then exactly one node leads, with a
+    larger fencing token, and the continued node follows it.
+    """
+    address = freeLoopbackAddress()
+    metrics = {name: (address, freeTCPPort(address)) for name in "abc"}
+    # (tcp, priority): the best registration (c's) is the one that goes.
+    registered = {"a": (50101, 1), "b": (50102, 2), "c": (50103, 0)}
+    nodes: dict[str, NodeProcess] = {}
+
+    def start(name: str) -> NodeProcess:
+        tcp, priority = registered[name]
+        nodes[name] = startNode(tmp_path, name, etcd, [{"name": "SALES", "tcp": tcp,
+                                                         "priority": priority}],
+                                address=address, answer="leader", clusterName=clusterName,
+                                metrics=metrics[name])
+        return nodes[name]
+
+    def nodeIdOf(node: NodeProcess) -> str:
+        [nodeId] = [line.split("srp node ", 1)[1].split()[0] for line in node.log().splitlines()
+                    if "srp node " in line and NodeProcess.READY in line]
+        return nodeId
+
+    def holds(follower: NodeProcess, leader: NodeProcess) -> bool:
+        return f"Holding the cluster sockets of active {nodeIdOf(leader)}" in follower.log()
+
+    try:
+        a = start("a")
+        waitFor(lambda: plain(address, "SALES") is not None, 5, "node a to lead")
+        b, c = start("b"), start("c")
+        waitFor(lambda: holds(b, a) and holds(c, a), 10, "the followers to hold the port")
+        waitFor(lambda: b";tcp;50103;" in (plain(address, "SALES") or b""), 5,
+                "node c's registration at the leader")
+        before = status(address, clusterName)
+        assert before["node"] == nodeIdOf(a) and before["role"] == "active"
+
+        stoppedAt: list[float] = []
+        continuedAt: list[float] = []
+
+        def stop() -> None:
+            os.kill(a.pid, signal.SIGSTOP)
+            os.kill(c.pid, signal.SIGKILL)
+            stoppedAt.append(time.monotonic())
+
+        def cont() -> None:
+            os.kill(a.pid, signal.SIGCONT)
+            continuedAt.append(time.monotonic())
+
+        stoppedFor = TTL + 1.0
+        exchanges = RequestStream((address, BROWSER_PORT), InstanceRequest("SALES").encode(),
+                                  rate=100, timeout=0.05).run(
+            0.3 + stoppedFor + 2.0, at=[(0.3, stop), (0.3 + stoppedFor, cont)])
+        answered = [e for e in exchanges if e.sentAt > stoppedAt[0] and e.answeredAt is not None]
+        assert answered, "nobody took over"
+        gap = answered[0].answeredAt - stoppedAt[0]  # type: ignore[operator]
+        # The lease's TTL, etcd's expiry sweep (0.5 s), the watch, the campaign.
+        assert gap < TTL + 1.0, f"answered again after {gap:.3f} s"
+        assert answered[0].sentAt < continuedAt[0], "answered only once continued"
+        after = [tcpOf(e) for e in exchanges
+                 if e.sentAt > continuedAt[0] and e.answeredAt is not None]
+        assert after and 50103 not in after, f"the stopped leader's stale answers: {after}"
+        changes = sum(x != y for x, y in itertools.pairwise(after))
+        assert changes <= 1, f"answers after SIGCONT: {after}"
+        print(f"answered again {gap:.3f} s after SIGSTOP; after SIGCONT: {changes} change")
+
+        waitFor(lambda: b";tcp;50101;" in (plain(address, "SALES") or b""), 10,
+                "node a's registration back")
+        leader = status(address, clusterName)
+        assert leader["node"] == nodeIdOf(b) and leader["role"] == "active"
+        assert leader["leader"] == nodeIdOf(b)
+        assert leader["fencing_token"] > before["fencing_token"]
+        assert leader["counters"]["sockets_taken"] == 1
+        assert leader["counters"].get("bind_failed", 0) == 0
+        waitFor(lambda: holds(a, b), 10, "the continued node to hold the new leader's port")
+        for node, leads in ((a, 0.0), (b, 1.0)):
+            samples = scrape(metrics["a" if node is a else "b"])
+            assert value(samples, "srp_etcd_leader") == leads
+            assert value(samples, "srp_etcd_fencing_token") == leader["fencing_token"]
+            assert value(samples, "srp_role", role="passive") == 1.0 - leads
+        assert "no longer the leader" in a.log()
+    finally:
+        for node in nodes.values():
+            if node.process is not None and node.process.poll() is None:
+                os.kill(node.pid, signal.SIGCONT)
+            node.stop()

@@ -18,7 +18,6 @@ from typing import Any
 
 from attrs import asdict, evolve, field, frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -28,11 +27,14 @@ from srp.etcd.access import TLSSettings
 from srp.etcd.client import DEFAULT_TIMEOUT, EtcdClient, Event, KeyValue
 from srp.etcd.keys import ClusterKeys
 from srp.etcd.watch import PrefixMirror
-from srp.interfaces import IClusterBackend
+from srp.interfaces import HandedSocket, IClusterBackend
 from srp.records import Registration
 from srp.server.access import AccessPolicy
 from srp.server.etcdcommands import CommandRegistrations
 from srp.server.etcdlease import NodeLease
+from srp.server.fencing import Fence
+from srp.server.handover import sharingFor
+from srp.server.leaderport import LeaderPort
 from srp.server.leases import leaseId
 from srp.server.limits import ReplyLimiter, StateBounds, tallied
 from srp.server.membership import ClusterSettings
@@ -135,7 +137,13 @@ class EtcdMembership:
         #: yet), and since when (reactor seconds).
         self.stale = True
         self.staleSince: float = reactor.seconds()
-        self.ports: ClusterPorts | None = None
+        #: Where only the leader answers: its port, and the fencing of the host's leader.
+        self.port = LeaderPort(
+            reactor, Fence(sharingFor(reactor), self.auth.cluster, self.nodeId,
+                           settings.listen, settings.port, self.counters, etcd.leaseTTL / 4),
+            self._listen, self._adopt, self.counters, etcd.leaseTTL / 4)
+        self._ports: ClusterPorts | None = None
+        self._stopping = False
         #: The clients subscribed to the changes of the answers, which the
         #: watch-fed copy drives.
         self.subscriptions = Subscriptions(reactor, self.answer, self.send, self.counters)
@@ -171,6 +179,11 @@ class EtcdMembership:
 
     updateOwn = setOwn
 
+    @property
+    def ports(self) -> ClusterPorts | None:
+        """The port this node answers on now, if any."""
+        return self._ports if self.etcd.answer == "every" else self.port.ports
+
     def start(self) -> None:
         """
         Bind the port (unless only the leader answers), then join etcd.
@@ -178,7 +191,9 @@ class EtcdMembership:
         @raise CannotListenError: if the port cannot be bound.
         """
         if self.etcd.answer == "every":
-            self.ports = self._listen()
+            self._ports = self._listen()
+        else:
+            self.port.start()
         self.lease.start()
         self.mirror.start()
         self.log.info("Cluster {cluster} on etcd {endpoints}, lease TTL {ttl} s",
@@ -194,8 +209,13 @@ class EtcdMembership:
         self.subscriptions.end(self.nodeId)
         self.mirror.stop()
         self.commands.stop()
-        self._release()
+        self._stopping = True
         stopped = self.lease.stop()
+        self.port.stop()
+        self.subscriptions.close()
+        if self._ports is not None:
+            self._ports.release()
+            self._ports = None
 
         def close(result: object) -> Deferred[None]:
             return self.client.close()
@@ -206,6 +226,12 @@ class EtcdMembership:
     def _listen(self) -> ClusterPorts:
         return ClusterPorts.bind(self.reactor, self.settings.listen, self.settings.port,
                                  self._responder)
+
+    def _adopt(self, handed: Sequence[HandedSocket]) -> ClusterPorts | None:
+        sharing = self.port.fence.sharing
+        assert sharing is not None, "only a node that can share sockets receives them"
+        return ClusterPorts.adopt(sharing, handed, self.settings.listen, self.settings.port,
+                                  self._responder, self.counters)
 
     def _responder(self, host: str) -> ResolutionResponder:
         """
@@ -220,22 +246,14 @@ class EtcdMembership:
             responder.mayAnswer = self.lease.leading
         return responder
 
-    def _release(self) -> None:
-        self.subscriptions.close()
-        if self.ports is not None:
-            self.ports.release()
-            self.ports = None
-
     def _leading(self, token: int | None) -> None:
         if self.etcd.answer == "leader":
             if token is None:
-                self._release()
-            elif self.ports is None:
-                try:
-                    self.ports = self._listen()
-                except CannotListenError as e:
-                    self.counters["bind_failed"] += 1
-                    self.log.error("Leader, but cannot bind the port: {error}", error=e)
+                self.subscriptions.close()
+                self.port.stepDown()
+                self._follow()
+            else:
+                self.port.lead()
         self.commands.sync()
         self.counters["leaderships" if token is not None else "step_downs"] += 1
         if self.onRole is not None:
@@ -268,6 +286,14 @@ class EtcdMembership:
                 self.commands.seen(node, event.kv.lease)
                 self._registrationEvent(node, instance, event.kv.value)
         self.commands.sync()
+        self._follow()
+
+    def _follow(self) -> None:
+        """Where only the leader answers: hold its sockets if it shares this node's address."""
+        if self.etcd.answer != "leader" or self.lease.token is not None or self._stopping:
+            return
+        leader = self.leader[0] if self.leader is not None else 0
+        self.port.follow(leader if leader != self.nodeId and self._local(leader) else 0)
 
     def _registrationEvent(self, node: int, instance: str, value: bytes) -> None:
         try:

@@ -152,7 +152,8 @@ class Membership:
         #: How this node passes cluster sockets to the nodes of its host, if it can.
         self.sharing = sharingFor(reactor)
         #: The duplicates of the active's sockets this node holds to fence it.
-        self.fence = Fence(self)
+        self.fence = Fence(self.sharing, self.auth.cluster, self.nodeId, settings.listen,
+                           settings.port, self.counters, settings.interval)
         #: Reports the messages of nodes with another key or cluster name.
         self.mismatch = MismatchReport(self)
         #: The cluster's registrations by command, which every node keeps.
@@ -276,10 +277,12 @@ class Membership:
         return ClusterPorts.bind(self.reactor, self.settings.listen, self.settings.port,
                                  self._responder)
 
-    def fits(self, handed: Sequence[HandedSocket]) -> bool:
-        """Whether C{handed} are bound exactly where this node listens as the active."""
-        wanted = {(host, self.settings.port) for host in self.settings.listen}
-        return {(s.host, s.port) for s in handed} == wanted
+    def memberAddress(self) -> Address | None:
+        """Where this node's own cluster socket is bound, while it is open."""
+        if self.socket is None or self.socket.transport is None:
+            return None
+        bound = self.socket.transport.getHost()
+        return bound.host, bound.port
 
     def adopt(self, handed: Sequence[HandedSocket]) -> ClusterPorts | None:
         """
@@ -287,17 +290,8 @@ class Membership:
         them and return L{None} if they are not bound where this node listens.
         """
         assert self.sharing is not None, "only a node that can share sockets receives them"
-        if not self.fits(handed):
-            for s in handed:
-                self.sharing.close(s)
-            return None
-        adopted = ClusterPorts([], [])
-        for s in handed:
-            responder = self._responder(s.host)
-            adopted.ports.append(self.sharing.adopt(s, responder, MAX_DATAGRAM))
-            adopted.responders.append(responder)
-        self.counters["sockets_taken"] += len(handed)
-        return adopted
+        return ClusterPorts.adopt(self.sharing, handed, self.settings.listen,
+                                  self.settings.port, self._responder, self.counters)
 
     def _responder(self, host: str) -> ResolutionResponder:
         responder = ResolutionResponder(

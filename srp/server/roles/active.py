@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +13,9 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from srp.interfaces import HandedSocket, ISocketSharing
 from srp.records import Registration
-from srp.server.fencing import REMIND_FOR
+from srp.server.fencing import REMIND_FOR, boundAt
 from srp.server.joins import Assembled, JoinAssembler, PartDropped
 from srp.server.responder import ResolutionResponder
 from srp.server.roles.base import Address, ClusterView, Role
@@ -77,6 +79,28 @@ class ClusterPorts:
                 bound.stopListening()
             raise
         return cls(ports, responders)
+
+    @classmethod
+    def adopt(cls, sharing: ISocketSharing, handed: Sequence[HandedSocket],
+              listen: Sequence[str], port: int,
+              responder: Callable[[str], ResolutionResponder],
+              counters: Counter[str]) -> ClusterPorts | None:
+        """
+        Answer on C{handed}, sockets another node of this host passed, each
+        with a new C{responder(address)}; or close them and return L{None}
+        if they are not bound to C{port} on exactly the addresses of C{listen}.
+        """
+        if not boundAt(handed, listen, port):
+            for s in handed:
+                sharing.close(s)
+            return None
+        adopted = cls([], [])
+        for s in handed:
+            answering = responder(s.host)
+            adopted.ports.append(sharing.adopt(s, answering, MAX_DATAGRAM))
+            adopted.responders.append(answering)
+        counters["sockets_taken"] += len(handed)
+        return adopted
 
     @property
     def sender(self) -> DatagramProtocol | None:
@@ -148,7 +172,7 @@ class ActiveRole(Role):
         # Offer the sockets before the passives hear of this node: they ask
         # for them as soon as they do.
         core.fence.release()
-        self.ports.offer = core.fence.offer(self.ports.ports)
+        self.ports.offer = core.fence.offer(self.ports.ports, core.memberAddress())
         for passive in self._passives:
             self._ack((passive.host, passive.port), self.ports.sender)
         self._remind()
