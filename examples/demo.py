@@ -14,6 +14,7 @@ how many requests were lost.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,5 +121,10 @@ async def main(reactor: Any, scratch: Path) -> None:
 
 
 if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as scratch:
-        react(lambda reactor: Deferred.fromCoroutine(main(reactor, Path(scratch))))
+    scratch = Path(tempfile.mkdtemp(prefix="srp-demo-"))
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(main(reactor, scratch)))
+    except SystemExit as exit:
+        if not exit.code:  # kept on failure: the message names the node logs there
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise

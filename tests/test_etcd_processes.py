@@ -244,7 +244,7 @@ def test_stoppedLeaderIsFencedAndStepsDown(etcd: EtcdCluster, clusterName: str,
         return nodeId
 
     def holds(follower: NodeProcess, leader: NodeProcess) -> bool:
-        return f"Holding the cluster sockets of active {nodeIdOf(leader)}" in follower.log()
+        return f"Holding the cluster sockets of node {nodeIdOf(leader)}" in follower.log()
 
     try:
         a = start("a")

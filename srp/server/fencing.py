@@ -140,8 +140,8 @@ class Fence:
         self.sockets = offer.sockets
         self.origin = None if offer.member is None else Member(active, *offer.member)
         self.counters["fence_taken"] += 1
-        self.log.info("Holding the cluster sockets of active {node:016x}, to fence it should "
-                      "it hang", node=active)
+        self.log.info("Holding the cluster sockets of node {node:016x}, which answers on "
+                      "them, to fence it should it hang", node=active)
 
     def _notTaken(self, failure: Failure, active: int, attempt: int) -> None:
         if attempt != self._attempt:
