@@ -36,7 +36,7 @@ from srp.wire.cluster import Member
 
 #: How long a new active reminds the active it fenced, in seconds, unless
 #: it hears from it first.  A node stopped for longer notices the pause by
-#: itself when it runs again (see L{srp.server.roles.active}).
+#: itself when it runs again (see L{srp.server.pauses}).
 REMIND_FOR = 60.0
 
 
